@@ -1,7 +1,22 @@
 //! Sans-IO core of paas-runner: every decision, no IO, no clock, no randomness.
+//!
+//! The [`Dispatcher`] is fed events (`handle_*`) with the current time and
+//! returns [`Command`]s; the binary's driver executes them and feeds back
+//! their outcomes. This crate depends on no async runtime, HTTP client,
+//! filesystem or clock.
 
+pub mod dispatcher;
 pub mod flavor;
+pub mod job;
+pub mod messages;
+pub mod record;
 pub mod secret;
 
+pub use dispatcher::{
+    backoff, Command, Dispatcher, DispatcherConfig, LaunchCheck, LaunchWatch, Notice, PollOutcome,
+    RunnerSpec, Stats, StatusCheck, StepOutcome,
+};
 pub use flavor::{weight_of_ram_mib, Flavor, FlavorTable};
+pub use job::{App, Failure, FailureKind, Job, JobKey, NewJob, Resource, RunnerIdx, Stage};
+pub use record::{JobRecord, StageRecord};
 pub use secret::Secret;

@@ -1,0 +1,990 @@
+//! The dispatcher state machine: which runner to poll, whether a job fits the
+//! quota, what to do next for each job, what to persist, when to give up.
+//!
+//! Inputs arrive through `handle_*` methods with the current time; outputs
+//! leave through [`Dispatcher::poll_command`]. The caller owns the clock
+//! ([`Dispatcher::poll_timeout`] says when to call
+//! [`Dispatcher::handle_timeout`]) and all IO.
+//!
+//! Durability rule: a [`Command::Save`] describing a job's new stage is
+//! emitted *before* the command that performs the stage's side effect, so a
+//! caller that executes commands in order has always recorded an intent
+//! before acting on it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::flavor::{Flavor, FlavorTable};
+use crate::job::{App, Failure, FailureKind, Job, JobKey, NewJob, Resource, RunnerIdx, Stage};
+use crate::messages;
+use crate::record::{JobRecord, StageRecord};
+use crate::secret::Secret;
+
+/// Takes the job of an outcome out of `busy`; returns from the handler if the
+/// job is unknown (already forgotten).
+macro_rules! outcome_job {
+    ($self:ident, $key:expr) => {
+        match $self.jobs.get_mut(&$key) {
+            Some(job) => {
+                job.busy = false;
+                job
+            }
+            None => return,
+        }
+    };
+}
+
+/// Tolerance for floating-point weight comparisons.
+const EPSILON: f64 = 1e-9;
+
+/// Attempts for a step whose failures are transient (cloud 5xx, timeouts).
+pub const STEP_ATTEMPTS: u32 = 3;
+/// Attempts to report a failure to the coordinator.
+pub const REPORT_ATTEMPTS: u32 = 5;
+/// Cap of the backoff between attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Settings of the dispatcher (from the configuration file).
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// Maximum number of jobs handled at once (`concurrent`).
+    pub concurrent: usize,
+    /// Time between polls of a runner that gave no job (`check_interval`).
+    pub check_interval: Duration,
+    /// Time between checks of a launched job's status on the coordinator.
+    pub status_interval: Duration,
+    /// Jobs between acquisition and confirmed launch, at most
+    /// (`paas_max_concurrent_provisioning`).
+    pub max_provisioning: usize,
+    /// Minimum time between two provisioning starts
+    /// (`paas_min_seconds_between_launches`).
+    pub min_between_launches: Duration,
+    /// Do not delete applications of finished jobs
+    /// (`paas_finished_jobs_keep_resources`).
+    pub keep_resources: bool,
+    /// Delete applications of jobs whose launch failed
+    /// (`paas_decommission_launch_failures`).
+    pub decommission_launch_failures: bool,
+    /// Poll a runner again at once when it just gave a job
+    /// (`paas_repoll_same_runner_immediately`).
+    pub repoll_immediately: bool,
+    /// The weighted quota.
+    pub quota: f64,
+    /// No runner may use more than this fraction of the quota
+    /// (`allowed_fraction_per_runner`).
+    pub allowed_fraction_per_runner: f64,
+}
+
+/// What the dispatcher knows of one `[[runners]]` entry.
+#[derive(Debug, Clone)]
+pub struct RunnerSpec {
+    /// Short id: the first 8 characters of the runner token.
+    pub key: String,
+    pub name: String,
+    pub quota_max_fraction: f64,
+    pub default_flavor: String,
+    pub max_flavor: Option<String>,
+    pub flavors: FlavorTable,
+    /// Watch the job log to confirm launches (needs the watch token).
+    pub launch_watch: Option<LaunchWatch>,
+}
+
+impl RunnerSpec {
+    /// Weight of the largest job this runner may receive: the most a poll
+    /// can bring, hence what a poll must find room for.
+    pub fn max_job_weight(&self) -> f64 {
+        match self.max_flavor.as_deref().and_then(|name| self.flavors.get(name)) {
+            Some(flavor) => flavor.weight(),
+            None => self.flavors.max_weight().unwrap_or(0.0),
+        }
+    }
+
+    /// Name of the application of a job: deterministic, so that a restarted
+    /// process can find what a previous one created.
+    pub fn app_name(&self, job_id: u64) -> String {
+        format!("hpd-job-{}-{}", self.key, job_id)
+    }
+}
+
+/// Launch confirmation by watching the job log.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LaunchWatch {
+    pub timeout: Duration,
+    pub poll_step: Duration,
+}
+
+/// Something for the caller to do.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Ask the runner's coordinator for a job.
+    RequestJob { runner: RunnerIdx },
+    /// Persist this job record (insert or replace) before the next commands.
+    Save(JobRecord),
+    /// The job is over: drop its record.
+    Forget(JobKey),
+    /// Create the job's application (idempotent by name: adopt an existing
+    /// application of that name), set its environment.
+    CreateApp {
+        job: JobKey,
+        name: String,
+        flavor: Flavor,
+    },
+    /// Wait until the application's repository is ready and push the build
+    /// context (idempotent: skip the push if the repository has a head).
+    Deploy {
+        job: JobKey,
+        app_id: String,
+        payload: String,
+    },
+    /// Has the inner runner written to the job log yet?
+    CheckLaunch {
+        job: JobKey,
+        project_id: Option<u64>,
+    },
+    /// Is the job still running on the coordinator?
+    CheckStatus { job: JobKey, token: Secret },
+    /// Append complete lines to the job log.
+    AppendLog {
+        job: JobKey,
+        token: Secret,
+        text: String,
+    },
+    /// Report the job failed to the coordinator.
+    ReportFailure {
+        job: JobKey,
+        token: Secret,
+        kind: FailureKind,
+        failure_reasons: Option<Vec<String>>,
+    },
+    /// Delete the job's application: by id if known, else every application
+    /// carrying `name`.
+    DeleteApp {
+        job: JobKey,
+        app_id: Option<String>,
+        name: String,
+    },
+    /// Something worth telling operators (logs, metrics, progress).
+    Notice(Notice),
+}
+
+/// Facts for logs, metrics and progress displays.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    Acquired { job: JobKey, flavor: String, weight: f64 },
+    Launched { job: JobKey },
+    Finished { job: JobKey },
+    Failed { job: JobKey, message: String },
+    Retrying { job: JobKey, step: &'static str, attempt: u32, max_attempts: u32, delay: Duration },
+    Decommissioned { job: JobKey },
+    GaveUp { job: JobKey, step: &'static str },
+}
+
+/// Result of a job request.
+#[derive(Debug, Clone)]
+pub enum PollOutcome {
+    Job(NewJob),
+    NoJob,
+    /// The coordinator could not answer (transient) or refused (not).
+    Error { transient: bool },
+    /// The request was abandoned (shutdown).
+    Cancelled,
+}
+
+/// Result of a step performed against the cloud or the coordinator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutcome<T> {
+    Done(T),
+    /// Failed; `transient` failures are retried within a budget.
+    /// `user_message` is what the CI user reads if the job fails of it.
+    Failed { transient: bool, user_message: String },
+}
+
+/// Result of a launch check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchCheck {
+    /// The inner runner wrote to the job log.
+    Started,
+    NotYet,
+    /// The job is already over on the coordinator (e.g. cancelled).
+    JobOver,
+}
+
+/// Result of a status check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusCheck {
+    Running,
+    Finished,
+    Error,
+}
+
+/// Counters for progress displays and metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub queued: usize,
+    pub provisioning: usize,
+    pub launching: usize,
+    pub running: usize,
+    pub failing: usize,
+    pub decommissioning: usize,
+    pub jobs: usize,
+    pub weight: f64,
+    pub reserved_weight: f64,
+    pub quota: f64,
+    pub polls_in_flight: usize,
+    pub acquired_total: u64,
+    pub launched_total: u64,
+    pub failed_total: u64,
+    pub done_total: u64,
+}
+
+#[derive(Debug)]
+struct RunnerState {
+    spec: RunnerSpec,
+    poll_in_flight: bool,
+    /// Weight reserved for the job the in-flight poll may bring.
+    reserved: f64,
+    next_poll_at: Option<Instant>,
+    consecutive_errors: u32,
+}
+
+/// The dispatcher.
+#[derive(Debug)]
+pub struct Dispatcher {
+    config: DispatcherConfig,
+    runners: Vec<RunnerState>,
+    jobs: BTreeMap<JobKey, Job>,
+    /// Jobs whose next step can be decided now.
+    ready: BTreeSet<JobKey>,
+    /// Jobs waiting for a time.
+    wakeups: BTreeSet<(Instant, JobKey)>,
+    /// Jobs waiting for the launch spacing.
+    launch_queue: VecDeque<JobKey>,
+    next_launch_at: Option<Instant>,
+    commands: VecDeque<Command>,
+    /// Runner to consider first at the next polling round (fairness).
+    poll_cursor: usize,
+    shutting_down: bool,
+    acquired_total: u64,
+    launched_total: u64,
+    failed_total: u64,
+    done_total: u64,
+}
+
+impl Dispatcher {
+    pub fn new(config: DispatcherConfig, runners: Vec<RunnerSpec>) -> Self {
+        Dispatcher {
+            config,
+            runners: runners
+                .into_iter()
+                .map(|spec| RunnerState {
+                    spec,
+                    poll_in_flight: false,
+                    reserved: 0.0,
+                    next_poll_at: None,
+                    consecutive_errors: 0,
+                })
+                .collect(),
+            jobs: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            wakeups: BTreeSet::new(),
+            launch_queue: VecDeque::new(),
+            next_launch_at: None,
+            commands: VecDeque::new(),
+            poll_cursor: 0,
+            shutting_down: false,
+            acquired_total: 0,
+            launched_total: 0,
+            failed_total: 0,
+            done_total: 0,
+        }
+    }
+
+    /// Takes back jobs recorded by a previous process. Call before the first
+    /// [`Dispatcher::handle_timeout`]. Records of unknown runners are
+    /// returned (the caller decides what to do with them).
+    pub fn restore(&mut self, records: Vec<JobRecord>, now: Instant) -> Vec<JobRecord> {
+        let mut unknown = Vec::new();
+        for record in records {
+            let Some(runner) = self.runners.iter().position(|r| r.spec.key == record.runner_key) else {
+                unknown.push(record);
+                continue;
+            };
+            let key = JobKey { runner, job_id: record.job_id };
+            let resource = match (&record.app_id, record.stage) {
+                (Some(id), _) => Resource::Exists(App { id: id.clone(), weight: record.app_weight }),
+                // A creation may have been under way when the process died.
+                (None, StageRecord::Provisioning) => Resource::Maybe,
+                (None, _) if record.app_maybe => Resource::Maybe,
+                (None, _) => Resource::None,
+            };
+            let stage = match record.stage {
+                StageRecord::Queued => Stage::Queued,
+                StageRecord::Provisioning => Stage::Provisioning,
+                StageRecord::Deploying => Stage::Deploying,
+                StageRecord::Launching => Stage::Launching { since: now },
+                StageRecord::Running => Stage::Running,
+                StageRecord::Failing => Stage::Failing {
+                    failure: Failure {
+                        kind: record.failure_kind.unwrap_or(FailureKind::System),
+                        message: record.failure_message.clone().unwrap_or_default(),
+                    },
+                    message_written: record.message_written,
+                },
+                StageRecord::Decommissioning => Stage::Decommissioning,
+            };
+            let job = Job {
+                key,
+                token: record.token.clone(),
+                project_id: record.project_id,
+                payload: record.payload.clone(),
+                failure_reasons: record.failure_reasons.clone(),
+                flavor: record.flavor.clone(),
+                expected_weight: record.expected_weight,
+                stage,
+                resource,
+                busy: false,
+                next_step_at: None,
+                attempts: 0,
+                failed: record.failed,
+            };
+            self.jobs.insert(key, job);
+            self.ready.insert(key);
+        }
+        self.drive(now);
+        unknown
+    }
+
+    /// Stop acquiring jobs. In-flight commands should be let complete; the
+    /// caller exits once [`Dispatcher::is_quiescent`] holds. No new step is
+    /// started: every job stays durably where it is and is resumed at the
+    /// next start.
+    pub fn shutdown(&mut self) {
+        self.shutting_down = true;
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Nothing in flight: safe to exit after a shutdown.
+    pub fn is_quiescent(&self) -> bool {
+        !self.runners.iter().any(|r| r.poll_in_flight) && !self.jobs.values().any(|j| j.busy)
+    }
+
+    pub fn config(&self) -> &DispatcherConfig {
+        &self.config
+    }
+
+    pub fn runner(&self, idx: RunnerIdx) -> &RunnerSpec {
+        &self.runners[idx].spec
+    }
+
+    pub fn runner_count(&self) -> usize {
+        self.runners.len()
+    }
+
+    pub fn job(&self, key: JobKey) -> Option<&Job> {
+        self.jobs.get(&key)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    /// Replaces a runner's flavor catalogue (refreshed from the cloud).
+    pub fn handle_flavors(&mut self, runner: RunnerIdx, flavors: FlavorTable, now: Instant) {
+        self.runners[runner].spec.flavors = flavors;
+        self.drive(now);
+    }
+
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When [`Dispatcher::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let job_wakeup = self.wakeups.iter().next().map(|(at, _)| *at);
+        let poll_wakeup = if self.shutting_down {
+            None
+        } else {
+            self.runners.iter().filter(|r| !r.poll_in_flight).filter_map(|r| r.next_poll_at).min()
+        };
+        let launch_wakeup = if self.launch_queue.is_empty() { None } else { self.next_launch_at };
+        [job_wakeup, poll_wakeup, launch_wakeup].into_iter().flatten().min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.wakeups.iter().next() {
+            if at > now {
+                break;
+            }
+            self.wakeups.remove(&(at, key));
+            if let Some(job) = self.jobs.get_mut(&key) {
+                if job.next_step_at.is_some_and(|t| t <= now) {
+                    job.next_step_at = None;
+                    self.ready.insert(key);
+                }
+            }
+        }
+        self.drive(now);
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            quota: self.config.quota,
+            acquired_total: self.acquired_total,
+            launched_total: self.launched_total,
+            failed_total: self.failed_total,
+            done_total: self.done_total,
+            ..Stats::default()
+        };
+        for job in self.jobs.values() {
+            stats.jobs += 1;
+            stats.weight += job.weight();
+            match job.stage {
+                Stage::Queued => stats.queued += 1,
+                Stage::Provisioning | Stage::Deploying => stats.provisioning += 1,
+                Stage::Launching { .. } => stats.launching += 1,
+                Stage::Running => stats.running += 1,
+                Stage::Failing { .. } => stats.failing += 1,
+                Stage::Decommissioning => stats.decommissioning += 1,
+            }
+        }
+        for runner in &self.runners {
+            stats.reserved_weight += runner.reserved;
+            stats.polls_in_flight += usize::from(runner.poll_in_flight);
+        }
+        stats
+    }
+
+    // ----- inputs -----
+
+    pub fn handle_poll(&mut self, runner: RunnerIdx, outcome: PollOutcome, now: Instant) {
+        let state = &mut self.runners[runner];
+        debug_assert!(state.poll_in_flight, "poll result without a poll");
+        state.poll_in_flight = false;
+        state.reserved = 0.0;
+        let check_interval = self.config.check_interval;
+        match outcome {
+            PollOutcome::Job(new_job) => {
+                state.consecutive_errors = 0;
+                state.next_poll_at =
+                    Some(if self.config.repoll_immediately { now } else { now + check_interval });
+                self.accept_job(runner, new_job, now);
+            }
+            PollOutcome::NoJob => {
+                state.consecutive_errors = 0;
+                state.next_poll_at = Some(now + check_interval);
+            }
+            PollOutcome::Error { transient } => {
+                state.consecutive_errors = state.consecutive_errors.saturating_add(1);
+                let factor = if transient { 1 } else { 1u32 << state.consecutive_errors.min(5) };
+                state.next_poll_at = Some(now + (check_interval * factor).min(MAX_BACKOFF.max(check_interval)));
+            }
+            PollOutcome::Cancelled => {
+                state.next_poll_at = Some(now);
+            }
+        }
+        self.drive(now);
+    }
+
+    pub fn handle_created(&mut self, key: JobKey, outcome: StepOutcome<App>, now: Instant) {
+        let job = outcome_job!(self, key);
+        match outcome {
+            StepOutcome::Done(app) => {
+                job.resource = Resource::Exists(app);
+                job.attempts = 0;
+                job.stage = Stage::Deploying;
+                self.save(key);
+            }
+            StepOutcome::Failed { transient, user_message } => {
+                // The creation may have taken effect although it failed.
+                job.resource = Resource::Maybe;
+                self.retry_or_fail(key, "create application", STEP_ATTEMPTS, transient, user_message, now);
+            }
+        }
+        self.ready.insert(key);
+        self.drive(now);
+    }
+
+    pub fn handle_deployed(&mut self, key: JobKey, outcome: StepOutcome<()>, now: Instant) {
+        let job = outcome_job!(self, key);
+        match outcome {
+            StepOutcome::Done(()) => {
+                job.attempts = 0;
+                if self.runners[key.runner].spec.launch_watch.is_some() {
+                    job.stage = Stage::Launching { since: now };
+                } else {
+                    // Without a way to watch the log, assume the launch
+                    // worked, like heptapod-paas-runner does.
+                    job.stage = Stage::Running;
+                    self.launched_total += 1;
+                    self.commands.push_back(Command::Notice(Notice::Launched { job: key }));
+                }
+                self.save(key);
+            }
+            StepOutcome::Failed { transient, user_message } => {
+                self.retry_or_fail(key, "deploy", STEP_ATTEMPTS, transient, user_message, now);
+            }
+        }
+        self.ready.insert(key);
+        self.drive(now);
+    }
+
+    pub fn handle_launch_check(&mut self, key: JobKey, check: LaunchCheck, now: Instant) {
+        let job = outcome_job!(self, key);
+        let Stage::Launching { since } = job.stage else {
+            self.ready.insert(key);
+            self.drive(now);
+            return;
+        };
+        let watch = self.runners[key.runner].spec.launch_watch;
+        match check {
+            LaunchCheck::Started => {
+                job.stage = Stage::Running;
+                self.launched_total += 1;
+                self.commands.push_back(Command::Notice(Notice::Launched { job: key }));
+                self.save(key);
+                self.ready.insert(key);
+            }
+            LaunchCheck::JobOver => {
+                job.stage = Stage::Decommissioning;
+                self.save(key);
+                self.ready.insert(key);
+            }
+            LaunchCheck::NotYet => {
+                let watch = watch.unwrap_or(LaunchWatch {
+                    timeout: Duration::ZERO,
+                    poll_step: Duration::ZERO,
+                });
+                if now.saturating_duration_since(since) >= watch.timeout {
+                    let failure = Failure {
+                        kind: FailureKind::System,
+                        message: messages::launch_timeout(watch.timeout.as_secs()),
+                    };
+                    self.fail(key, failure);
+                    self.ready.insert(key);
+                } else {
+                    let next = (now + watch.poll_step).min(since + watch.timeout);
+                    self.wake_at(key, next);
+                }
+            }
+        }
+        self.drive(now);
+    }
+
+    pub fn handle_status(&mut self, key: JobKey, check: StatusCheck, now: Instant) {
+        let job = outcome_job!(self, key);
+        match check {
+            StatusCheck::Finished => {
+                self.commands.push_back(Command::Notice(Notice::Finished { job: key }));
+                job.stage = Stage::Decommissioning;
+                self.save(key);
+                self.ready.insert(key);
+            }
+            StatusCheck::Running | StatusCheck::Error => {
+                let next = now + self.config.status_interval;
+                self.wake_at(key, next);
+            }
+        }
+        self.drive(now);
+    }
+
+    pub fn handle_log_appended(&mut self, key: JobKey, outcome: StepOutcome<()>, now: Instant) {
+        let job = outcome_job!(self, key);
+        let written = match outcome {
+            StepOutcome::Done(()) => true,
+            StepOutcome::Failed { transient, .. } => {
+                job.attempts += 1;
+                if transient && job.attempts < STEP_ATTEMPTS {
+                    let delay = backoff(job.attempts);
+                    let attempt = job.attempts;
+                    self.wake_at(key, now + delay);
+                    self.commands.push_back(Command::Notice(Notice::Retrying {
+                        job: key,
+                        step: "write job log",
+                        attempt,
+                        max_attempts: STEP_ATTEMPTS,
+                        delay,
+                    }));
+                    self.drive(now);
+                    return;
+                }
+                self.commands.push_back(Command::Notice(Notice::GaveUp { job: key, step: "write job log" }));
+                // Give up on the log; the failure report still goes out.
+                true
+            }
+        };
+        if let Some(job) = self.jobs.get_mut(&key) {
+            if let Stage::Failing { message_written, .. } = &mut job.stage {
+                *message_written = written;
+            }
+            job.attempts = 0;
+        }
+        self.save(key);
+        self.ready.insert(key);
+        self.drive(now);
+    }
+
+    pub fn handle_failure_reported(&mut self, key: JobKey, outcome: StepOutcome<()>, now: Instant) {
+        let job = outcome_job!(self, key);
+        if let StepOutcome::Failed { transient, .. } = outcome {
+            job.attempts += 1;
+            if transient && job.attempts < REPORT_ATTEMPTS {
+                let delay = backoff(job.attempts);
+                let attempt = job.attempts;
+                self.wake_at(key, now + delay);
+                self.commands.push_back(Command::Notice(Notice::Retrying {
+                    job: key,
+                    step: "report failure",
+                    attempt,
+                    max_attempts: REPORT_ATTEMPTS,
+                    delay,
+                }));
+                self.drive(now);
+                return;
+            }
+            self.commands.push_back(Command::Notice(Notice::GaveUp { job: key, step: "report failure" }));
+        }
+        let Some(job) = self.jobs.get_mut(&key) else { return };
+        job.attempts = 0;
+        let keep = matches!(job.resource, Resource::Exists(_)) && !self.config.decommission_launch_failures;
+        if matches!(job.resource, Resource::None) || keep {
+            self.finish(key);
+        } else {
+            job.stage = Stage::Decommissioning;
+            self.save(key);
+            self.ready.insert(key);
+        }
+        self.drive(now);
+    }
+
+    pub fn handle_deleted(&mut self, key: JobKey, outcome: StepOutcome<()>, now: Instant) {
+        let job = outcome_job!(self, key);
+        match outcome {
+            StepOutcome::Done(()) => {
+                job.resource = Resource::None;
+                self.commands.push_back(Command::Notice(Notice::Decommissioned { job: key }));
+                self.finish(key);
+            }
+            StepOutcome::Failed { .. } => {
+                // Never give up on a deletion: a leaked application costs money.
+                job.attempts = job.attempts.saturating_add(1);
+                let delay = backoff(job.attempts);
+                let attempt = job.attempts;
+                self.wake_at(key, now + delay);
+                self.commands.push_back(Command::Notice(Notice::Retrying {
+                    job: key,
+                    step: "delete application",
+                    attempt,
+                    max_attempts: 0,
+                    delay,
+                }));
+            }
+        }
+        self.drive(now);
+    }
+
+    // ----- decisions -----
+
+    fn accept_job(&mut self, runner: RunnerIdx, new_job: NewJob, now: Instant) {
+        let key = JobKey { runner, job_id: new_job.job_id };
+        if self.jobs.contains_key(&key) {
+            // The coordinator handed the same job twice: keep the one we have.
+            return;
+        }
+        let spec = &self.runners[runner].spec;
+        let flavor_name = new_job.requested_flavor.clone().unwrap_or_else(|| spec.default_flavor.clone());
+        let max_weight = spec.max_job_weight();
+        let flavor = spec.flavors.get(&flavor_name).cloned();
+        let failure = match &flavor {
+            None => Some(Failure {
+                kind: FailureKind::User,
+                message: messages::unknown_flavor(&flavor_name, &spec.flavors, max_weight),
+            }),
+            Some(flavor) if flavor.weight() > max_weight + EPSILON => Some(Failure {
+                kind: FailureKind::User,
+                message: messages::flavor_above_max(
+                    &flavor_name,
+                    spec.max_flavor.as_deref().unwrap_or_default(),
+                    &spec.flavors,
+                ),
+            }),
+            Some(_) => None,
+        };
+        let expected_weight = match (&failure, &flavor) {
+            (None, Some(flavor)) => flavor.weight(),
+            _ => 0.0,
+        };
+        let job = Job {
+            key,
+            token: new_job.token,
+            project_id: new_job.project_id,
+            payload: new_job.payload,
+            failure_reasons: new_job.failure_reasons,
+            flavor: flavor_name.clone(),
+            expected_weight,
+            stage: Stage::Queued,
+            resource: Resource::None,
+            busy: false,
+            next_step_at: None,
+            attempts: 0,
+            failed: false,
+        };
+        self.jobs.insert(key, job);
+        self.acquired_total += 1;
+        self.commands.push_back(Command::Notice(Notice::Acquired {
+            job: key,
+            flavor: flavor_name,
+            weight: expected_weight,
+        }));
+        match failure {
+            Some(failure) => self.fail(key, failure),
+            None => self.launch_queue.push_back(key),
+        }
+        self.save(key);
+        self.ready.insert(key);
+        let _ = now;
+    }
+
+    fn retry_or_fail(
+        &mut self,
+        key: JobKey,
+        step: &'static str,
+        max_attempts: u32,
+        transient: bool,
+        user_message: String,
+        now: Instant,
+    ) {
+        let Some(job) = self.jobs.get_mut(&key) else { return };
+        job.attempts += 1;
+        if transient && job.attempts < max_attempts && !self.shutting_down {
+            let delay = backoff(job.attempts);
+            let attempt = job.attempts;
+            self.wake_at(key, now + delay);
+            self.commands.push_back(Command::Notice(Notice::Retrying {
+                job: key,
+                step,
+                attempt,
+                max_attempts,
+                delay,
+            }));
+            self.save(key);
+            return;
+        }
+        if transient && self.shutting_down {
+            // Leave the step to the next process rather than failing the job.
+            self.save(key);
+            return;
+        }
+        job.attempts = 0;
+        self.fail(key, Failure { kind: FailureKind::System, message: user_message });
+    }
+
+    fn fail(&mut self, key: JobKey, failure: Failure) {
+        let Some(job) = self.jobs.get_mut(&key) else { return };
+        if !job.failed {
+            job.failed = true;
+            self.failed_total += 1;
+        }
+        self.commands.push_back(Command::Notice(Notice::Failed { job: key, message: failure.message.clone() }));
+        job.stage = Stage::Failing { failure, message_written: false };
+        job.attempts = 0;
+        self.launch_queue.retain(|queued| *queued != key);
+        self.save(key);
+    }
+
+    fn finish(&mut self, key: JobKey) {
+        if let Some(job) = self.jobs.remove(&key) {
+            if let Some(at) = job.next_step_at {
+                self.wakeups.remove(&(at, key));
+            }
+            self.ready.remove(&key);
+            self.done_total += 1;
+            self.commands.push_back(Command::Forget(key));
+        }
+    }
+
+    fn wake_at(&mut self, key: JobKey, at: Instant) {
+        if let Some(job) = self.jobs.get_mut(&key) {
+            if let Some(previous) = job.next_step_at.replace(at) {
+                self.wakeups.remove(&(previous, key));
+            }
+            self.wakeups.insert((at, key));
+            self.ready.remove(&key);
+        }
+    }
+
+    fn save(&mut self, key: JobKey) {
+        if let Some(job) = self.jobs.get(&key) {
+            let record = JobRecord::from_job(job, &self.runners[key.runner].spec.key);
+            self.commands.push_back(Command::Save(record));
+        }
+    }
+
+    /// Starts whatever can start now.
+    fn drive(&mut self, now: Instant) {
+        self.start_launches(now);
+        let ready = std::mem::take(&mut self.ready);
+        for key in ready {
+            self.step(key, now);
+        }
+        self.start_polls(now);
+    }
+
+    fn start_launches(&mut self, now: Instant) {
+        if self.shutting_down {
+            return;
+        }
+        while let Some(&key) = self.launch_queue.front() {
+            if self.next_launch_at.is_some_and(|at| at > now) {
+                break;
+            }
+            self.launch_queue.pop_front();
+            let Some(job) = self.jobs.get_mut(&key) else { continue };
+            if job.stage != Stage::Queued {
+                continue;
+            }
+            job.stage = Stage::Provisioning;
+            if !self.config.min_between_launches.is_zero() {
+                self.next_launch_at = Some(now + self.config.min_between_launches);
+            }
+            self.save(key);
+            self.ready.insert(key);
+        }
+    }
+
+    /// Issues the next command of one job, if any.
+    fn step(&mut self, key: JobKey, now: Instant) {
+        if self.shutting_down {
+            return;
+        }
+        let Some(job) = self.jobs.get_mut(&key) else { return };
+        if job.busy || job.next_step_at.is_some_and(|at| at > now) {
+            return;
+        }
+        let spec = &self.runners[key.runner].spec;
+        let command = match &job.stage {
+            Stage::Queued => None,
+            Stage::Provisioning => {
+                let flavor = spec.flavors.get(&job.flavor).cloned();
+                match flavor {
+                    Some(flavor) => {
+                        job.resource = Resource::Maybe;
+                        Some(Command::CreateApp { job: key, name: spec.app_name(key.job_id), flavor })
+                    }
+                    None => {
+                        // The catalogue changed since acquisition.
+                        let message = messages::unknown_flavor(&job.flavor, &spec.flavors, spec.max_job_weight());
+                        self.fail(key, Failure { kind: FailureKind::User, message });
+                        self.ready.insert(key);
+                        return;
+                    }
+                }
+            }
+            Stage::Deploying => job.app_id().map(|app_id| Command::Deploy {
+                job: key,
+                app_id: app_id.to_owned(),
+                payload: job.payload.clone(),
+            }),
+            Stage::Launching { .. } => Some(Command::CheckLaunch { job: key, project_id: job.project_id }),
+            Stage::Running => Some(Command::CheckStatus { job: key, token: job.token.clone() }),
+            Stage::Failing { failure, message_written } => {
+                if *message_written {
+                    Some(Command::ReportFailure {
+                        job: key,
+                        token: job.token.clone(),
+                        kind: failure.kind,
+                        failure_reasons: job.failure_reasons.clone(),
+                    })
+                } else {
+                    Some(Command::AppendLog {
+                        job: key,
+                        token: job.token.clone(),
+                        text: messages::red_lines(&failure.message),
+                    })
+                }
+            }
+            Stage::Decommissioning => {
+                if self.config.keep_resources && !job.failed {
+                    self.finish(key);
+                    return;
+                }
+                match &job.resource {
+                    Resource::None => {
+                        self.finish(key);
+                        return;
+                    }
+                    Resource::Maybe | Resource::Exists(_) => Some(Command::DeleteApp {
+                        job: key,
+                        app_id: job.app_id().map(str::to_owned),
+                        name: spec.app_name(key.job_id),
+                    }),
+                }
+            }
+        };
+        if let Some(command) = command {
+            job.busy = true;
+            if matches!(command, Command::CreateApp { .. }) {
+                // Durable before effective: the record says a creation may be
+                // under way before the caller starts it.
+                self.save(key);
+            }
+            self.commands.push_back(command);
+        }
+    }
+
+    fn start_polls(&mut self, now: Instant) {
+        if self.shutting_down || self.runners.is_empty() {
+            return;
+        }
+        let count = self.runners.len();
+        let start = self.poll_cursor % count;
+        for offset in 0..count {
+            let idx = (start + offset) % count;
+            if self.may_poll(idx, now) {
+                let reserve = self.runners[idx].spec.max_job_weight();
+                let runner = &mut self.runners[idx];
+                runner.poll_in_flight = true;
+                runner.reserved = reserve;
+                runner.next_poll_at = None;
+                self.poll_cursor = idx + 1;
+                self.commands.push_back(Command::RequestJob { runner: idx });
+            }
+        }
+    }
+
+    fn may_poll(&self, idx: RunnerIdx, now: Instant) -> bool {
+        let runner = &self.runners[idx];
+        if runner.poll_in_flight || runner.next_poll_at.is_some_and(|at| at > now) {
+            return false;
+        }
+        let min_weight = runner.spec.max_job_weight();
+        if min_weight <= 0.0 {
+            // No flavor known yet: nothing could be provisioned.
+            return false;
+        }
+        let in_flight = self.runners.iter().filter(|r| r.poll_in_flight).count();
+        let provisioning = self.jobs.values().filter(|j| j.stage.is_provisioning()).count();
+        if self.jobs.len() + in_flight >= self.config.concurrent {
+            return false;
+        }
+        if provisioning + in_flight >= self.config.max_provisioning {
+            return false;
+        }
+        let used: f64 = self.jobs.values().map(Job::weight).sum::<f64>()
+            + self.runners.iter().map(|r| r.reserved).sum::<f64>();
+        if used + min_weight > self.config.quota + EPSILON {
+            return false;
+        }
+        let runner_used: f64 = self.jobs.values().filter(|j| j.key.runner == idx).map(Job::weight).sum();
+        let fraction = self.config.allowed_fraction_per_runner.min(runner.spec.quota_max_fraction);
+        runner_used + min_weight <= fraction * self.config.quota + EPSILON
+    }
+}
+
+/// Exponential backoff: 1 s, 2 s, 4 s, ... capped at [`MAX_BACKOFF`].
+pub fn backoff(attempt: u32) -> Duration {
+    let secs = 1u64 << attempt.saturating_sub(1).min(6);
+    Duration::from_secs(secs).min(MAX_BACKOFF)
+}
