@@ -1,0 +1,815 @@
+//! Clever Cloud API client for one organisation: the public catalogue, and the applications that run jobs.
+//!
+//! It authenticates with the legacy `Authorization: token <cc_token>` scheme
+//! that heptapod-paas-runner configurations carry (`cc_token`); see
+//! `reference/clever-cloud-api.md` §2.3. Every call is a single attempt
+//! bounded by a timeout (30 s unless [`CleverClient::with_timeout`] says
+//! otherwise): the caller owns retries, and [`CleverError::is_transient`]
+//! tells which failures are worth one. In particular a `create_app` that
+//! timed out may have created the application; the caller lists
+//! applications by name before trying again.
+//!
+//! Responses are read leniently: unknown fields are ignored and missing
+//! optional ones become `None`, since the API is not formally specified.
+//! The token never appears in errors, logs or `Debug` output.
+//!
+//! UNVERIFIED (reference §2.3, §11): the `token` scheme appears in no public
+//! document and no official client; who issues such tokens, their scope and
+//! lifetime are unknown. Clever Cloud may stop accepting it, which would
+//! show as [`CleverError::Unauthorized`]; OAuth1 and API tokens (Bearer, on
+//! another host) would then need their own [`CleverClient`] constructor.
+
+use paas_core::{Flavor, Secret};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
+use reqwest::Method;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Timeout of one API call unless [`CleverClient::with_timeout`] sets another.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Client of the Clever Cloud API for one organisation.
+#[derive(Clone)]
+pub struct CleverClient {
+    http: reqwest::Client,
+    api_url: url::Url,
+    orga_id: String,
+    /// `token <cc_token>`, marked sensitive so that HTTP debug output hides it.
+    authorization: HeaderValue,
+    timeout: Duration,
+}
+
+/// What [`CleverClient::create_app`] needs to create a job's application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateApp {
+    /// Application name; Clever Cloud does not make names unique.
+    pub name: String,
+    /// Zone, e.g. `par`.
+    pub zone: String,
+    /// Version of the Docker offer, from [`CleverClient::docker_instance_version`].
+    pub instance_version: String,
+    /// Variant UUID (`cc_instance_variant_uuid`, the Heptapod Runner variant).
+    pub instance_variant: String,
+    /// Flavor name as the API knows it, e.g. `heptapod-runner-M`.
+    pub flavor_api_name: String,
+}
+
+/// An application, as far as the runner cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    /// `app_<uuid>`.
+    pub id: String,
+    pub name: String,
+    /// `deployment.repoState`: `CREATING`, then `CREATED` once the git
+    /// repository accepts pushes.
+    pub repo_state: Option<String>,
+    /// `deployment.httpUrl`: the git repository to push to.
+    pub http_url: Option<String>,
+    /// `instance.maxFlavor`: the size of the VM.
+    pub max_flavor: Option<AppFlavor>,
+    /// `creationDate`, in milliseconds since the Unix epoch.
+    pub creation_date_ms: Option<i64>,
+}
+
+/// The flavor of an existing application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppFlavor {
+    /// API name, e.g. `heptapod-runner-M`.
+    pub name: String,
+    pub ram_mib: u64,
+    pub cpus: u32,
+}
+
+/// Result of a successful [`CleverClient::delete_app`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    /// The API reported the application unknown (HTTP 404, error id 4004).
+    AlreadyGone,
+}
+
+/// Why an API call failed. Never contains the token.
+#[derive(Debug, thiserror::Error)]
+pub enum CleverError {
+    /// The API answered with an error status (other than 401 and 403).
+    #[error("{action}: clever cloud api error (HTTP {status}{}): {message}", id.map(|id| format!(", id {id}")).unwrap_or_default())]
+    Api {
+        action: &'static str,
+        status: u16,
+        id: Option<i64>,
+        message: String,
+    },
+    /// The API refused the token (HTTP 401 or 403).
+    #[error("{action}: clever cloud refused the credentials (HTTP {status})")]
+    Unauthorized { action: &'static str, status: u16 },
+    /// The API could not be reached or did not answer in time.
+    #[error("{action}: clever cloud api unreachable{}: {detail}", if *timed_out { " (timed out)" } else { "" })]
+    Transport {
+        action: &'static str,
+        detail: String,
+        timed_out: bool,
+    },
+    /// The API answered success with a body this client cannot read.
+    #[error("{action}: unexpected answer from clever cloud: {detail}")]
+    Decode {
+        action: &'static str,
+        detail: String,
+    },
+    /// The API URL or an id would not make a valid request URL.
+    #[error("invalid clever cloud api url: {0}")]
+    InvalidUrl(String),
+    /// The token cannot be sent in an HTTP header (control characters).
+    #[error("the clever cloud token contains characters not allowed in an HTTP header")]
+    InvalidToken,
+}
+
+impl CleverError {
+    /// Whether the same call may succeed later: server errors (5xx), 408,
+    /// 429 and transport failures.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CleverError::Api { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            CleverError::Transport { .. } => true,
+            CleverError::Unauthorized { .. }
+            | CleverError::Decode { .. }
+            | CleverError::InvalidUrl(_)
+            | CleverError::InvalidToken => false,
+        }
+    }
+
+    /// The HTTP status of an error answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CleverError::Api { status, .. } | CleverError::Unauthorized { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+
+    /// The Clever Cloud error id (`{"id": 9017, …}`), when the answer had one.
+    pub fn api_id(&self) -> Option<i64> {
+        match self {
+            CleverError::Api { id, .. } => *id,
+            _ => None,
+        }
+    }
+
+    /// Whether the API reported the object unknown (HTTP 404, error id 4004).
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404) && self.api_id() == Some(ERROR_ID_NOT_FOUND)
+    }
+
+    /// A sentence for a job log, e.g. `Clever Cloud error 9017: The
+    /// specified instance does not exist`.
+    pub fn user_message(&self) -> String {
+        match self {
+            CleverError::Api {
+                id: Some(id),
+                message,
+                ..
+            } => format!("Clever Cloud error {id}: {message}"),
+            CleverError::Api {
+                status,
+                id: None,
+                message,
+                ..
+            } => {
+                format!("Clever Cloud error (HTTP {status}): {message}")
+            }
+            CleverError::Unauthorized { status, .. } => {
+                format!("Clever Cloud refused the runner's credentials (HTTP {status})")
+            }
+            CleverError::Transport {
+                timed_out: true, ..
+            } => "Clever Cloud did not answer in time".to_owned(),
+            CleverError::Transport {
+                timed_out: false, ..
+            } => "Clever Cloud could not be reached".to_owned(),
+            CleverError::Decode { .. } => {
+                "Clever Cloud gave an answer the runner does not understand".to_owned()
+            }
+            CleverError::InvalidUrl(_) | CleverError::InvalidToken => {
+                "the runner's Clever Cloud settings are invalid".to_owned()
+            }
+        }
+    }
+}
+
+impl fmt::Debug for CleverClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CleverClient")
+            .field("api_url", &self.api_url.as_str())
+            .field("orga_id", &self.orga_id)
+            .field("token", &"[REDACTED]")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl CleverClient {
+    /// A client of `api_url` (`cc_api_url`, which includes `/v2`) for the
+    /// organisation `orga_id`, authenticated by `token` (`cc_token`).
+    pub fn new(
+        api_url: &str,
+        orga_id: &str,
+        token: Secret,
+        http: reqwest::Client,
+    ) -> Result<Self, CleverError> {
+        let api_url = url::Url::parse(api_url)
+            .map_err(|err| CleverError::InvalidUrl(format!("{api_url:?}: {err}")))?;
+        if !matches!(api_url.scheme(), "http" | "https") || api_url.cannot_be_a_base() {
+            return Err(CleverError::InvalidUrl(format!(
+                "{:?} is not an http(s) base URL",
+                api_url.as_str()
+            )));
+        }
+        check_id("organisation", orga_id)?;
+        let mut authorization = HeaderValue::from_str(&format!("token {}", token.expose()))
+            .map_err(|_| CleverError::InvalidToken)?;
+        authorization.set_sensitive(true);
+        Ok(CleverClient {
+            http,
+            api_url,
+            orga_id: orga_id.to_owned(),
+            authorization,
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// The same client with another timeout for each call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn orga_id(&self) -> &str {
+        &self.orga_id
+    }
+
+    /// Flavors of the catalogue context `context` (e.g. `heptapod-runner`)
+    /// whose name starts with `name_prefix` (e.g. `heptapod-runner-`) and
+    /// that are available, named by the rest of their name (`M`).
+    ///
+    /// Like the reference runner, this call is unauthenticated. Entries of
+    /// other contexts, unavailable ones and ones without a size are skipped.
+    pub async fn flavors(
+        &self,
+        context: &str,
+        name_prefix: &str,
+    ) -> Result<Vec<Flavor>, CleverError> {
+        const ACTION: &str = "list flavors";
+        let mut url = self.endpoint(&["products", "flavors"])?;
+        url.query_pairs_mut().append_pair("context", context);
+        let entries: Vec<Value> = self
+            .call_json(ACTION, Method::GET, url, Auth::None, None::<&()>)
+            .await?;
+        let mut flavors = Vec::new();
+        for entry in &entries {
+            let Some(api_name) = entry.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let Some(name) = api_name
+                .strip_prefix(name_prefix)
+                .filter(|name| !name.is_empty())
+            else {
+                continue;
+            };
+            if entry.get("available").and_then(Value::as_bool) != Some(true) {
+                continue;
+            }
+            let ram_mib = entry
+                .get("mem")
+                .and_then(lenient_u64)
+                .filter(|mem| *mem > 0);
+            let cpus = entry
+                .get("cpus")
+                .and_then(lenient_u64)
+                .and_then(|c| u32::try_from(c).ok())
+                .filter(|c| *c > 0);
+            let (Some(ram_mib), Some(cpus)) = (ram_mib, cpus) else {
+                // A flavor without size would weigh nothing in the quota.
+                tracing::warn!(
+                    flavor = api_name,
+                    "flavor without mem or cpus in the catalogue, ignored"
+                );
+                continue;
+            };
+            flavors.push(Flavor {
+                name: name.to_owned(),
+                api_name: api_name.to_owned(),
+                ram_mib,
+                cpus,
+            });
+        }
+        Ok(flavors)
+    }
+
+    /// Version of the Docker offer, to give as `instanceVersion` on creation.
+    ///
+    /// The first offer named `Docker`, as the reference runner takes; failing
+    /// that the highest version of the enabled offers of variant slug
+    /// `docker`, as clever-tools does.
+    pub async fn docker_instance_version(&self) -> Result<String, CleverError> {
+        const ACTION: &str = "read the docker offer";
+        let url = self.endpoint(&["products", "instances"])?;
+        let offers: Vec<Value> = self
+            .call_json(ACTION, Method::GET, url, Auth::None, None::<&()>)
+            .await?;
+        fn version_of(offer: &Value) -> Option<&str> {
+            offer
+                .get("version")
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+        }
+        if let Some(version) = offers
+            .iter()
+            .filter(|offer| offer.get("name").and_then(Value::as_str) == Some("Docker"))
+            .find_map(version_of)
+        {
+            return Ok(version.to_owned());
+        }
+        offers
+            .iter()
+            .filter(|offer| {
+                offer.pointer("/variant/slug").and_then(Value::as_str) == Some("docker")
+                    && offer.get("enabled").and_then(Value::as_bool) == Some(true)
+            })
+            .filter_map(version_of)
+            // Versions are dates like `20210101`; longer is newer among digits.
+            .max_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)))
+            .map(str::to_owned)
+            .ok_or_else(|| CleverError::Decode {
+                action: ACTION,
+                detail: "no Docker offer in the catalogue".to_owned(),
+            })
+    }
+
+    /// Creates a one-instance Docker application of lifetime `TASK`,
+    /// deployed by git, whose VM has flavor `spec.flavor_api_name`.
+    pub async fn create_app(&self, spec: &CreateApp) -> Result<App, CleverError> {
+        const ACTION: &str = "create application";
+        // The fields the reference runner sends, in its order.
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'a> {
+            zone: &'a str,
+            instance_lifetime: &'a str,
+            instance_type: &'a str,
+            deploy: &'a str,
+            instance_variant: &'a str,
+            max_instances: u32,
+            min_instances: u32,
+            instance_version: &'a str,
+            min_flavor: &'a str,
+            max_flavor: &'a str,
+            name: &'a str,
+        }
+        let body = Body {
+            zone: &spec.zone,
+            instance_lifetime: "TASK",
+            instance_type: "docker",
+            deploy: "git",
+            instance_variant: &spec.instance_variant,
+            max_instances: 1,
+            min_instances: 1,
+            instance_version: &spec.instance_version,
+            min_flavor: &spec.flavor_api_name,
+            max_flavor: &spec.flavor_api_name,
+            name: &spec.name,
+        };
+        let url = self.applications_endpoint(&[])?;
+        // UNVERIFIED: whether success is 200 or 201; any status below 400 is.
+        let app: Value = self
+            .call_json(ACTION, Method::POST, url, Auth::Token, Some(&body))
+            .await?;
+        parse_app(&app).ok_or_else(|| missing_id(ACTION))
+    }
+
+    /// All applications of the organisation, including ones that are not
+    /// the runner's. Entries without an id are skipped.
+    pub async fn list_apps(&self) -> Result<Vec<App>, CleverError> {
+        const ACTION: &str = "list applications";
+        let url = self.applications_endpoint(&[])?;
+        let entries: Vec<Value> = self
+            .call_json(ACTION, Method::GET, url, Auth::Token, None::<&()>)
+            .await?;
+        let apps: Vec<App> = entries.iter().filter_map(parse_app).collect();
+        if apps.len() != entries.len() {
+            tracing::warn!(
+                skipped = entries.len() - apps.len(),
+                "applications without id in the list, ignored"
+            );
+        }
+        Ok(apps)
+    }
+
+    /// One application; an unknown id gives an error for which
+    /// [`CleverError::is_not_found`] is true.
+    pub async fn get_app(&self, app_id: &str) -> Result<App, CleverError> {
+        const ACTION: &str = "read application";
+        let url = self.applications_endpoint(&[app_id])?;
+        let app: Value = self
+            .call_json(ACTION, Method::GET, url, Auth::Token, None::<&()>)
+            .await?;
+        parse_app(&app).ok_or_else(|| missing_id(ACTION))
+    }
+
+    /// Replaces the whole environment of the application by `env`. It is
+    /// applied at deployment: set it before the push.
+    pub async fn set_env(
+        &self,
+        app_id: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<(), CleverError> {
+        const ACTION: &str = "set application environment";
+        let url = self.applications_endpoint(&[app_id, "env"])?;
+        // UNVERIFIED: the success status and body of PUT …/env are unknown;
+        // like the reference runner, any status below 400 is success and
+        // the body is not read.
+        self.call(ACTION, Method::PUT, url, Auth::Token, Some(env))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the application (its VM, repository and environment).
+    ///
+    /// Only HTTP 404 with error id 4004 counts as "already gone": any other
+    /// 404 (a wrong API URL, a proxy) stays an error, lest a leaked
+    /// application be forgotten. UNVERIFIED: whether the instance teardown
+    /// is done when the answer comes.
+    pub async fn delete_app(&self, app_id: &str) -> Result<DeleteOutcome, CleverError> {
+        const ACTION: &str = "delete application";
+        let url = self.applications_endpoint(&[app_id])?;
+        match self
+            .call(ACTION, Method::DELETE, url, Auth::Token, None::<&()>)
+            .await
+        {
+            Ok(_) => Ok(DeleteOutcome::Deleted),
+            Err(err) if err.is_not_found() => Ok(DeleteOutcome::AlreadyGone),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `api_url` followed by `segments`, each percent-encoded as one segment.
+    fn endpoint(&self, segments: &[&str]) -> Result<url::Url, CleverError> {
+        let mut url = self.api_url.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        url.path_segments_mut()
+            .map_err(|()| {
+                CleverError::InvalidUrl(format!("{:?} cannot have a path", self.api_url.as_str()))
+            })?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    fn applications_endpoint(&self, rest: &[&str]) -> Result<url::Url, CleverError> {
+        if let Some(app_id) = rest.first() {
+            check_id("application", app_id)?;
+        }
+        let mut segments = vec!["organisations", self.orga_id.as_str(), "applications"];
+        segments.extend_from_slice(rest);
+        self.endpoint(&segments)
+    }
+
+    async fn call_json<T: serde::de::DeserializeOwned>(
+        &self,
+        action: &'static str,
+        method: Method,
+        url: url::Url,
+        auth: Auth,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, CleverError> {
+        let bytes = self.call(action, method, url, auth, body).await?;
+        serde_json::from_slice(&bytes).map_err(|err| CleverError::Decode {
+            action,
+            detail: err.to_string(),
+        })
+    }
+
+    /// One request; the body of an answer below 400, or the error.
+    async fn call(
+        &self,
+        action: &'static str,
+        method: Method,
+        url: url::Url,
+        auth: Auth,
+        body: Option<&impl Serialize>,
+    ) -> Result<Vec<u8>, CleverError> {
+        let path = url.path().to_owned();
+        let mut request = self
+            .http
+            .request(method.clone(), url)
+            .timeout(self.timeout)
+            .header(ACCEPT, "application/json");
+        if let Auth::Token = auth {
+            request = request.header(AUTHORIZATION, self.authorization.clone());
+        }
+        if let Some(body) = body {
+            // Also sets `Content-Type: application/json`.
+            request = request.json(body);
+        }
+        let started = Instant::now();
+        let transport = |err: reqwest::Error| {
+            let (detail, timed_out) = crate::describe_http_error(err);
+            CleverError::Transport {
+                action,
+                detail,
+                timed_out,
+            }
+        };
+        let mut response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(CleverError::Decode {
+                    action,
+                    detail: format!("answer larger than {MAX_RESPONSE_BYTES} bytes"),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        tracing::debug!(
+            action,
+            %method,
+            path,
+            status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "clever cloud api call"
+        );
+        match status {
+            0..=399 => Ok(bytes),
+            401 | 403 => Err(CleverError::Unauthorized { action, status }),
+            _ => Err(api_error(action, status, &bytes)),
+        }
+    }
+}
+
+/// Error id of an unknown application (seen by the reference runner).
+const ERROR_ID_NOT_FOUND: i64 = 4004;
+/// Bound on an answer: the application list of a busy organisation is the
+/// largest, at a few kilobytes per application.
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+/// Error bodies that are not the API's JSON are quoted up to this length.
+const MAX_QUOTED_CHARS: usize = 500;
+
+#[derive(Clone, Copy)]
+enum Auth {
+    /// The public catalogue, called without credentials like the reference.
+    None,
+    Token,
+}
+
+/// Ids go into URL paths: accept the shapes Clever Cloud uses (`orga_…`,
+/// `user_…`, `app_…`) and nothing that could change the path.
+fn check_id(what: &str, id: &str) -> Result<(), CleverError> {
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(CleverError::InvalidUrl(format!(
+            "{what} id {id:?} is not a Clever Cloud id"
+        )));
+    }
+    Ok(())
+}
+
+/// An error answer: `{"id": 4004, "message": "…", "type": "error"}`, or
+/// any other body quoted as the message.
+fn api_error(action: &'static str, status: u16, body: &[u8]) -> CleverError {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let id = parsed
+        .as_ref()
+        .and_then(|v| v.get("id"))
+        .and_then(Value::as_i64);
+    let message = parsed
+        .as_ref()
+        .and_then(|v| v.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| quote(body));
+    CleverError::Api {
+        action,
+        status,
+        id,
+        message,
+    }
+}
+
+fn quote(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let text = text.trim();
+    if text.is_empty() {
+        return "(empty answer)".to_owned();
+    }
+    let mut quoted: String = text.chars().take(MAX_QUOTED_CHARS).collect();
+    if quoted.len() < text.len() {
+        quoted.push('…');
+    }
+    quoted
+}
+
+fn missing_id(action: &'static str) -> CleverError {
+    CleverError::Decode {
+        action,
+        detail: "application without id".to_owned(),
+    }
+}
+
+/// The fields of an application object the runner uses; `None` without id.
+fn parse_app(app: &Value) -> Option<App> {
+    let text = |pointer: &str| {
+        app.pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let id = text("/id").filter(|id| !id.is_empty())?;
+    Some(App {
+        id,
+        name: text("/name").unwrap_or_default(),
+        repo_state: text("/deployment/repoState"),
+        http_url: text("/deployment/httpUrl"),
+        max_flavor: app
+            .pointer("/instance/maxFlavor")
+            .and_then(parse_app_flavor),
+        creation_date_ms: app.get("creationDate").and_then(lenient_i64),
+    })
+}
+
+fn parse_app_flavor(flavor: &Value) -> Option<AppFlavor> {
+    Some(AppFlavor {
+        name: flavor.get("name")?.as_str()?.to_owned(),
+        ram_mib: flavor.get("mem").and_then(lenient_u64)?,
+        cpus: flavor
+            .get("cpus")
+            .and_then(lenient_u64)
+            .and_then(|c| u32::try_from(c).ok())?,
+    })
+}
+
+/// A whole number given as JSON integer, integral float or numeric string.
+fn lenient_i64(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(number) => number.as_i64().or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        }),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn lenient_u64(value: &Value) -> Option<u64> {
+    lenient_i64(value).and_then(|n| u64::try_from(n).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(api_url: &str) -> Result<CleverClient, CleverError> {
+        CleverClient::new(
+            api_url,
+            "orga_1",
+            Secret::new("s3cret"),
+            reqwest::Client::new(),
+        )
+    }
+
+    #[test]
+    fn endpoints_are_built_segment_by_segment() {
+        for base in ["https://api.example/v2", "https://api.example/v2/"] {
+            let client = client(base).unwrap();
+            assert_eq!(
+                client.endpoint(&["products", "flavors"]).unwrap().as_str(),
+                "https://api.example/v2/products/flavors"
+            );
+            assert_eq!(
+                client
+                    .applications_endpoint(&["app_1", "env"])
+                    .unwrap()
+                    .as_str(),
+                "https://api.example/v2/organisations/orga_1/applications/app_1/env"
+            );
+        }
+        let client = client("https://api.example/v2").unwrap();
+        for bad in ["", "..", "a/b", "app?x", "app 1"] {
+            assert!(
+                matches!(
+                    client.applications_endpoint(&[bad]),
+                    Err(CleverError::InvalidUrl(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(matches!(
+            client("not a url"),
+            Err(CleverError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            client("mailto:x@example"),
+            Err(CleverError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            CleverClient::new(
+                "https://api.example/v2",
+                "orga/../x",
+                Secret::new("t"),
+                reqwest::Client::new()
+            ),
+            Err(CleverError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            CleverClient::new(
+                "https://api.example/v2",
+                "orga_1",
+                Secret::new("a\nb"),
+                reqwest::Client::new()
+            ),
+            Err(CleverError::InvalidToken)
+        ));
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let debug = format!("{:?}", client("https://api.example/v2").unwrap());
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("[REDACTED]"));
+    }
+
+    #[test]
+    fn error_bodies() {
+        let err = api_error(
+            "create application",
+            400,
+            br#"{"id":9017,"message":"The specified instance does not exist","type":"error"}"#,
+        );
+        assert_eq!(err.api_id(), Some(9017));
+        assert_eq!(err.status(), Some(400));
+        assert_eq!(
+            err.user_message(),
+            "Clever Cloud error 9017: The specified instance does not exist"
+        );
+        assert_eq!(
+            err.to_string(),
+            "create application: clever cloud api error (HTTP 400, id 9017): The specified instance does not exist"
+        );
+        assert!(!err.is_transient());
+
+        let long = format!("<html>{}</html>", "x".repeat(2000));
+        let err = api_error("list applications", 502, long.as_bytes());
+        let CleverError::Api {
+            ref message,
+            id: None,
+            ..
+        } = err
+        else {
+            panic!("{err:?}")
+        };
+        assert!(
+            message.starts_with("<html>xxx")
+                && message.ends_with('…')
+                && message.chars().count() == 501
+        );
+        assert!(err.is_transient());
+        assert_eq!(
+            api_error("x", 500, b"").user_message(),
+            "Clever Cloud error (HTTP 500): (empty answer)"
+        );
+    }
+
+    #[test]
+    fn lenient_numbers() {
+        for (json, expect) in [
+            ("4096", Some(4096)),
+            ("4096.0", Some(4096)),
+            ("\"4096\"", Some(4096)),
+            ("4096.5", None),
+            ("null", None),
+            ("-1", None),
+        ] {
+            assert_eq!(
+                lenient_u64(&serde_json::from_str(json).unwrap()),
+                expect,
+                "{json}"
+            );
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! The Clever Cloud client against a scripted HTTP server on loopback: requests sent, answers read, errors classified.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use paas_clever::api::{App, AppFlavor, CleverClient, CleverError, CreateApp, DeleteOutcome};
+use paas_core::{Flavor, Secret};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const TOKEN: &str = "s3cret-token-value";
+
+/// One recorded request.
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    path: String,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+enum Answer {
+    Reply(u16, String),
+    /// Never answers (the client's timeout must fire).
+    Hang,
+}
+
+#[derive(Default)]
+struct Script {
+    answers: Mutex<HashMap<String, Answer>>,
+    calls: Mutex<Vec<Call>>,
+}
+
+struct Mock {
+    script: Arc<Script>,
+    url: String,
+}
+
+impl Mock {
+    async fn start() -> Mock {
+        let script = Arc::new(Script::default());
+        let app = axum::Router::new()
+            .fallback(answer)
+            .with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Mock {
+            script,
+            url: format!("http://{address}/v2"),
+        }
+    }
+
+    /// Scripts the answer to `"<METHOD> <path>"`.
+    fn on(&self, route: &str, status: u16, body: impl Into<String>) {
+        self.script
+            .answers
+            .lock()
+            .unwrap()
+            .insert(route.to_owned(), Answer::Reply(status, body.into()));
+    }
+
+    fn hang(&self, route: &str) {
+        self.script
+            .answers
+            .lock()
+            .unwrap()
+            .insert(route.to_owned(), Answer::Hang);
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.script.calls.lock().unwrap().clone()
+    }
+
+    fn client(&self) -> CleverClient {
+        CleverClient::new(
+            &self.url,
+            "orga_42",
+            Secret::new(TOKEN),
+            reqwest::Client::new(),
+        )
+        .unwrap()
+    }
+}
+
+async fn answer(State(script): State<Arc<Script>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    let route = format!("{} {}", parts.method, parts.uri.path());
+    script.calls.lock().unwrap().push(Call {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        body,
+    });
+    let reply = match script.answers.lock().unwrap().get(&route) {
+        Some(Answer::Reply(status, body)) => Some((*status, body.clone())),
+        Some(Answer::Hang) => None,
+        None => Some((
+            404,
+            r#"{"id":4004,"message":"Not Found","type":"error"}"#.to_owned(),
+        )),
+    };
+    let Some((status, body)) = reply else {
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap())
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+fn auth_header(call: &Call) -> Option<&str> {
+    call.headers
+        .get("authorization")
+        .map(|v| v.to_str().unwrap())
+}
+
+/// Nothing about an error may reveal the token.
+fn assert_no_token(err: &CleverError) {
+    let all = format!("{err} {err:?} {}", err.user_message());
+    assert!(!all.contains(TOKEN), "{all}");
+}
+
+fn app_json(id: &str, name: &str) -> Value {
+    json!({
+        "id": id,
+        "ownerId": "orga_42",
+        "name": name,
+        "zone": "par",
+        "creationDate": 1_700_000_000_123_i64,
+        "state": "WANTS_TO_BE_UP",
+        "instance": {
+            "type": "docker", "version": "20210101", "lifetime": "TASK",
+            "minFlavor": {"name": "heptapod-runner-S", "mem": 4096, "cpus": 2, "price": 0.3},
+            "maxFlavor": {"name": "heptapod-runner-S", "mem": 4096, "cpus": 2, "price": 0.3, "memory": {"unit": "B", "value": "4294967296"}},
+            "defaultEnv": {"CC_X": "1"},
+        },
+        "deployment": {"type": "GIT", "repoState": "CREATING", "url": "git+ssh://git@push.example/app.git", "httpUrl": "https://push.example/app.git", "shutdownable": false},
+        "vhosts": [],
+    })
+}
+
+#[tokio::test]
+async fn flavors_keep_available_entries_of_the_prefix() {
+    let mock = Mock::start().await;
+    mock.on(
+        "GET /v2/products/flavors",
+        200,
+        json!([
+            {"name": "heptapod-runner-M", "mem": 8192, "cpus": 4, "gpus": 0, "disk": null, "price": 0.6, "available": true, "microservice": false, "machine_learning": false, "nice": 0, "price_id": "x", "memory": {"unit": "B", "value": 8589934592_u64, "formatted": "8 GiB"}},
+            {"name": "heptapod-runner-S", "mem": 4096, "cpus": 2, "available": true, "memory": {"unit": "B", "value": "4294967296"}},
+            {"name": "heptapod-runner-4XL", "mem": 131072, "cpus": 32, "available": false},
+            {"name": "jenkins-runner-XL", "mem": 32768, "cpus": 8, "available": true},
+            {"name": "heptapod-runner-BROKEN", "available": true},
+            {"name": "heptapod-runner-", "mem": 1, "cpus": 1, "available": true},
+            {"unexpected": "entry"},
+        ])
+        .to_string(),
+    );
+    let flavors = mock
+        .client()
+        .flavors("heptapod-runner", "heptapod-runner-")
+        .await
+        .unwrap();
+    assert_eq!(
+        flavors,
+        [
+            Flavor {
+                name: "M".into(),
+                api_name: "heptapod-runner-M".into(),
+                ram_mib: 8192,
+                cpus: 4
+            },
+            Flavor {
+                name: "S".into(),
+                api_name: "heptapod-runner-S".into(),
+                ram_mib: 4096,
+                cpus: 2
+            },
+        ]
+    );
+    let calls = mock.calls();
+    assert_eq!(calls[0].query.as_deref(), Some("context=heptapod-runner"));
+    // The catalogue is public; the reference sends no credentials there.
+    assert_eq!(auth_header(&calls[0]), None);
+}
+
+#[tokio::test]
+async fn docker_version_by_name_then_by_slug() {
+    let mock = Mock::start().await;
+    let docker_variant =
+        json!({"id": "uuid-docker", "slug": "docker", "name": "Docker", "deployType": "docker"});
+    mock.on(
+        "GET /v2/products/instances",
+        200,
+        json!([
+            {"type": "node", "version": "20240101", "name": "Node", "variant": {"slug": "node"}, "enabled": true},
+            {"type": "docker", "version": "20210101", "name": "Docker", "variant": docker_variant, "enabled": true, "flavors": []},
+            {"type": "docker", "version": "20990101", "name": "Docker", "variant": docker_variant, "enabled": true},
+        ])
+        .to_string(),
+    );
+    assert_eq!(
+        mock.client().docker_instance_version().await.unwrap(),
+        "20210101"
+    );
+
+    mock.on(
+        "GET /v2/products/instances",
+        200,
+        json!([
+            {"type": "docker", "version": "20230101", "name": "Docker (new)", "variant": docker_variant, "enabled": true},
+            {"type": "docker", "version": "20250101", "name": "Docker (new)", "variant": docker_variant, "enabled": false},
+            {"type": "docker", "version": "20240301", "name": "Docker (new)", "variant": docker_variant, "enabled": true},
+        ])
+        .to_string(),
+    );
+    assert_eq!(
+        mock.client().docker_instance_version().await.unwrap(),
+        "20240301"
+    );
+
+    mock.on("GET /v2/products/instances", 200, "[]");
+    let err = mock.client().docker_instance_version().await.unwrap_err();
+    assert!(matches!(err, CleverError::Decode { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn create_app_sends_the_reference_body() {
+    let mock = Mock::start().await;
+    mock.on(
+        "POST /v2/organisations/orga_42/applications",
+        200,
+        app_json("app_1", "hpd-job-abcdefgh-12").to_string(),
+    );
+    let spec = CreateApp {
+        name: "hpd-job-abcdefgh-12".into(),
+        zone: "par".into(),
+        instance_version: "20210101".into(),
+        instance_variant: "70d676a0-a775-4dc9-a43d-3121036e8515".into(),
+        flavor_api_name: "heptapod-runner-S".into(),
+    };
+    let app = mock.client().create_app(&spec).await.unwrap();
+    assert_eq!(
+        app,
+        App {
+            id: "app_1".into(),
+            name: "hpd-job-abcdefgh-12".into(),
+            repo_state: Some("CREATING".into()),
+            http_url: Some("https://push.example/app.git".into()),
+            max_flavor: Some(AppFlavor {
+                name: "heptapod-runner-S".into(),
+                ram_mib: 4096,
+                cpus: 2
+            }),
+            creation_date_ms: Some(1_700_000_000_123),
+        }
+    );
+    let call = &mock.calls()[0];
+    assert_eq!(call.method, "POST");
+    assert_eq!(auth_header(call), Some(format!("token {TOKEN}").as_str()));
+    assert_eq!(
+        call.headers.get("content-type").unwrap(),
+        "application/json"
+    );
+    let body: Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "zone": "par", "instanceLifetime": "TASK", "instanceType": "docker", "deploy": "git",
+            "instanceVariant": "70d676a0-a775-4dc9-a43d-3121036e8515",
+            "maxInstances": 1, "minInstances": 1, "instanceVersion": "20210101",
+            "minFlavor": "heptapod-runner-S", "maxFlavor": "heptapod-runner-S",
+            "name": "hpd-job-abcdefgh-12",
+        })
+    );
+}
+
+#[tokio::test]
+async fn create_app_errors_are_typed() {
+    let mock = Mock::start().await;
+    let route = "POST /v2/organisations/orga_42/applications";
+    mock.on(
+        route,
+        400,
+        r#"{"id":9017,"message":"The specified instance does not exist","type":"error"}"#,
+    );
+    let spec = CreateApp {
+        name: "n".into(),
+        zone: "par".into(),
+        instance_version: "".into(),
+        instance_variant: "v".into(),
+        flavor_api_name: "f".into(),
+    };
+    let err = mock.client().create_app(&spec).await.unwrap_err();
+    assert_eq!((err.status(), err.api_id()), (Some(400), Some(9017)));
+    assert_eq!(
+        err.user_message(),
+        "Clever Cloud error 9017: The specified instance does not exist"
+    );
+    assert!(!err.is_transient());
+    assert_no_token(&err);
+
+    mock.on(route, 503, "<html>Service Unavailable</html>");
+    let err = mock.client().create_app(&spec).await.unwrap_err();
+    assert!(
+        matches!(&err, CleverError::Api { status: 503, id: None, message, .. } if message == "<html>Service Unavailable</html>")
+    );
+    assert!(err.is_transient());
+
+    mock.on(route, 429, "");
+    assert!(mock
+        .client()
+        .create_app(&spec)
+        .await
+        .unwrap_err()
+        .is_transient());
+
+    // A success without an application id cannot be used.
+    mock.on(route, 201, r#"{"name":"n"}"#);
+    assert!(matches!(
+        mock.client().create_app(&spec).await.unwrap_err(),
+        CleverError::Decode { .. }
+    ));
+    mock.on(route, 200, "not json");
+    assert!(matches!(
+        mock.client().create_app(&spec).await.unwrap_err(),
+        CleverError::Decode { .. }
+    ));
+}
+
+#[tokio::test]
+async fn unauthorized_is_not_transient_and_hides_the_token() {
+    let mock = Mock::start().await;
+    for status in [401, 403] {
+        mock.on(
+            "GET /v2/organisations/orga_42/applications",
+            status,
+            r#"{"id":401,"message":"Not logged in","type":"error"}"#,
+        );
+        let err = mock.client().list_apps().await.unwrap_err();
+        assert!(
+            matches!(err, CleverError::Unauthorized { status: s, .. } if s == status),
+            "{err:?}"
+        );
+        assert!(!err.is_transient());
+        assert_no_token(&err);
+    }
+}
+
+#[tokio::test]
+async fn list_and_get_apps() {
+    let mock = Mock::start().await;
+    let minimal =
+        json!({"id": "app_2", "name": "other", "instance": {"maxFlavor": "M"}, "deployment": null});
+    mock.on(
+        "GET /v2/organisations/orga_42/applications",
+        200,
+        json!([app_json("app_1", "hpd-job-abcdefgh-12"), minimal, {"name": "no id"}]).to_string(),
+    );
+    let apps = mock.client().list_apps().await.unwrap();
+    assert_eq!(apps.len(), 2);
+    assert_eq!(
+        apps[1],
+        App {
+            id: "app_2".into(),
+            name: "other".into(),
+            repo_state: None,
+            http_url: None,
+            max_flavor: None,
+            creation_date_ms: None
+        }
+    );
+
+    let mut created = app_json("app_1", "hpd-job-abcdefgh-12");
+    created["deployment"]["repoState"] = json!("CREATED");
+    mock.on(
+        "GET /v2/organisations/orga_42/applications/app_1",
+        200,
+        created.to_string(),
+    );
+    assert_eq!(
+        mock.client()
+            .get_app("app_1")
+            .await
+            .unwrap()
+            .repo_state
+            .as_deref(),
+        Some("CREATED")
+    );
+
+    let err = mock.client().get_app("app_unknown").await.unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn set_env_replaces_the_whole_environment() {
+    let mock = Mock::start().await;
+    let env: BTreeMap<String, String> = [
+        ("CC_MOUNT_DOCKER_SOCKET", "true"),
+        ("CC_ENABLE_HEPTAPOD_RUNNER", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (status, body) in [(200, r#"{"env":[]}"#), (204, ""), (200, "not even json")] {
+        mock.on(
+            "PUT /v2/organisations/orga_42/applications/app_1/env",
+            status,
+            body,
+        );
+        mock.client().set_env("app_1", &env).await.unwrap();
+    }
+    let call = &mock.calls()[0];
+    assert_eq!(call.method, "PUT");
+    assert_eq!(
+        call.path,
+        "/v2/organisations/orga_42/applications/app_1/env"
+    );
+    assert_eq!(auth_header(call), Some(format!("token {TOKEN}").as_str()));
+    let body: Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(
+        body,
+        json!({"CC_ENABLE_HEPTAPOD_RUNNER": "true", "CC_MOUNT_DOCKER_SOCKET": "true"})
+    );
+
+    mock.on(
+        "PUT /v2/organisations/orga_42/applications/app_1/env",
+        400,
+        r#"{"id":557,"message":"Application environment is invalid","type":"error","fields":{"X":"bad"}}"#,
+    );
+    assert_eq!(
+        mock.client()
+            .set_env("app_1", &env)
+            .await
+            .unwrap_err()
+            .api_id(),
+        Some(557)
+    );
+}
+
+#[tokio::test]
+async fn delete_app_outcomes() {
+    let mock = Mock::start().await;
+    let route = "DELETE /v2/organisations/orga_42/applications/app_1";
+    mock.on(
+        route,
+        200,
+        r#"{"id":302,"message":"deleted","type":"success"}"#,
+    );
+    assert_eq!(
+        mock.client().delete_app("app_1").await.unwrap(),
+        DeleteOutcome::Deleted
+    );
+
+    mock.on(
+        route,
+        404,
+        r#"{"id":4004,"message":"Not Found","type":"error"}"#,
+    );
+    assert_eq!(
+        mock.client().delete_app("app_1").await.unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+
+    // A 404 that is not the API's own (wrong URL, proxy) is not "gone".
+    mock.on(route, 404, "<html>nginx</html>");
+    let err = mock.client().delete_app("app_1").await.unwrap_err();
+    assert_eq!(err.status(), Some(404));
+    assert!(!err.is_not_found());
+
+    mock.on(
+        route,
+        500,
+        r#"{"id":5000,"message":"Internal","type":"error"}"#,
+    );
+    assert!(mock
+        .client()
+        .delete_app("app_1")
+        .await
+        .unwrap_err()
+        .is_transient());
+}
+
+#[tokio::test]
+async fn timeouts_and_unreachable_servers_are_transient() {
+    let mock = Mock::start().await;
+    mock.hang("GET /v2/organisations/orga_42/applications");
+    let client = mock.client().with_timeout(Duration::from_millis(200));
+    let err = client.list_apps().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CleverError::Transport {
+                timed_out: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert_eq!(err.user_message(), "Clever Cloud did not answer in time");
+    assert_no_token(&err);
+
+    // A port nobody listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let client = CleverClient::new(
+        &format!("http://{address}/v2"),
+        "orga_42",
+        Secret::new(TOKEN),
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    let err = client.delete_app("app_1").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CleverError::Transport {
+                timed_out: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert_no_token(&err);
+}
