@@ -1,0 +1,643 @@
+//! The coordinator's data and rules (Rails' side of the runner API), without
+//! IO: callers pass the current time in and turn the outcomes into HTTP.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use rand::distributions::Alphanumeric;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::{CoordinatorStats, Instant, JobRecord, JobSpec, JobStatus, TraceWrite};
+
+/// Failure reasons this coordinator accepts in `PUT /jobs/:id` and lists in
+/// the job payload's `features.failure_reasons`: the three always accepted
+/// plus the older server enum of reference §3. Bridge-job reasons are left
+/// out (runners never see bridge jobs). Newer values such as
+/// `image_pull_failure` are UNVERIFIED in the reference, so the simulator
+/// behaves like a GitLab that does not know them: a runner must map them
+/// down (to `runner_system_failure`), and if it sends them anyway they are
+/// stored as `unknown_failure`.
+pub(crate) const FAILURE_REASONS: &[&str] = &[
+    "unknown_failure",
+    "script_failure",
+    "api_failure",
+    "stuck_or_timeout_failure",
+    "runner_system_failure",
+    "missing_dependency_failure",
+    "runner_unsupported",
+    "stale_schedule",
+    "job_execution_timeout",
+    "archived_failure",
+    "unmet_prerequisites",
+    "scheduler_failure",
+    "data_integrity_failure",
+    "forward_deployment_failure",
+    "user_blocked",
+    "project_deleted",
+    "ci_quota_exceeded",
+    "pipeline_loop_detected",
+    "trace_size_exceeded",
+    "builds_disabled",
+];
+
+/// Plan limit `ci_jobs_trace_size_limit`, default 100 MB (reference §4).
+const TRACE_SIZE_LIMIT_BYTES: u64 = 100 * 1024 * 1024;
+
+/// Running jobs whose `updated_at` is older than this are dropped as
+/// `stuck_or_timeout_failure` (reference §5; newer GitLab uses 30 min and
+/// `no_updates_running` behind a feature flag).
+const STUCK_RUNNING_AFTER: Duration = Duration::from_secs(3600);
+
+/// A `PUT state=running` touches `updated_at` only when it is older than
+/// this (reference §3, §5).
+const TOUCH_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// GitLab's `Ci::TimedOutBuilds::DropRunningService` drops running jobs this
+/// long after their timeout expired, as `job_execution_timeout`. The buffer
+/// comes from recent GitLab source; older versions differ (UNVERIFIED per
+/// version).
+const TIMEOUT_BUFFER: Duration = Duration::from_secs(15 * 60);
+
+/// A job with what the coordinator keeps beside the public record.
+pub(crate) struct Job {
+    pub record: JobRecord,
+    pub spec: JobSpec,
+    /// Job token (`CI_JOB_TOKEN`), created with the job as Rails does.
+    pub token: String,
+    pub sha: String,
+    pub before_sha: String,
+    pub pipeline_id: u64,
+    /// Rails' `updated_at`, for the stuck-job rule.
+    pub updated_at: Instant,
+}
+
+/// What `POST /jobs/request` gets from Rails.
+#[derive(Debug)]
+pub(crate) enum RequestJob {
+    /// Unknown runner token.
+    Forbidden,
+    /// `last_update` equals the queue version: 204 at once, no queue scan.
+    UpToDate { version: String },
+    /// The job was assigned (status running).
+    Assigned {
+        job_id: u64,
+        queue_size: u64,
+        queue_depth: u64,
+    },
+    /// Nothing for this runner.
+    NoJob { version: String },
+}
+
+/// Why a job-token authenticated call was refused (Rails'
+/// `authenticate_job!`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobAuthError {
+    /// Unknown job id or wrong token: 403 without `Job-Status`.
+    Forbidden,
+    /// The job is not running: 403 "Job is not running" with `Job-Status`.
+    NotRunning(JobStatus),
+}
+
+/// Fields of `PUT /jobs/:id` that matter.
+#[derive(Debug, Default)]
+pub(crate) struct JobUpdate {
+    pub state: Option<String>,
+    pub failure_reason: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+/// What `PUT /jobs/:id` gets.
+#[derive(Debug)]
+pub(crate) enum UpdateJob {
+    Refused(JobAuthError),
+    /// Unknown state: 400.
+    BadState,
+    /// Applied; the job's status afterwards.
+    Applied(JobStatus),
+}
+
+/// What `PATCH /jobs/:id/trace` gets.
+#[derive(Debug)]
+pub(crate) enum AppendTrace {
+    Refused(JobAuthError),
+    MissingContentRange,
+    /// The log would pass the size limit: the job was dropped.
+    SizeExceeded,
+    /// `start` differs from the stored length; nothing written.
+    RangeMismatch {
+        length: u64,
+    },
+    Appended {
+        length: u64,
+        status: JobStatus,
+    },
+}
+
+pub(crate) struct State {
+    runner_tokens: Vec<String>,
+    jobs: BTreeMap<u64, Job>,
+    next_job_id: u64,
+    /// Ids of pending jobs, oldest first (the queue Rails scans).
+    pending: BTreeSet<u64>,
+    job_ids_by_token: HashMap<String, u64>,
+    /// Redis `runner:build_queue:<token>`: the queue version per runner.
+    queue_versions: BTreeMap<String, String>,
+    /// Decides injected faults; used for nothing else, so the fault sequence
+    /// depends only on the seed and the order of requests.
+    fault_rng: SmallRng,
+    /// Generates tokens, versions and commit ids.
+    id_rng: SmallRng,
+    counters: CoordinatorStats,
+}
+
+impl State {
+    pub fn new(runner_tokens: &[String], seed: u64) -> State {
+        let mut state = State {
+            runner_tokens: runner_tokens.to_vec(),
+            jobs: BTreeMap::new(),
+            next_job_id: 1,
+            pending: BTreeSet::new(),
+            job_ids_by_token: HashMap::new(),
+            queue_versions: BTreeMap::new(),
+            fault_rng: SmallRng::seed_from_u64(seed),
+            id_rng: SmallRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
+            counters: CoordinatorStats::default(),
+        };
+        // Rails creates a version on a runner's first request
+        // (`ensure_runner_queue_value`); creating them up front differs only
+        // in that an unknown token never has one.
+        for token in runner_tokens {
+            state.tick(token);
+        }
+        state
+    }
+
+    pub fn enqueue(&mut self, spec: JobSpec, now: Instant) -> u64 {
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        let token = format!("glcbt-{}", self.random_alphanumeric(20));
+        let sha = self.random_hex(40);
+        let before_sha = self.random_hex(40);
+        // Rails ticks the queue of every runner that could take the job.
+        let ticked: Vec<String> = match &spec.runner_token {
+            Some(token) => vec![token.clone()],
+            None => self.runner_tokens.clone(),
+        };
+        for runner_token in ticked {
+            self.tick(&runner_token);
+        }
+        let record = JobRecord {
+            id,
+            project_id: spec.project_id,
+            name: spec.name.clone(),
+            status: JobStatus::Pending,
+            failure_reason: None,
+            exit_code: None,
+            trace: Vec::new(),
+            runner_token_prefix: None,
+            queued_at: now,
+            picked_at: None,
+            first_trace_at: None,
+            finished_at: None,
+            trace_writes: Vec::new(),
+            final_updates: 0,
+        };
+        self.job_ids_by_token.insert(token.clone(), id);
+        self.jobs.insert(
+            id,
+            Job {
+                record,
+                spec,
+                token,
+                sha,
+                before_sha,
+                pipeline_id: 1000 + id,
+                updated_at: now,
+            },
+        );
+        self.pending.insert(id);
+        self.counters.pending += 1;
+        id
+    }
+
+    pub fn job(&self, id: u64) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    /// Cancels a pending or running job; returns whether anything changed.
+    pub fn cancel(&mut self, id: u64, now: Instant) -> bool {
+        let Some(status) = self.jobs.get(&id).map(|job| job.record.status) else {
+            return false;
+        };
+        if status.is_finished() {
+            return false;
+        }
+        self.finish(id, JobStatus::Canceled, None, None, now);
+        true
+    }
+
+    pub fn stats(&self) -> CoordinatorStats {
+        self.counters.clone()
+    }
+
+    /// Draws whether the next request fails, and how (502 or 503). Always
+    /// draws twice, so the sequence does not depend on the rates.
+    pub fn draw_fault(&mut self, rate: f64) -> Option<u16> {
+        let roll: f64 = self.fault_rng.gen();
+        let bad_gateway: bool = self.fault_rng.gen();
+        if roll < rate {
+            self.counters.faults_injected += 1;
+            Some(if bad_gateway { 502 } else { 503 })
+        } else {
+            None
+        }
+    }
+
+    pub fn count_request(&mut self, is_job_request: bool) {
+        self.counters.requests_served += 1;
+        if is_job_request {
+            self.counters.job_requests += 1;
+        }
+    }
+
+    pub fn long_poll_started(&mut self) {
+        self.counters.long_polls += 1;
+        self.counters.long_polls_waiting += 1;
+    }
+
+    pub fn long_poll_ended(&mut self) {
+        self.counters.long_polls_waiting = self.counters.long_polls_waiting.saturating_sub(1);
+    }
+
+    /// The queue version Workhorse compares `last_update` with; empty when
+    /// the key does not exist (as Workhorse reads a missing Redis key).
+    pub fn queue_version(&self, runner_token: &str) -> &str {
+        self.queue_versions
+            .get(runner_token)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    /// Rails' `POST /jobs/request` after authentication of the body.
+    pub fn request_job(
+        &mut self,
+        runner_token: &str,
+        last_update: Option<&str>,
+        now: Instant,
+    ) -> RequestJob {
+        if !self.runner_tokens.iter().any(|known| known == runner_token) {
+            return RequestJob::Forbidden;
+        }
+        let version = self.queue_version(runner_token).to_string();
+        if last_update == Some(version.as_str()) {
+            return RequestJob::UpToDate { version };
+        }
+        let matching: Vec<u64> = self
+            .pending
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.jobs.get(id).is_some_and(|job| {
+                    job.spec
+                        .runner_token
+                        .as_deref()
+                        .is_none_or(|only| only == runner_token)
+                })
+            })
+            .collect();
+        let Some(&job_id) = matching.first() else {
+            return RequestJob::NoJob { version };
+        };
+        self.pending.remove(&job_id);
+        self.set_status(job_id, JobStatus::Running);
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            job.record.picked_at = Some(now);
+            job.record.runner_token_prefix = Some(runner_token.chars().take(8).collect());
+            job.updated_at = now;
+        }
+        self.counters.jobs_assigned += 1;
+        RequestJob::Assigned {
+            job_id,
+            queue_size: matching.len() as u64,
+            queue_depth: 1,
+        }
+    }
+
+    /// Rails' `authenticate_job!` for the runner job endpoints.
+    pub fn authenticate_job(&self, id: u64, token: Option<&str>) -> Result<&Job, JobAuthError> {
+        let job = self.jobs.get(&id).ok_or(JobAuthError::Forbidden)?;
+        if token != Some(job.token.as_str()) {
+            return Err(JobAuthError::Forbidden);
+        }
+        if job.record.status != JobStatus::Running {
+            return Err(JobAuthError::NotRunning(job.record.status));
+        }
+        Ok(job)
+    }
+
+    /// `PUT /jobs/:id` (`Ci::UpdateBuildStateService` without live trace).
+    pub fn update_job(
+        &mut self,
+        id: u64,
+        token: Option<&str>,
+        update: JobUpdate,
+        now: Instant,
+    ) -> UpdateJob {
+        let is_final = matches!(update.state.as_deref(), Some("success" | "failed"));
+        if is_final {
+            // Counted once the token is right, even if the job has already
+            // finished: tests use it to see repeated final updates.
+            if let Some(job) = self.jobs.get_mut(&id) {
+                if token == Some(job.token.as_str()) {
+                    job.record.final_updates += 1;
+                }
+            }
+        }
+        if let Err(error) = self.authenticate_job(id, token) {
+            return UpdateJob::Refused(error);
+        }
+        match update.state.as_deref() {
+            Some("running") => {
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    if now.saturating_duration_since(job.updated_at) > TOUCH_AFTER {
+                        job.updated_at = now;
+                    }
+                }
+                UpdateJob::Applied(JobStatus::Running)
+            }
+            Some("success") => {
+                self.finish(id, JobStatus::Success, None, None, now);
+                UpdateJob::Applied(JobStatus::Success)
+            }
+            Some("failed") => {
+                let reason = match update.failure_reason.as_deref() {
+                    Some(reason) if FAILURE_REASONS.contains(&reason) => reason,
+                    _ => "unknown_failure",
+                };
+                self.finish(
+                    id,
+                    JobStatus::Failed,
+                    Some(reason.to_string()),
+                    update.exit_code,
+                    now,
+                );
+                UpdateJob::Applied(JobStatus::Failed)
+            }
+            _ => UpdateJob::BadState,
+        }
+    }
+
+    /// `PATCH /jobs/:id/trace` (`Ci::AppendBuildTraceService`).
+    pub fn append_trace(
+        &mut self,
+        id: u64,
+        token: Option<&str>,
+        content_range: Option<&str>,
+        body: &[u8],
+        now: Instant,
+    ) -> AppendTrace {
+        if let Err(error) = self.authenticate_job(id, token) {
+            return AppendTrace::Refused(error);
+        }
+        let Some(content_range) = content_range else {
+            return AppendTrace::MissingContentRange;
+        };
+        let (start, end) = parse_content_range(content_range);
+        let len = body.len() as u64;
+        let end_inclusive =
+            len > 0 && end.is_some_and(|end| start.checked_add(len - 1) == Some(end));
+        let body_end = start.saturating_add(len);
+        if body_end > TRACE_SIZE_LIMIT_BYTES {
+            self.finish(
+                id,
+                JobStatus::Failed,
+                Some("trace_size_exceeded".to_string()),
+                None,
+                now,
+            );
+            return AppendTrace::SizeExceeded;
+        }
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return AppendTrace::Refused(JobAuthError::Forbidden);
+        };
+        let length = job.record.trace.len() as u64;
+        let accepted = start == length;
+        job.record.trace_writes.push(TraceWrite {
+            offset: start,
+            len,
+            accepted,
+            end_inclusive,
+        });
+        if !accepted {
+            return AppendTrace::RangeMismatch { length };
+        }
+        let masked = mask(body, job.token.as_bytes());
+        job.record.trace.extend_from_slice(&masked);
+        if job.record.first_trace_at.is_none() {
+            job.record.first_trace_at = Some(now);
+        }
+        AppendTrace::Appended {
+            length: job.record.trace.len() as u64,
+            status: job.record.status,
+        }
+    }
+
+    /// The running job whose token this is (`GET /api/v4/job`).
+    pub fn running_job_by_token(&self, token: &str) -> Option<&Job> {
+        let id = self.job_ids_by_token.get(token)?;
+        self.jobs
+            .get(id)
+            .filter(|job| job.record.status == JobStatus::Running)
+    }
+
+    /// Drops running jobs past their timeout or without update for too
+    /// long. Returns whether any job changed.
+    pub fn drop_timed_out_jobs(&mut self, now: Instant) -> bool {
+        let mut dropped = Vec::new();
+        for job in self.jobs.values() {
+            if job.record.status != JobStatus::Running {
+                continue;
+            }
+            let started = job.record.picked_at.unwrap_or(job.record.queued_at);
+            let limit = Duration::from_secs(job.spec.timeout_secs) + TIMEOUT_BUFFER;
+            if now.saturating_duration_since(started) > limit {
+                dropped.push((job.record.id, "job_execution_timeout"));
+            } else if now.saturating_duration_since(job.updated_at) > STUCK_RUNNING_AFTER {
+                dropped.push((job.record.id, "stuck_or_timeout_failure"));
+            }
+        }
+        let changed = !dropped.is_empty();
+        for (id, reason) in dropped {
+            self.finish(id, JobStatus::Failed, Some(reason.to_string()), None, now);
+        }
+        changed
+    }
+
+    fn finish(
+        &mut self,
+        id: u64,
+        status: JobStatus,
+        failure_reason: Option<String>,
+        exit_code: Option<i32>,
+        now: Instant,
+    ) {
+        self.pending.remove(&id);
+        self.set_status(id, status);
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.record.failure_reason = failure_reason;
+            job.record.exit_code = exit_code;
+            job.record.finished_at = Some(now);
+            job.updated_at = now;
+        }
+    }
+
+    fn set_status(&mut self, id: u64, status: JobStatus) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let before = job.record.status;
+        job.record.status = status;
+        let previous = status_counter(&mut self.counters, before);
+        *previous = previous.saturating_sub(1);
+        *status_counter(&mut self.counters, status) += 1;
+    }
+
+    fn tick(&mut self, runner_token: &str) {
+        let version = self.random_hex(32);
+        self.queue_versions
+            .insert(runner_token.to_string(), version);
+    }
+
+    fn random_hex(&mut self, len: usize) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        (0..len)
+            .map(|_| DIGITS[self.id_rng.gen_range(0..16)] as char)
+            .collect()
+    }
+
+    fn random_alphanumeric(&mut self, len: usize) -> String {
+        (&mut self.id_rng)
+            .sample_iter(&Alphanumeric)
+            .take(len)
+            .map(char::from)
+            .collect()
+    }
+}
+
+fn status_counter(counters: &mut CoordinatorStats, status: JobStatus) -> &mut u64 {
+    match status {
+        JobStatus::Pending => &mut counters.pending,
+        JobStatus::Running => &mut counters.running,
+        JobStatus::Success => &mut counters.success,
+        JobStatus::Failed => &mut counters.failed,
+        JobStatus::Canceled => &mut counters.canceled,
+    }
+}
+
+/// Reads `start-end` as Rails does: `start` with Ruby's `to_i` (leading
+/// digits, 0 if none), the end only for the record (Rails ignores it).
+fn parse_content_range(value: &str) -> (u64, Option<u64>) {
+    let mut parts = value.split('-');
+    let start = parts.next().map(ruby_to_u64).unwrap_or(0);
+    let end = parts.next().and_then(|text| text.trim().parse().ok());
+    (start, end)
+}
+
+fn ruby_to_u64(text: &str) -> u64 {
+    let digits: String = text
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    if digits.is_empty() {
+        0
+    } else {
+        // Too large to be a real offset: never equal to a log length.
+        digits.parse().unwrap_or(u64::MAX)
+    }
+}
+
+/// Rails masks the job token in appended log data with `x` of the same
+/// length, so offsets do not move.
+fn mask(data: &[u8], secret: &[u8]) -> Vec<u8> {
+    let mut masked = data.to_vec();
+    if secret.is_empty() || data.len() < secret.len() {
+        return masked;
+    }
+    let mut index = 0;
+    while index + secret.len() <= masked.len() {
+        if &masked[index..index + secret.len()] == secret {
+            masked[index..index + secret.len()].fill(b'x');
+            index += secret.len();
+        } else {
+            index += 1;
+        }
+    }
+    masked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_is_read_like_rails() {
+        assert_eq!(parse_content_range("0-9"), (0, Some(9)));
+        assert_eq!(parse_content_range("10-20"), (10, Some(20)));
+        assert_eq!(parse_content_range("abc"), (0, None));
+        assert_eq!(parse_content_range(" 7-"), (7, None));
+        assert_eq!(parse_content_range("-5-10"), (0, Some(5)));
+    }
+
+    #[test]
+    fn running_jobs_are_dropped_after_timeout_or_silence() {
+        let runner = "glrt-runner".to_string();
+        let mut state = State::new(std::slice::from_ref(&runner), 0);
+        let start = Instant::now();
+        let short = state.enqueue(
+            JobSpec {
+                timeout_secs: 60,
+                ..JobSpec::default()
+            },
+            start,
+        );
+        let long = state.enqueue(JobSpec::default(), start);
+        for _ in 0..2 {
+            let outcome = state.request_job(&runner, None, start);
+            assert!(
+                matches!(outcome, RequestJob::Assigned { .. }),
+                "{outcome:?}"
+            );
+        }
+        assert!(!state.drop_timed_out_jobs(start + Duration::from_secs(900)));
+        assert!(state.drop_timed_out_jobs(start + Duration::from_secs(961)));
+        let reason = |state: &State, id| {
+            state
+                .job(id)
+                .and_then(|job| job.record.failure_reason.clone())
+        };
+        assert_eq!(
+            reason(&state, short).as_deref(),
+            Some("job_execution_timeout")
+        );
+        assert_eq!(reason(&state, long), None);
+        assert!(state.drop_timed_out_jobs(start + Duration::from_secs(3601)));
+        assert_eq!(
+            reason(&state, long).as_deref(),
+            Some("stuck_or_timeout_failure")
+        );
+        assert_eq!(state.stats().failed, 2);
+        assert_eq!(state.stats().running, 0);
+    }
+
+    #[test]
+    fn job_token_is_masked_in_place() {
+        assert_eq!(mask(b"a glcbt-xy b", b"glcbt-xy"), b"a xxxxxxxx b".to_vec());
+        assert_eq!(mask(b"short", b"longer secret"), b"short".to_vec());
+    }
+}
