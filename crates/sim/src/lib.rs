@@ -2,6 +2,7 @@
 //! on loopback, for the demo, the tests, the benchmarks and capacity planning.
 
 pub mod clever;
+pub mod cluster;
 pub mod coordinator;
 pub mod git_http;
 pub mod vm;

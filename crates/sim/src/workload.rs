@@ -55,7 +55,10 @@ pub struct SimSettings {
     pub coordinator_error_rate: f64,
     /// Share of cloud API requests failing.
     pub cloud_error_rate: f64,
-    /// Whether the deployment git repository demands credentials.
+    /// Whether the deployment git repository demands credentials. Off by
+    /// default: heptapod-paas-runner sends none to a plain-http repository
+    /// (it only puts them in `https://` URLs), and must be able to run
+    /// against `paas-runner sim`. Credentials sent are always checked.
     pub require_git_credentials: bool,
     /// Latency added to every simulated API answer.
     pub latency_ms: u64,
@@ -69,7 +72,7 @@ impl Default for SimSettings {
             long_poll_ms: 2000,
             coordinator_error_rate: 0.0,
             cloud_error_rate: 0.0,
-            require_git_credentials: true,
+            require_git_credentials: false,
             latency_ms: 0,
         }
     }

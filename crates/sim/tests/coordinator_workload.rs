@@ -40,7 +40,7 @@ fn defaults_apply_to_missing_keys() {
     assert_eq!(workload.seed, None);
     assert_eq!(workload.sim.boot_delay_ms, 300);
     assert_eq!(workload.sim.repo_ready_delay_ms, 200);
-    assert!(workload.sim.require_git_credentials);
+    assert!(!workload.sim.require_git_credentials);
     assert_eq!(workload.jobs[0].count, 1);
     let arrivals = workload.arrivals(&tokens());
     assert_eq!(arrivals.len(), 1);

@@ -1,0 +1,435 @@
+//! The driver: one event loop that feeds the core with outcomes and the clock,
+//! executes its commands (store writes inline, network calls as tasks), and
+//! stops cleanly on shutdown.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use paas_core::{
+    App, Command, Dispatcher, FailureKind, FlavorTable, JobKey, LaunchCheck, NewJob, Notice, PollOutcome,
+    RunnerIdx, Stats, StatusCheck, StepOutcome,
+};
+use paas_gitlab::{FailureReason, JobRequest, JobRequestOutcome, RemoteJobStatus, UpdateOutcome};
+use paas_store::Store;
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::runners::Runners;
+
+/// How long a job request may be held by the coordinator (long polling).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(70);
+/// How often flavor catalogues are refreshed.
+pub const FLAVORS_TTL: Duration = Duration::from_secs(3600);
+/// Bound of the outcome channel (tasks wait when it is full).
+const EVENT_CHANNEL_SIZE: usize = 4096;
+
+/// An outcome reported by a task.
+#[derive(Debug)]
+enum Event {
+    Poll { runner: RunnerIdx, outcome: PollOutcome, last_update: Option<String> },
+    Created { job: JobKey, outcome: StepOutcome<App> },
+    Deployed { job: JobKey, outcome: StepOutcome<()> },
+    Launch { job: JobKey, check: LaunchCheck },
+    Status { job: JobKey, check: StatusCheck },
+    LogAppended { job: JobKey, outcome: StepOutcome<()> },
+    Reported { job: JobKey, outcome: StepOutcome<()> },
+    Deleted { job: JobKey, outcome: StepOutcome<()> },
+    Flavors { runner: RunnerIdx, table: Option<FlavorTable> },
+}
+
+/// Live figures published by the driver (progress displays, status page).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub stats: Stats,
+}
+
+/// The event loop and what it owns.
+pub struct Driver {
+    core: Dispatcher,
+    runners: Runners,
+    store: Store,
+    system_id: String,
+    last_update: Vec<Option<String>>,
+    /// Jobs whose application creation was attempted (adopt by name on retry).
+    create_attempted: HashSet<JobKey>,
+    poll_tasks: HashMap<RunnerIdx, AbortHandle>,
+    events_tx: mpsc::Sender<Event>,
+    events_rx: mpsc::Receiver<Event>,
+    snapshot_tx: watch::Sender<Snapshot>,
+    flavors_refresh_at: Instant,
+}
+
+impl Driver {
+    pub fn new(core: Dispatcher, runners: Runners, store: Store, system_id: String) -> Driver {
+        let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_SIZE);
+        let (snapshot_tx, _) = watch::channel(Snapshot::default());
+        let runner_count = runners.len();
+        Driver {
+            core,
+            runners,
+            store,
+            system_id,
+            last_update: vec![None; runner_count],
+            create_attempted: HashSet::new(),
+            poll_tasks: HashMap::new(),
+            events_tx,
+            events_rx,
+            snapshot_tx,
+            flavors_refresh_at: now() + FLAVORS_TTL,
+        }
+    }
+
+    /// Figures updated after every event.
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.snapshot_tx.subscribe()
+    }
+
+    /// Takes back the jobs of the store.
+    pub fn restore(&mut self) -> anyhow::Result<()> {
+        let records = self.store.load()?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        info!(jobs = records.len(), store = %self.store.path().display(), "resuming jobs recorded by a previous run");
+        for record in &records {
+            if let Some(runner) = self.runners.iter().position(|r| r.key == record.runner_key) {
+                if record.app_maybe || record.app_id.is_none() {
+                    self.create_attempted.insert(JobKey { runner, job_id: record.job_id });
+                }
+            }
+        }
+        let unknown = self.core.restore(records, now());
+        for record in unknown {
+            warn!(
+                runner_key = %record.runner_key,
+                job_id = record.job_id,
+                app_id = record.app_id.as_deref().unwrap_or("-"),
+                "recorded job belongs to a runner that is no longer configured; keeping its record"
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown` resolves and every in-flight call has completed.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let mut shutdown_seen = false;
+        self.core.handle_timeout(now());
+        loop {
+            self.execute_commands();
+            self.publish();
+            if shutdown_seen && self.core.is_quiescent() {
+                info!("all in-flight operations completed; state is saved; exiting");
+                return Ok(());
+            }
+            let deadline = self.next_deadline();
+            tokio::select! {
+                event = self.events_rx.recv() => {
+                    // The driver holds a sender: the channel never closes.
+                    if let Some(event) = event {
+                        self.handle_event(event);
+                    }
+                }
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                    let now = now();
+                    if now >= self.flavors_refresh_at && !shutdown_seen {
+                        self.refresh_flavors();
+                    }
+                    self.core.handle_timeout(now);
+                }
+                () = &mut shutdown, if !shutdown_seen => {
+                    shutdown_seen = true;
+                    info!("shutdown requested: no new job will be acquired; waiting for in-flight operations");
+                    self.core.shutdown();
+                    self.cancel_polls();
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let idle = now() + Duration::from_secs(3600);
+        let core = self.core.poll_timeout().unwrap_or(idle);
+        core.min(self.flavors_refresh_at).min(idle)
+    }
+
+    fn publish(&self) {
+        self.snapshot_tx.send_replace(Snapshot { stats: self.core.stats() });
+    }
+
+    fn cancel_polls(&mut self) {
+        let now = now();
+        for (runner, handle) in self.poll_tasks.drain() {
+            handle.abort();
+            self.core.handle_poll(runner, PollOutcome::Cancelled, now);
+        }
+    }
+
+    fn refresh_flavors(&mut self) {
+        self.flavors_refresh_at = now() + FLAVORS_TTL;
+        for runner in 0..self.runners.len() {
+            let runners = self.runners.clone();
+            let tx = self.events_tx.clone();
+            tokio::spawn(async move {
+                let table = match runners[runner].flavors().await {
+                    Ok(table) => Some(table),
+                    Err(error) => {
+                        warn!(runner = %runners[runner].name, %error, "flavor catalogue refresh failed; keeping the previous one");
+                        None
+                    }
+                };
+                let _ = tx.send(Event::Flavors { runner, table }).await;
+            });
+        }
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        let now = now();
+        match event {
+            Event::Poll { runner, outcome, last_update } => {
+                if self.poll_tasks.remove(&runner).is_none() {
+                    // Cancelled already (shutdown).
+                    return;
+                }
+                if let Some(value) = last_update {
+                    self.last_update[runner] = Some(value);
+                }
+                self.core.handle_poll(runner, outcome, now);
+            }
+            Event::Created { job, outcome } => self.core.handle_created(job, outcome, now),
+            Event::Deployed { job, outcome } => self.core.handle_deployed(job, outcome, now),
+            Event::Launch { job, check } => self.core.handle_launch_check(job, check, now),
+            Event::Status { job, check } => self.core.handle_status(job, check, now),
+            Event::LogAppended { job, outcome } => self.core.handle_log_appended(job, outcome, now),
+            Event::Reported { job, outcome } => self.core.handle_failure_reported(job, outcome, now),
+            Event::Deleted { job, outcome } => self.core.handle_deleted(job, outcome, now),
+            Event::Flavors { runner, table } => {
+                if let Some(table) = table {
+                    self.core.handle_flavors(runner, table, now);
+                }
+            }
+        }
+    }
+
+    fn execute_commands(&mut self) {
+        while let Some(command) = self.core.poll_command() {
+            self.execute(command);
+        }
+    }
+
+    fn execute(&mut self, command: Command) {
+        match command {
+            Command::Save(record) => {
+                if let Err(error) = self.store.save(&record) {
+                    error!(%error, job_id = record.job_id, "could not record job state");
+                }
+            }
+            Command::Forget(job) => {
+                self.create_attempted.remove(&job);
+                let key = &self.runners[job.runner].key;
+                if let Err(error) = self.store.forget(key, job.job_id) {
+                    error!(%error, job_id = job.job_id, "could not drop job record");
+                }
+            }
+            Command::Notice(notice) => self.log_notice(notice),
+            Command::RequestJob { runner } => self.spawn_poll(runner),
+            Command::CreateApp { job, name, flavor } => {
+                let may_exist = !self.create_attempted.insert(job);
+                self.spawn(move |runners| async move {
+                    let outcome = runners[job.runner].create_app(&name, &flavor, may_exist).await;
+                    Event::Created { job, outcome }
+                });
+            }
+            Command::Deploy { job, app_id, payload } => {
+                self.spawn(move |runners| async move {
+                    let outcome = runners[job.runner].deploy(&app_id, &payload).await;
+                    Event::Deployed { job, outcome }
+                });
+            }
+            Command::CheckLaunch { job, project_id } => {
+                self.spawn(move |runners| async move {
+                    let check = check_launch(&runners, job, project_id).await;
+                    Event::Launch { job, check }
+                });
+            }
+            Command::CheckStatus { job, token } => {
+                self.spawn(move |runners| async move {
+                    let runner = &runners[job.runner];
+                    let check = match runner.coordinator.job_status(&token).await {
+                        Ok(RemoteJobStatus::Finished { status }) => {
+                            info!(runner = %runner.name, job_id = job.job_id, status = status.as_deref().unwrap_or("unknown"), "job finished");
+                            StatusCheck::Finished
+                        }
+                        Ok(RemoteJobStatus::Running { .. }) => StatusCheck::Running,
+                        Err(error) => {
+                            warn!(runner = %runner.name, job_id = job.job_id, %error, "could not check job status");
+                            StatusCheck::Error
+                        }
+                    };
+                    Event::Status { job, check }
+                });
+            }
+            Command::AppendLog { job, token, text } => {
+                self.spawn(move |runners| async move {
+                    let runner = &runners[job.runner];
+                    let outcome = match runner.coordinator.append_trace(job.job_id, &token, 0, text.as_bytes()).await {
+                        Ok(appended) => {
+                            if appended.not_running {
+                                info!(runner = %runner.name, job_id = job.job_id, "job no longer running: its log is closed");
+                            }
+                            StepOutcome::Done(())
+                        }
+                        Err(error) => {
+                            warn!(runner = %runner.name, job_id = job.job_id, %error, "could not write to the job log");
+                            StepOutcome::Failed { transient: error.is_transient(), user_message: String::new() }
+                        }
+                    };
+                    Event::LogAppended { job, outcome }
+                });
+            }
+            Command::ReportFailure { job, token, kind, failure_reasons } => {
+                self.spawn(move |runners| async move {
+                    let runner = &runners[job.runner];
+                    let reason = match kind {
+                        FailureKind::User => FailureReason::ScriptFailure,
+                        FailureKind::System => FailureReason::RunnerSystemFailure,
+                    }
+                    .accepted_by(failure_reasons.as_deref());
+                    let outcome = match runner.coordinator.fail_job(job.job_id, &token, reason, None).await {
+                        Ok(UpdateOutcome::Accepted) => {
+                            info!(runner = %runner.name, job_id = job.job_id, reason = reason.as_str(), "job reported failed");
+                            StepOutcome::Done(())
+                        }
+                        Ok(UpdateOutcome::NotRunning { job_status }) => {
+                            info!(runner = %runner.name, job_id = job.job_id, status = job_status.as_deref().unwrap_or("unknown"), "job already over on the coordinator");
+                            StepOutcome::Done(())
+                        }
+                        Ok(UpdateOutcome::Retry { .. }) => {
+                            StepOutcome::Failed { transient: true, user_message: String::new() }
+                        }
+                        Err(error) => {
+                            warn!(runner = %runner.name, job_id = job.job_id, %error, "could not report job failure");
+                            StepOutcome::Failed { transient: error.is_transient(), user_message: String::new() }
+                        }
+                    };
+                    Event::Reported { job, outcome }
+                });
+            }
+            Command::DeleteApp { job, app_id, name } => {
+                self.spawn(move |runners| async move {
+                    let outcome = runners[job.runner].delete_app(app_id.as_deref(), &name).await;
+                    Event::Deleted { job, outcome }
+                });
+            }
+        }
+    }
+
+    fn spawn<F, Fut>(&self, task: F)
+    where
+        F: FnOnce(Runners) -> Fut,
+        Fut: std::future::Future<Output = Event> + Send + 'static,
+    {
+        let future = task(self.runners.clone());
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            let event = future.await;
+            let _ = tx.send(event).await;
+        });
+    }
+
+    fn spawn_poll(&mut self, runner: RunnerIdx) {
+        let runners = self.runners.clone();
+        let tx = self.events_tx.clone();
+        let system_id = self.system_id.clone();
+        let last_update = self.last_update[runner].clone();
+        let handle = tokio::spawn(async move {
+            let io = &runners[runner];
+            let request = JobRequest { token: &io.token, system_id: &system_id, last_update: last_update.as_deref() };
+            let (outcome, last_update) = match io.coordinator.request_job(&request, REQUEST_TIMEOUT).await {
+                Ok(JobRequestOutcome::Job(job)) => {
+                    let requested_flavor = job
+                        .variables
+                        .iter()
+                        .rev()
+                        .find(|var| var.key == paas_core::messages::FLAVOR_VARIABLE)
+                        .map(|var| var.value.clone());
+                    info!(runner = %io.name, job_id = job.id, flavor = requested_flavor.as_deref().unwrap_or("default"), "job acquired");
+                    let new_job = NewJob {
+                        job_id: job.id,
+                        token: job.token,
+                        project_id: job.project_id,
+                        requested_flavor,
+                        failure_reasons: job.failure_reasons,
+                        payload: job.payload,
+                    };
+                    (PollOutcome::Job(new_job), None)
+                }
+                Ok(JobRequestOutcome::NoJob { last_update }) => (PollOutcome::NoJob, last_update),
+                Ok(JobRequestOutcome::Conflict) => {
+                    debug!(runner = %io.name, "409 conflict on job request: treated as no job");
+                    (PollOutcome::NoJob, None)
+                }
+                Err(error) => {
+                    let transient = error.is_transient();
+                    if transient {
+                        warn!(runner = %io.name, %error, "coordinator unavailable; will poll again");
+                    } else {
+                        error!(runner = %io.name, %error, "coordinator refused the job request");
+                    }
+                    (PollOutcome::Error { transient }, None)
+                }
+            };
+            let _ = tx.send(Event::Poll { runner, outcome, last_update }).await;
+        });
+        self.poll_tasks.insert(runner, handle.abort_handle());
+    }
+
+    fn log_notice(&self, notice: Notice) {
+        let runner_name = |job: &JobKey| self.runners[job.runner].name.clone();
+        match notice {
+            Notice::Acquired { job, flavor, weight } => {
+                let stats = self.core.stats();
+                info!(runner = %runner_name(&job), job_id = job.job_id, %flavor, weight, used = stats.weight, quota = stats.quota, "job accounted");
+            }
+            Notice::Launched { job } => info!(runner = %runner_name(&job), job_id = job.job_id, "job launched"),
+            Notice::Finished { job } => debug!(runner = %runner_name(&job), job_id = job.job_id, "job over; decommissioning"),
+            Notice::Failed { job, message } => {
+                warn!(runner = %runner_name(&job), job_id = job.job_id, message = %first_line(&message), "job failed")
+            }
+            Notice::Retrying { job, step, attempt, max_attempts, delay } => {
+                if max_attempts == 0 {
+                    warn!(runner = %runner_name(&job), job_id = job.job_id, "{step}: retrying (attempt {}) in {:.1?}", attempt + 1, delay)
+                } else {
+                    warn!(runner = %runner_name(&job), job_id = job.job_id, "{step}: retrying ({}/{max_attempts}) in {:.1?}", attempt + 1, delay)
+                }
+            }
+            Notice::Decommissioned { job } => info!(runner = %runner_name(&job), job_id = job.job_id, "application decommissioned"),
+            Notice::GaveUp { job, step } => error!(runner = %runner_name(&job), job_id = job.job_id, "{step}: giving up after repeated failures"),
+        }
+    }
+}
+
+async fn check_launch(runners: &Runners, job: JobKey, project_id: Option<u64>) -> LaunchCheck {
+    let runner = &runners[job.runner];
+    let (Some(token), Some(project_id)) = (runner.config.trace_watch.token.as_ref(), project_id) else {
+        return LaunchCheck::Started;
+    };
+    match runner.coordinator.read_trace(project_id, job.job_id, token).await {
+        Ok(trace) if !trace.is_empty() => LaunchCheck::Started,
+        Ok(_) => LaunchCheck::NotYet,
+        Err(error) => {
+            debug!(runner = %runner.name, job_id = job.job_id, %error, "could not read job log");
+            LaunchCheck::NotYet
+        }
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+/// The driver's clock.
+pub fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}

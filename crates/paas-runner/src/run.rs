@@ -1,0 +1,98 @@
+//! `paas-runner run CONFIG`: the service.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use paas_store::Store;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use tracing::{error, info, warn};
+
+use crate::driver::Driver;
+use crate::setup::{self, SetupError};
+
+/// Exit status for configuration errors.
+pub const EXIT_CONFIG: u8 = 2;
+
+pub async fn main(config_path: &Path) -> ExitCode {
+    let config = match paas_config::load(config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("paas-runner: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for warning in &config.warnings {
+        warn!("{}: {warning}", config_path.display());
+    }
+    match serve(&config, config_path, shutdown_signal(), None).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if let Some(setup_error) = error.downcast_ref::<SetupError>() {
+                eprintln!("paas-runner: {setup_error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            error!("{error:#}");
+            eprintln!("paas-runner: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the service until `shutdown` resolves.
+pub async fn serve(
+    config: &paas_config::Config,
+    config_path: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+    ready: Option<tokio::sync::oneshot::Sender<tokio::sync::watch::Receiver<crate::driver::Snapshot>>>,
+) -> anyhow::Result<()> {
+    let store_path = match &config.state_file {
+        Some(state_file) => paas_store::store_path(state_file),
+        None => {
+            let path = std::path::PathBuf::from("paas-runner-state.db");
+            warn!(path = %path.display(), "no state_file configured: keeping state in the current directory");
+            path
+        }
+    };
+    let store = Store::open(&store_path)?;
+    let system_id = match store.get_meta("system_id")? {
+        Some(id) => id,
+        None => {
+            let suffix: String = rand::thread_rng().sample_iter(&Alphanumeric).take(12).map(char::from).collect();
+            let id = format!("r_{suffix}");
+            store.set_meta("system_id", &id)?;
+            id
+        }
+    };
+    let http = setup::http_client()?;
+    let (dispatcher, runners) = setup::prepare(config, config_path, http).await?;
+    info!(store = %store_path.display(), %system_id, runners = runners.len(), "paas-runner started");
+    let mut driver = Driver::new(dispatcher, runners, store, system_id);
+    driver.restore()?;
+    if let Some(ready) = ready {
+        let _ = ready.send(driver.subscribe());
+    }
+    driver.run(shutdown).await
+}
+
+/// Resolves on SIGTERM or SIGINT. A second signal exits at once: every job's
+/// state is already recorded.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        warn!("second signal: exiting now; recorded jobs will be resumed at the next start");
+        std::process::exit(1);
+    });
+}

@@ -1,0 +1,247 @@
+//! Per-runner IO handles: the coordinator client and the Clever Cloud
+//! provider of each `[[runners]]` entry, and the steps they perform.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paas_clever::api::{App as CleverApp, CleverClient, CleverError, CreateApp, DeleteOutcome};
+use paas_clever::{build_context, git_push};
+use paas_config::RunnerConfig;
+use paas_core::{App, Flavor, FlavorTable, Secret, StepOutcome};
+use paas_gitlab::CoordinatorClient;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+/// How long a Docker instance version read from the catalogue is trusted.
+const INSTANCE_VERSION_TTL: Duration = Duration::from_secs(600);
+/// Timeout of a git push.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Everything needed to act for one `[[runners]]` entry.
+pub struct RunnerIo {
+    pub name: String,
+    /// First 8 characters of the runner token.
+    pub key: String,
+    pub token: Secret,
+    pub coordinator: CoordinatorClient,
+    pub clever: CleverClient,
+    pub http: reqwest::Client,
+    pub config: RunnerConfig,
+    instance_version: Mutex<Option<(String, tokio::time::Instant)>>,
+}
+
+impl RunnerIo {
+    pub fn new(config: RunnerConfig, http: reqwest::Client) -> anyhow::Result<RunnerIo> {
+        let coordinator = CoordinatorClient::new(&config.url, http.clone())
+            .map_err(|e| anyhow::anyhow!("runner {:?}: coordinator url: {e}", config.name))?;
+        let clever = CleverClient::new(&config.cc.api_url, &config.cc.orga_id, config.cc.token.clone(), http.clone())
+            .map_err(|e| anyhow::anyhow!("runner {:?}: cc_api_url: {e}", config.name))?;
+        Ok(RunnerIo {
+            name: config.name.clone(),
+            key: config.unique_id(),
+            token: config.token.clone(),
+            coordinator,
+            clever,
+            http,
+            config,
+            instance_version: Mutex::new(None),
+        })
+    }
+
+    /// The runner's flavor catalogue.
+    pub async fn flavors(&self) -> Result<FlavorTable, CleverError> {
+        let flavors = self.clever.flavors(&self.config.cc.flavor_context, &self.config.cc.flavor_name_prefix).await?;
+        Ok(FlavorTable::new(flavors))
+    }
+
+    async fn instance_version(&self, refresh: bool) -> Result<String, CleverError> {
+        let mut cached = self.instance_version.lock().await;
+        if !refresh {
+            if let Some((version, at)) = cached.as_ref() {
+                if at.elapsed() < INSTANCE_VERSION_TTL {
+                    return Ok(version.clone());
+                }
+            }
+        }
+        let version = self.clever.docker_instance_version().await?;
+        *cached = Some((version.clone(), tokio::time::Instant::now()));
+        Ok(version)
+    }
+
+    async fn find_by_name(&self, name: &str) -> Result<Vec<CleverApp>, CleverError> {
+        Ok(self.clever.list_apps().await?.into_iter().filter(|app| app.name == name).collect())
+    }
+
+    /// Creates (or adopts, when `may_exist`) the job's application and sets
+    /// its environment.
+    pub async fn create_app(&self, name: &str, flavor: &Flavor, may_exist: bool) -> StepOutcome<App> {
+        match self.create_app_inner(name, flavor, may_exist).await {
+            Ok(app) => StepOutcome::Done(app),
+            Err(error) => {
+                warn!(runner = %self.name, app = name, %error, "application creation failed");
+                StepOutcome::Failed { transient: error.is_transient(), user_message: create_message(&error) }
+            }
+        }
+    }
+
+    async fn create_app_inner(&self, name: &str, flavor: &Flavor, may_exist: bool) -> Result<App, CleverError> {
+        let existing = if may_exist { self.find_by_name(name).await?.into_iter().next() } else { None };
+        let app = match existing {
+            Some(app) => {
+                info!(runner = %self.name, app_id = %app.id, app = name, "adopting existing application");
+                app
+            }
+            None => {
+                let mut spec = CreateApp {
+                    name: name.to_owned(),
+                    zone: self.config.cc.zone.clone(),
+                    instance_version: self.instance_version(false).await?,
+                    instance_variant: self.config.cc.instance_variant_uuid.clone(),
+                    flavor_api_name: flavor.api_name.clone(),
+                };
+                match self.clever.create_app(&spec).await {
+                    Err(error) if error.api_id() == Some(9017) => {
+                        // The Docker version may have changed: read it again once.
+                        spec.instance_version = self.instance_version(true).await?;
+                        self.clever.create_app(&spec).await?
+                    }
+                    other => other?,
+                }
+            }
+        };
+        let mut env = BTreeMap::new();
+        env.insert("CC_MOUNT_DOCKER_SOCKET".to_owned(), "true".to_owned());
+        env.extend(self.config.cc.extra_env.clone());
+        self.clever.set_env(&app.id, &env).await?;
+        let weight = match &app.max_flavor {
+            Some(max) => paas_core::weight_of_ram_mib(max.ram_mib),
+            None => flavor.weight(),
+        };
+        info!(runner = %self.name, app_id = %app.id, app = name, flavor = %flavor.name, "application created");
+        Ok(App { id: app.id, weight })
+    }
+
+    /// Waits for the deployment repository, then pushes the build context.
+    pub async fn deploy(&self, app_id: &str, payload: &str) -> StepOutcome<()> {
+        let timeout = self.config.cc.deployment_repo_timeout;
+        let step = self.config.cc.deployment_repo_wait_step.max(Duration::from_millis(10));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let url = loop {
+            match self.clever.get_app(app_id).await {
+                Ok(app) if app.repo_state.as_deref() == Some("CREATED") => match app.http_url {
+                    Some(url) => break url,
+                    None => {
+                        return StepOutcome::Failed {
+                            transient: false,
+                            user_message: format!(
+                                "The Clever Cloud application {app_id} has no git deployment URL."
+                            ),
+                        }
+                    }
+                },
+                Ok(_) => {}
+                Err(error) if error.is_transient() => {
+                    warn!(runner = %self.name, app_id, %error, "reading application state failed");
+                }
+                Err(error) => {
+                    return StepOutcome::Failed {
+                        transient: false,
+                        user_message: format!("Clever Cloud: cannot read application {app_id}: {}", error.user_message()),
+                    }
+                }
+            }
+            if tokio::time::Instant::now() + step > deadline {
+                return StepOutcome::Failed {
+                    transient: true,
+                    user_message: format!(
+                        "The deployment repository of the Clever Cloud application {app_id} was not ready after {} seconds.",
+                        timeout.as_secs_f64()
+                    ),
+                };
+            }
+            tokio::time::sleep(step).await;
+        };
+        let files = match build_context::files(&self.config.heptapod_runner_main_image, &self.config.inner_config, payload) {
+            Ok(files) => files,
+            Err(error) => {
+                return StepOutcome::Failed {
+                    transient: false,
+                    user_message: format!("Could not prepare the job for its machine: {error}"),
+                }
+            }
+        };
+        let request = git_push::PushRequest {
+            repo_url: &url,
+            user: &self.config.cc.auth_user,
+            password: &self.config.cc.token,
+            files: &files,
+            message: "Job definition",
+            author_name: "Heptapod Paas Runner",
+            author_email: "paasrunner@heptapod.test",
+            timestamp_secs: unix_now(),
+        };
+        match git_push::push(&self.http, &request, PUSH_TIMEOUT).await {
+            Ok(git_push::PushOutcome::Pushed { commit }) => {
+                info!(runner = %self.name, app_id, %commit, "build context pushed");
+                StepOutcome::Done(())
+            }
+            Ok(git_push::PushOutcome::AlreadyDeployed { head }) => {
+                warn!(runner = %self.name, app_id, %head, "deployment branch already present: not pushing again");
+                StepOutcome::Done(())
+            }
+            Err(error) => {
+                warn!(runner = %self.name, app_id, %error, "git push failed");
+                StepOutcome::Failed {
+                    transient: error.is_transient(),
+                    user_message: format!("Could not deploy the job to its Clever Cloud application: {error}"),
+                }
+            }
+        }
+    }
+
+    /// Deletes the application by id, or every application named `name`.
+    pub async fn delete_app(&self, app_id: Option<&str>, name: &str) -> StepOutcome<()> {
+        let result = async {
+            let ids: Vec<String> = match app_id {
+                Some(id) => vec![id.to_owned()],
+                None => self.find_by_name(name).await?.into_iter().map(|app| app.id).collect(),
+            };
+            for id in ids {
+                match self.clever.delete_app(&id).await? {
+                    DeleteOutcome::Deleted => info!(runner = %self.name, app_id = %id, app = name, "application deleted"),
+                    DeleteOutcome::AlreadyGone => {
+                        info!(runner = %self.name, app_id = %id, app = name, "application already gone")
+                    }
+                }
+            }
+            Ok::<(), CleverError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => StepOutcome::Done(()),
+            Err(error) => {
+                warn!(runner = %self.name, app = name, %error, "application deletion failed");
+                StepOutcome::Failed { transient: error.is_transient(), user_message: error.user_message() }
+            }
+        }
+    }
+}
+
+/// What the CI user reads when the cloud refuses to create the machine.
+fn create_message(error: &CleverError) -> String {
+    format!(
+        "Clever Cloud could not create the machine for this job: {}",
+        error.user_message()
+    )
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The runners of a configuration, shared by the driver's tasks.
+pub type Runners = Arc<Vec<RunnerIo>>;

@@ -1,0 +1,178 @@
+//! From a configuration to a ready dispatcher: clients, flavor catalogues,
+//! the weighted quota, and the checks that need the catalogue.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paas_config::Config;
+use paas_core::{Dispatcher, DispatcherConfig, FlavorTable, LaunchWatch, RunnerSpec};
+use tracing::{info, warn};
+
+use crate::runners::{RunnerIo, Runners};
+
+/// Attempts to read a flavor catalogue at start.
+const CATALOGUE_ATTEMPTS: u32 = 5;
+
+/// A configuration that can never work, found once the catalogue is known.
+/// The binary exits with status 2 on it.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct SetupError {
+    pub path: String,
+    pub message: String,
+}
+
+/// The HTTP client shared by all calls (connection pools per host). It
+/// follows no redirect: a redirect would carry token headers to another host.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(paas_gitlab::http_client_builder().pool_idle_timeout(Duration::from_secs(90)).build()?)
+}
+
+/// Builds the runners' IO handles and the dispatcher.
+pub async fn prepare(config: &Config, config_path: &Path, http: reqwest::Client) -> anyhow::Result<(Dispatcher, Runners)> {
+    let mut runners = Vec::new();
+    let mut tables = Vec::new();
+    for runner_config in &config.runners {
+        let io = RunnerIo::new(runner_config.clone(), http.clone())?;
+        let table = read_catalogue(&io).await?;
+        runners.push(io);
+        tables.push(table);
+    }
+    let (dispatcher_config, specs) = plan(config, config_path, &runners, tables)?;
+    info!(
+        quota = dispatcher_config.quota,
+        concurrent = dispatcher_config.concurrent,
+        reference_flavor = %config.quota.reference_flavor,
+        reference_jobs_count = config.quota.reference_jobs_count,
+        reference_runner = %config.quota.reference_runner,
+        "weighted quota set"
+    );
+    Ok((Dispatcher::new(dispatcher_config, specs), Arc::new(runners)))
+}
+
+async fn read_catalogue(io: &RunnerIo) -> anyhow::Result<FlavorTable> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match io.flavors().await {
+            Ok(table) if !table.flavors.is_empty() => {
+                info!(runner = %io.name, flavors = ?table.names_by_weight(), "flavor catalogue read");
+                return Ok(table);
+            }
+            Ok(_) => anyhow::bail!(
+                "runner {:?}: the Clever Cloud catalogue at {} has no available flavor named {}*",
+                io.name,
+                io.config.cc.api_url,
+                io.config.cc.flavor_name_prefix
+            ),
+            Err(error) if error.is_transient() && attempt < CATALOGUE_ATTEMPTS => {
+                let delay = paas_core::backoff(attempt);
+                warn!(runner = %io.name, %error, "reading the flavor catalogue: retrying ({}/{CATALOGUE_ATTEMPTS}) in {delay:?}", attempt + 1);
+                tokio::time::sleep(delay).await;
+            }
+            Err(error) => anyhow::bail!("runner {:?}: cannot read the flavor catalogue: {error}", io.name),
+        }
+    }
+}
+
+/// Checks the configuration against the catalogues and computes the quota.
+pub fn plan(
+    config: &Config,
+    config_path: &Path,
+    runners: &[RunnerIo],
+    tables: Vec<FlavorTable>,
+) -> Result<(DispatcherConfig, Vec<RunnerSpec>), SetupError> {
+    let path = config_path.display().to_string();
+    let error = |message: String| SetupError { path: path.clone(), message };
+    let reference_idx = runners
+        .iter()
+        .position(|r| r.name == config.quota.reference_runner)
+        .ok_or_else(|| error(format!("key `quota_computation.reference_runner`: no runner named {:?}", config.quota.reference_runner)))?;
+    let reference_table = &tables[reference_idx];
+    let reference_flavor = reference_table.get(&config.quota.reference_flavor).ok_or_else(|| {
+        error(format!(
+            "key `quota_computation.reference_flavor`: flavor {:?} is not offered to runner {:?}; available: {}",
+            config.quota.reference_flavor,
+            config.quota.reference_runner,
+            reference_table.names_by_weight().join(", ")
+        ))
+    })?;
+    let quota = reference_flavor.weight() * f64::from(config.quota.reference_jobs_count);
+
+    let mut specs = Vec::new();
+    for (idx, (io, flavors)) in runners.iter().zip(tables).enumerate() {
+        let cc = &io.config.cc;
+        if let Some(max) = &cc.max_flavor {
+            if flavors.get(max).is_none() {
+                return Err(error(format!(
+                    "key `runners[{idx}].cc_max_flavor`: flavor {max:?} is not available; available: {}",
+                    flavors.names_by_weight().join(", ")
+                )));
+            }
+        }
+        if flavors.get(&cc.default_flavor).is_none() {
+            return Err(error(format!(
+                "key `runners[{idx}].cc_default_flavor`: flavor {:?} is not available; available: {}",
+                cc.default_flavor,
+                flavors.names_by_weight().join(", ")
+            )));
+        }
+        let spec = RunnerSpec {
+            key: io.key.clone(),
+            name: io.name.clone(),
+            quota_max_fraction: io.config.quota_max_fraction,
+            default_flavor: cc.default_flavor.clone(),
+            max_flavor: cc.max_flavor.clone(),
+            flavors,
+            launch_watch: io.config.trace_watch.token.as_ref().map(|_| LaunchWatch {
+                timeout: io.config.trace_watch.timeout,
+                poll_step: io.config.trace_watch.poll_step,
+            }),
+        };
+        if let Some(default) = spec.flavors.get(&cc.default_flavor) {
+            if default.weight() > spec.max_job_weight() + 1e-9 {
+                return Err(error(format!(
+                    "key `runners[{idx}].cc_default_flavor`: default flavor {:?} is larger than cc_max_flavor {:?}",
+                    cc.default_flavor,
+                    cc.max_flavor.as_deref().unwrap_or_default()
+                )));
+            }
+        }
+        // A poll must find room for the largest job the runner may receive.
+        let fraction = config.quota.allowed_fraction_per_runner.min(spec.quota_max_fraction);
+        let share = fraction * quota;
+        let largest = spec.max_job_weight();
+        if largest > share + 1e-9 {
+            let fitting = spec.flavors.names_up_to(share);
+            let suggestion = match fitting.last() {
+                Some(name) => format!("set `cc_max_flavor = {name:?}` (the largest flavor that fits)"),
+                None => "no flavor fits at all".to_owned(),
+            };
+            return Err(error(format!(
+                "runner {:?} (runners[{idx}]) may receive jobs of weight {largest:.1} (flavor {}), but its share of the weighted quota is only {share:.1} \
+                 ({fraction} x {quota:.1}): it could never take a job. Either {suggestion}, or raise `quota_computation.reference_jobs_count` \
+                 or the allowed fractions.",
+                spec.name,
+                spec.max_flavor.clone().unwrap_or_else(|| spec.flavors.names_by_weight().last().cloned().unwrap_or_default()),
+            )));
+        }
+        if io.config.trace_watch.token.is_none() {
+            warn!(runner = %spec.name, "no [runners.paas_job_trace_watch] token: launches cannot be confirmed from the job log and are assumed to succeed");
+        }
+        specs.push(spec);
+    }
+    let dispatcher_config = DispatcherConfig {
+        concurrent: config.concurrent,
+        check_interval: config.check_interval,
+        status_interval: config.check_interval,
+        max_provisioning: config.max_concurrent_provisioning,
+        min_between_launches: config.min_seconds_between_launches,
+        keep_resources: config.finished_jobs_keep_resources,
+        decommission_launch_failures: config.decommission_launch_failures,
+        repoll_immediately: config.repoll_same_runner_immediately,
+        quota,
+        allowed_fraction_per_runner: config.quota.allowed_fraction_per_runner,
+    };
+    Ok((dispatcher_config, specs))
+}

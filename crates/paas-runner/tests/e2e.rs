@@ -1,0 +1,214 @@
+//! End to end: the real binary against the simulators over loopback HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, DEADLINE, SIGTERM};
+use paas_sim::cluster::ClusterSettings;
+use paas_sim::coordinator::JobStatus;
+use paas_sim::vars;
+
+fn quick() -> ClusterSettings {
+    ClusterSettings {
+        long_poll: Duration::from_millis(500),
+        repo_ready_delay: Duration::from_millis(50),
+        boot_delay: Duration::from_millis(100),
+        ..ClusterSettings::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_succeed_and_their_logs_are_intact() {
+    let mut harness = Harness::start(quick(), |_| {}).await;
+    harness.spawn_runner();
+    let ids: Vec<u64> = ["XS", "S", "M"]
+        .iter()
+        .map(|flavor| harness.enqueue(&[(vars::FLAVOR, flavor), (vars::JOB_DURATION_MS, "300"), (vars::JOB_LOG_LINES, "4")]))
+        .collect();
+    harness.wait_all_done(&ids).await;
+    for id in &ids {
+        let job = harness.job(*id);
+        assert_eq!(job.status, JobStatus::Success, "job {id}: {}\n{}", harness.trace(*id), harness.logs());
+        // The inner runner's log, untouched: it starts at offset 0 with its
+        // own first line, and no write of it was refused.
+        let trace = harness.trace(*id);
+        assert!(trace.starts_with("Running with gitlab-runner"), "job {id} log: {trace:?}");
+        assert!(job.trace_writes.iter().all(|write| write.accepted), "job {id}: {:?}", job.trace_writes);
+    }
+    let apps = harness.cluster.clever.apps();
+    assert_eq!(apps.len(), 3, "one application per job");
+    for app in &apps {
+        assert_eq!(app.pushes, 1, "{app:?}");
+        assert_eq!(app.lifetime, "TASK");
+        assert_eq!(app.env.get("CC_MOUNT_DOCKER_SOCKET").map(String::as_str), Some("true"));
+        assert_eq!(app.env.get("CC_ENABLE_HEPTAPOD_RUNNER").map(String::as_str), Some("true"));
+    }
+    assert!(apps.iter().any(|app| app.flavor == "heptapod-runner-M"));
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(status.success(), "exit status {status:?}\n{}", harness.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_flavor_fails_the_job_with_the_allowed_list() {
+    let mut harness = Harness::start(quick(), |_| {}).await;
+    harness.spawn_runner();
+    let upper = harness.enqueue(&[(vars::FLAVOR, "5XL")]);
+    let lower = harness.enqueue(&[(vars::FLAVOR, "xs")]);
+    harness.wait_all_done(&[upper, lower]).await;
+    for id in [upper, lower] {
+        let job = harness.job(id);
+        assert_eq!(job.status, JobStatus::Failed);
+        assert_eq!(job.failure_reason.as_deref(), Some("script_failure"));
+        let trace = harness.trace(id);
+        assert!(trace.contains("does not exist"), "{trace}");
+        assert!(trace.contains("Allowed flavors on this runner: XS, S, M, L, XL, 2XL."), "{trace}");
+    }
+    assert!(harness.trace(lower).contains("did you mean \"XS\""), "{}", harness.trace(lower));
+    assert_eq!(harness.cluster.clever.stats().apps_created, 0, "no machine for a bad flavor");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flavor_above_maximum_names_the_maximum() {
+    let mut harness = Harness::start(quick(), |options| options.max_flavor = Some("M".into())).await;
+    harness.spawn_runner();
+    let id = harness.enqueue(&[(vars::FLAVOR, "XL")]);
+    harness.wait_all_done(&[id]).await;
+    let job = harness.job(id);
+    assert_eq!(job.status, JobStatus::Failed);
+    let trace = harness.trace(id);
+    assert!(trace.contains("larger than the maximum flavor \"M\""), "{trace}");
+    assert!(trace.contains("CI_CLEVER_CLOUD_FLAVOR"), "{trace}");
+    assert_eq!(harness.cluster.clever.stats().apps_created, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clever_cloud_create_error_reaches_the_job_log() {
+    let mut harness = Harness::start(quick(), |_| {}).await;
+    harness.cluster.clever.inject_create_error("-", 400, 4242, "Your organisation has reached its maximum number of applications");
+    harness.spawn_runner();
+    let id = harness.enqueue(&[]);
+    harness.wait_all_done(&[id]).await;
+    let job = harness.job(id);
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.failure_reason.as_deref(), Some("runner_system_failure"));
+    let trace = harness.trace(id);
+    assert!(trace.contains("4242"), "{trace}");
+    assert!(trace.contains("maximum number of applications"), "{trace}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_repository_never_ready() {
+    let mut harness = Harness::start(quick(), |_| {}).await;
+    harness.cluster.clever.set_repo_never_ready("-");
+    // Make the wait short: the generated configuration says 10 s.
+    let text = std::fs::read_to_string(&harness.config_path).unwrap().replace("cc_deployment_repo_timeout = 10", "cc_deployment_repo_timeout = 0.5");
+    std::fs::write(&harness.config_path, text).unwrap();
+    harness.spawn_runner();
+    let id = harness.enqueue(&[]);
+    harness.wait_all_done(&[id]).await;
+    let job = harness.job(id);
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.failure_reason.as_deref(), Some("runner_system_failure"));
+    let trace = harness.trace(id);
+    assert!(trace.contains("was not ready after"), "{trace}");
+    let stats = harness.cluster.clever.stats();
+    assert!(stats.apps_created >= 1 && stats.apps_live == 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_timeout_writes_the_red_line_and_fails_the_job() {
+    let mut harness = Harness::start(quick(), |options| options.watch_timeout_secs = 1.0).await;
+    harness.spawn_runner();
+    let id = harness.enqueue(&[(vars::VM_NEVER_STARTS, "true")]);
+    harness.wait_all_done(&[id]).await;
+    let job = harness.job(id);
+    assert_eq!(job.status, JobStatus::Failed);
+    let trace = harness.trace(id);
+    assert!(trace.contains("\x1b[31;1mJob not active (no log) after 1 seconds\x1b[0;m\n"), "{trace:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_502s_during_polling_do_not_lose_jobs() {
+    let mut settings = quick();
+    settings.coordinator_faults.request_job_unavailable_rate = 0.4;
+    settings.seed = 7;
+    let mut harness = Harness::start(settings, |_| {}).await;
+    harness.spawn_runner();
+    let ids: Vec<u64> = (0..6).map(|_| harness.enqueue(&[(vars::JOB_DURATION_MS, "200")])).collect();
+    harness.wait_all_done(&ids).await;
+    for id in &ids {
+        assert_eq!(harness.job(*id).status, JobStatus::Success, "job {id}\n{}", harness.logs());
+    }
+    assert!(harness.cluster.coordinator.stats().faults_injected > 0);
+    assert!(harness.logs().contains("coordinator unavailable"), "{}", harness.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_then_restart_resumes_jobs_in_flight() {
+    let mut harness = Harness::start(quick(), |_| {}).await;
+    harness.spawn_runner();
+    let ids: Vec<u64> = (0..4).map(|_| harness.enqueue(&[(vars::JOB_DURATION_MS, "3000")])).collect();
+    // Wait until every job is running on its machine.
+    let running = {
+        let ids = ids.clone();
+        harness
+            .cluster
+            .coordinator
+            .wait_until(move |sim| ids.iter().all(|id| sim.job(*id).is_some_and(|job| job.first_trace_at.is_some())), DEADLINE)
+            .await
+    };
+    assert!(running, "jobs did not start\n{}", harness.logs());
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(status.success(), "graceful stop: {status:?}\n{}", harness.logs());
+    assert_eq!(harness.cluster.clever.stats().apps_live, 4, "machines of running jobs stay");
+
+    harness.spawn_runner();
+    harness.wait_all_done(&ids).await;
+    for id in &ids {
+        assert_eq!(harness.job(*id).status, JobStatus::Success);
+    }
+    let stats = harness.cluster.clever.stats();
+    assert_eq!(stats.apps_created, 4, "no job provisioned twice: {stats:?}");
+    assert_eq!(stats.pushes, 4, "no job launched twice: {stats:?}");
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_exits_2_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "concurrent = -3\n[quota_computation]\nreference_runner = \"x\"\nreference_flavor = \"M\"\nreference_jobs_count = 2\n").unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+        .arg("run")
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.toml:1"), "{stderr}");
+    assert!(stderr.contains("concurrent"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_too_small_for_the_largest_flavor_is_refused_at_start() {
+    let harness = Harness::start(quick(), |options| {
+        options.reference_flavor = "S".into();
+        options.reference_jobs_count = 2;
+        options.max_flavor = None;
+    })
+    .await;
+    let output = tokio::time::timeout(
+        DEADLINE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner")).arg("run").arg(&harness.config_path).output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("could never take a job"), "{stderr}");
+    assert!(stderr.contains("cc_max_flavor"), "{stderr}");
+}
