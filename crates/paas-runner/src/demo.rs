@@ -70,7 +70,9 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // paas-runner always sends its credentials: show the strict repository.
     settings.require_git_credentials = true;
     let cluster = SimCluster::start(&settings).await?;
-    let dir = tempfile::Builder::new().prefix("paas-runner-demo-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("paas-runner-demo-")
+        .tempdir()?;
     let config_path = dir.path().join("config.toml");
     let options = ConfigOptions::new(dir.path().join("state.db"));
     std::fs::write(&config_path, cluster.config_toml(&options))?;
@@ -95,7 +97,9 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             // The service stopped before it was ready: report why.
             return match server.await {
                 Ok(Err(error)) => Err(error),
-                _ => Err(anyhow::anyhow!("the dispatcher stopped before it was ready")),
+                _ => Err(anyhow::anyhow!(
+                    "the dispatcher stopped before it was ready"
+                )),
             };
         }
     };
@@ -130,8 +134,13 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_summary(&summary);
     }
-    let healthy = !timed_out && summary.apps_left == 0 && summary.max_weight <= summary.quota + 1e-9;
-    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let healthy =
+        !timed_out && summary.apps_left == 0 && summary.max_weight <= summary.quota + 1e-9;
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Simulator settings of a workload.
@@ -168,7 +177,11 @@ struct View {
 }
 
 impl View {
-    fn read(cluster: &SimCluster, snapshots: &watch::Receiver<Snapshot>, jobs_total: usize) -> View {
+    fn read(
+        cluster: &SimCluster,
+        snapshots: &watch::Receiver<Snapshot>,
+        jobs_total: usize,
+    ) -> View {
         let jobs = cluster.coordinator.jobs();
         let stats = snapshots.borrow().stats.clone();
         let clever = cluster.clever.stats();
@@ -206,8 +219,15 @@ struct Progress {
 
 impl Progress {
     fn new(json: bool) -> Progress {
-        let tty = if json { std::io::stderr().is_terminal() } else { std::io::stdout().is_terminal() };
-        Progress { tty, to_stderr: json }
+        let tty = if json {
+            std::io::stderr().is_terminal()
+        } else {
+            std::io::stdout().is_terminal()
+        };
+        Progress {
+            tty,
+            to_stderr: json,
+        }
     }
 
     fn show(&self, view: &View, elapsed: Duration) {
@@ -224,7 +244,11 @@ impl Progress {
             view.weight,
             view.quota,
         );
-        let text = if self.tty { format!("\r{line}\x1b[K") } else { format!("{line}\n") };
+        let text = if self.tty {
+            format!("\r{line}\x1b[K")
+        } else {
+            format!("{line}\n")
+        };
         if !self.tty && (elapsed.as_millis() / 200) % 10 != 0 {
             // Without a terminal, one line every two seconds is enough.
             return;
@@ -249,16 +273,30 @@ impl Progress {
     }
 }
 
-fn summarize(cluster: &SimCluster, snapshots: &watch::Receiver<Snapshot>, jobs_total: usize, wall: Duration) -> Summary {
+fn summarize(
+    cluster: &SimCluster,
+    snapshots: &watch::Receiver<Snapshot>,
+    jobs_total: usize,
+    wall: Duration,
+) -> Summary {
     let jobs = cluster.coordinator.jobs();
     let clever = cluster.clever.stats();
     let mut pickups: Vec<f64> = jobs
         .iter()
-        .filter_map(|job| job.picked_at.map(|at| at.saturating_duration_since(job.queued_at).as_secs_f64() * 1000.0))
+        .filter_map(|job| {
+            job.picked_at
+                .map(|at| at.saturating_duration_since(job.queued_at).as_secs_f64() * 1000.0)
+        })
         .collect();
     pickups.sort_by(f64::total_cmp);
-    let succeeded = jobs.iter().filter(|job| job.status == JobStatus::Success).count();
-    let failed = jobs.iter().filter(|job| job.status == JobStatus::Failed).count();
+    let succeeded = jobs
+        .iter()
+        .filter(|job| job.status == JobStatus::Success)
+        .count();
+    let failed = jobs
+        .iter()
+        .filter(|job| job.status == JobStatus::Failed)
+        .count();
     Summary {
         jobs_total,
         jobs_succeeded: succeeded,
@@ -277,10 +315,22 @@ fn summarize(cluster: &SimCluster, snapshots: &watch::Receiver<Snapshot>, jobs_t
 
 fn print_summary(summary: &Summary) {
     println!("Summary");
-    println!("  jobs:        {} total, {} succeeded, {} failed, {} unfinished", summary.jobs_total, summary.jobs_succeeded, summary.jobs_failed, summary.jobs_unfinished);
-    println!("  machines:    {} created, {} left, at most {} at once", summary.apps_created, summary.apps_left, summary.max_live_apps);
-    println!("  weight:      at most {:.1} of a quota of {:.1}", summary.max_weight, summary.quota);
-    println!("  pickup:      p50 {:.1} ms, p95 {:.1} ms", summary.pickup_p50_ms, summary.pickup_p95_ms);
+    println!(
+        "  jobs:        {} total, {} succeeded, {} failed, {} unfinished",
+        summary.jobs_total, summary.jobs_succeeded, summary.jobs_failed, summary.jobs_unfinished
+    );
+    println!(
+        "  machines:    {} created, {} left, at most {} at once",
+        summary.apps_created, summary.apps_left, summary.max_live_apps
+    );
+    println!(
+        "  weight:      at most {:.1} of a quota of {:.1}",
+        summary.max_weight, summary.quota
+    );
+    println!(
+        "  pickup:      p50 {:.1} ms, p95 {:.1} ms",
+        summary.pickup_p50_ms, summary.pickup_p95_ms
+    );
     println!("  wall time:   {:.1} s", summary.wall_seconds);
 }
 

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use paas_core::{
-    App, Command, Dispatcher, FailureKind, FlavorTable, JobKey, LaunchCheck, NewJob, Notice, PollOutcome,
-    RunnerIdx, Stats, StatusCheck, StepOutcome,
+    App, Command, Dispatcher, FailureKind, FlavorTable, JobKey, LaunchCheck, NewJob, Notice,
+    PollOutcome, RunnerIdx, Stats, StatusCheck, StepOutcome,
 };
 use paas_gitlab::{FailureReason, JobRequest, JobRequestOutcome, RemoteJobStatus, UpdateOutcome};
 use paas_store::Store;
@@ -27,15 +27,43 @@ const EVENT_CHANNEL_SIZE: usize = 4096;
 /// An outcome reported by a task.
 #[derive(Debug)]
 enum Event {
-    Poll { runner: RunnerIdx, outcome: PollOutcome, last_update: Option<String> },
-    Created { job: JobKey, outcome: StepOutcome<App> },
-    Deployed { job: JobKey, outcome: StepOutcome<()> },
-    Launch { job: JobKey, check: LaunchCheck },
-    Status { job: JobKey, check: StatusCheck },
-    LogAppended { job: JobKey, outcome: StepOutcome<()> },
-    Reported { job: JobKey, outcome: StepOutcome<()> },
-    Deleted { job: JobKey, outcome: StepOutcome<()> },
-    Flavors { runner: RunnerIdx, table: Option<FlavorTable> },
+    Poll {
+        runner: RunnerIdx,
+        outcome: PollOutcome,
+        last_update: Option<String>,
+    },
+    Created {
+        job: JobKey,
+        outcome: StepOutcome<App>,
+    },
+    Deployed {
+        job: JobKey,
+        outcome: StepOutcome<()>,
+    },
+    Launch {
+        job: JobKey,
+        check: LaunchCheck,
+    },
+    Status {
+        job: JobKey,
+        check: StatusCheck,
+    },
+    LogAppended {
+        job: JobKey,
+        outcome: StepOutcome<()>,
+    },
+    Reported {
+        job: JobKey,
+        outcome: StepOutcome<()>,
+    },
+    Deleted {
+        job: JobKey,
+        outcome: StepOutcome<()>,
+    },
+    Flavors {
+        runner: RunnerIdx,
+        table: Option<FlavorTable>,
+    },
 }
 
 /// Live figures published by the driver (progress displays, status page).
@@ -95,7 +123,10 @@ impl Driver {
         for record in &records {
             if let Some(runner) = self.runners.iter().position(|r| r.key == record.runner_key) {
                 if record.app_maybe || record.app_id.is_none() {
-                    self.create_attempted.insert(JobKey { runner, job_id: record.job_id });
+                    self.create_attempted.insert(JobKey {
+                        runner,
+                        job_id: record.job_id,
+                    });
                 }
             }
         }
@@ -112,7 +143,10 @@ impl Driver {
     }
 
     /// Runs until `shutdown` resolves and every in-flight call has completed.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         let mut shutdown_seen = false;
         self.core.handle_timeout(now());
@@ -155,7 +189,9 @@ impl Driver {
     }
 
     fn publish(&self) {
-        self.snapshot_tx.send_replace(Snapshot { stats: self.core.stats() });
+        self.snapshot_tx.send_replace(Snapshot {
+            stats: self.core.stats(),
+        });
     }
 
     fn cancel_polls(&mut self) {
@@ -187,7 +223,11 @@ impl Driver {
     fn handle_event(&mut self, event: Event) {
         let now = now();
         match event {
-            Event::Poll { runner, outcome, last_update } => {
+            Event::Poll {
+                runner,
+                outcome,
+                last_update,
+            } => {
                 if self.poll_tasks.remove(&runner).is_none() {
                     // Cancelled already (shutdown).
                     return;
@@ -202,7 +242,9 @@ impl Driver {
             Event::Launch { job, check } => self.core.handle_launch_check(job, check, now),
             Event::Status { job, check } => self.core.handle_status(job, check, now),
             Event::LogAppended { job, outcome } => self.core.handle_log_appended(job, outcome, now),
-            Event::Reported { job, outcome } => self.core.handle_failure_reported(job, outcome, now),
+            Event::Reported { job, outcome } => {
+                self.core.handle_failure_reported(job, outcome, now)
+            }
             Event::Deleted { job, outcome } => self.core.handle_deleted(job, outcome, now),
             Event::Flavors { runner, table } => {
                 if let Some(table) = table {
@@ -237,11 +279,17 @@ impl Driver {
             Command::CreateApp { job, name, flavor } => {
                 let may_exist = !self.create_attempted.insert(job);
                 self.spawn(move |runners| async move {
-                    let outcome = runners[job.runner].create_app(&name, &flavor, may_exist).await;
+                    let outcome = runners[job.runner]
+                        .create_app(&name, &flavor, may_exist)
+                        .await;
                     Event::Created { job, outcome }
                 });
             }
-            Command::Deploy { job, app_id, payload } => {
+            Command::Deploy {
+                job,
+                app_id,
+                payload,
+            } => {
                 self.spawn(move |runners| async move {
                     let outcome = runners[job.runner].deploy(&app_id, &payload).await;
                     Event::Deployed { job, outcome }
@@ -288,7 +336,12 @@ impl Driver {
                     Event::LogAppended { job, outcome }
                 });
             }
-            Command::ReportFailure { job, token, kind, failure_reasons } => {
+            Command::ReportFailure {
+                job,
+                token,
+                kind,
+                failure_reasons,
+            } => {
                 self.spawn(move |runners| async move {
                     let runner = &runners[job.runner];
                     let reason = match kind {
@@ -318,7 +371,9 @@ impl Driver {
             }
             Command::DeleteApp { job, app_id, name } => {
                 self.spawn(move |runners| async move {
-                    let outcome = runners[job.runner].delete_app(app_id.as_deref(), &name).await;
+                    let outcome = runners[job.runner]
+                        .delete_app(app_id.as_deref(), &name)
+                        .await;
                     Event::Deleted { job, outcome }
                 });
             }
@@ -345,8 +400,16 @@ impl Driver {
         let last_update = self.last_update[runner].clone();
         let handle = tokio::spawn(async move {
             let io = &runners[runner];
-            let request = JobRequest { token: &io.token, system_id: &system_id, last_update: last_update.as_deref() };
-            let (outcome, last_update) = match io.coordinator.request_job(&request, REQUEST_TIMEOUT).await {
+            let request = JobRequest {
+                token: &io.token,
+                system_id: &system_id,
+                last_update: last_update.as_deref(),
+            };
+            let (outcome, last_update) = match io
+                .coordinator
+                .request_job(&request, REQUEST_TIMEOUT)
+                .await
+            {
                 Ok(JobRequestOutcome::Job(job)) => {
                     let requested_flavor = job
                         .variables
@@ -380,7 +443,13 @@ impl Driver {
                     (PollOutcome::Error { transient }, None)
                 }
             };
-            let _ = tx.send(Event::Poll { runner, outcome, last_update }).await;
+            let _ = tx
+                .send(Event::Poll {
+                    runner,
+                    outcome,
+                    last_update,
+                })
+                .await;
         });
         self.poll_tasks.insert(runner, handle.abort_handle());
     }
@@ -388,34 +457,57 @@ impl Driver {
     fn log_notice(&self, notice: Notice) {
         let runner_name = |job: &JobKey| self.runners[job.runner].name.clone();
         match notice {
-            Notice::Acquired { job, flavor, weight } => {
+            Notice::Acquired {
+                job,
+                flavor,
+                weight,
+            } => {
                 let stats = self.core.stats();
                 info!(runner = %runner_name(&job), job_id = job.job_id, %flavor, weight, used = stats.weight, quota = stats.quota, "job accounted");
             }
-            Notice::Launched { job } => info!(runner = %runner_name(&job), job_id = job.job_id, "job launched"),
-            Notice::Finished { job } => debug!(runner = %runner_name(&job), job_id = job.job_id, "job over; decommissioning"),
+            Notice::Launched { job } => {
+                info!(runner = %runner_name(&job), job_id = job.job_id, "job launched")
+            }
+            Notice::Finished { job } => {
+                debug!(runner = %runner_name(&job), job_id = job.job_id, "job over; decommissioning")
+            }
             Notice::Failed { job, message } => {
                 warn!(runner = %runner_name(&job), job_id = job.job_id, message = %first_line(&message), "job failed")
             }
-            Notice::Retrying { job, step, attempt, max_attempts, delay } => {
+            Notice::Retrying {
+                job,
+                step,
+                attempt,
+                max_attempts,
+                delay,
+            } => {
                 if max_attempts == 0 {
                     warn!(runner = %runner_name(&job), job_id = job.job_id, "{step}: retrying (attempt {}) in {:.1?}", attempt + 1, delay)
                 } else {
                     warn!(runner = %runner_name(&job), job_id = job.job_id, "{step}: retrying ({}/{max_attempts}) in {:.1?}", attempt + 1, delay)
                 }
             }
-            Notice::Decommissioned { job } => info!(runner = %runner_name(&job), job_id = job.job_id, "application decommissioned"),
-            Notice::GaveUp { job, step } => error!(runner = %runner_name(&job), job_id = job.job_id, "{step}: giving up after repeated failures"),
+            Notice::Decommissioned { job } => {
+                info!(runner = %runner_name(&job), job_id = job.job_id, "application decommissioned")
+            }
+            Notice::GaveUp { job, step } => {
+                error!(runner = %runner_name(&job), job_id = job.job_id, "{step}: giving up after repeated failures")
+            }
         }
     }
 }
 
 async fn check_launch(runners: &Runners, job: JobKey, project_id: Option<u64>) -> LaunchCheck {
     let runner = &runners[job.runner];
-    let (Some(token), Some(project_id)) = (runner.config.trace_watch.token.as_ref(), project_id) else {
+    let (Some(token), Some(project_id)) = (runner.config.trace_watch.token.as_ref(), project_id)
+    else {
         return LaunchCheck::Started;
     };
-    match runner.coordinator.read_trace(project_id, job.job_id, token).await {
+    match runner
+        .coordinator
+        .read_trace(project_id, job.job_id, token)
+        .await
+    {
         Ok(trace) if !trace.is_empty() => LaunchCheck::Started,
         Ok(_) => LaunchCheck::NotYet,
         Err(error) => {

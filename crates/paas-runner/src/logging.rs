@@ -12,10 +12,16 @@ pub enum LogFormat {
 /// (e.g. `info,paas_runner=debug`). `quiet_default` lowers the default
 /// `info` to `warn` (the demo shows its own progress instead).
 pub fn init(level: &str, format: LogFormat, quiet_default: bool) -> anyhow::Result<()> {
-    let level = if quiet_default && level == "info" { "warn" } else { level };
+    let level = if quiet_default && level == "info" {
+        "warn"
+    } else {
+        level
+    };
     let filter = EnvFilter::try_new(level)
         .map_err(|error| anyhow::anyhow!("invalid --log-level {level:?}: {error}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -15,7 +15,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "paas-runner", version, about = "Runs GitLab/Heptapod CI jobs, each on its own Clever Cloud machine")]
+#[command(
+    name = "paas-runner",
+    version,
+    about = "Runs GitLab/Heptapod CI jobs, each on its own Clever Cloud machine"
+)]
 struct Cli {
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, global = true, default_value = "info", env = "PAAS_RUNNER_LOG")]
@@ -47,7 +51,10 @@ fn main() -> ExitCode {
         eprintln!("paas-runner: {error}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("paas-runner: cannot start the async runtime: {error}");

@@ -44,7 +44,9 @@ pub async fn serve(
     config: &paas_config::Config,
     config_path: &Path,
     shutdown: impl std::future::Future<Output = ()>,
-    ready: Option<tokio::sync::oneshot::Sender<tokio::sync::watch::Receiver<crate::driver::Snapshot>>>,
+    ready: Option<
+        tokio::sync::oneshot::Sender<tokio::sync::watch::Receiver<crate::driver::Snapshot>>,
+    >,
 ) -> anyhow::Result<()> {
     let store_path = match &config.state_file {
         Some(state_file) => paas_store::store_path(state_file),
@@ -58,7 +60,11 @@ pub async fn serve(
     let system_id = match store.get_meta("system_id")? {
         Some(id) => id,
         None => {
-            let suffix: String = rand::thread_rng().sample_iter(&Alphanumeric).take(12).map(char::from).collect();
+            let suffix: String = rand::thread_rng()
+                .sample_iter(&Alphanumeric)
+                .take(12)
+                .map(char::from)
+                .collect();
             let id = format!("r_{suffix}");
             store.set_meta("system_id", &id)?;
             id
@@ -79,7 +85,10 @@ pub async fn serve(
 /// state is already recorded.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         error!("cannot install signal handlers");
         return std::future::pending().await;
     };

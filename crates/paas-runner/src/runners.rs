@@ -35,8 +35,13 @@ impl RunnerIo {
     pub fn new(config: RunnerConfig, http: reqwest::Client) -> anyhow::Result<RunnerIo> {
         let coordinator = CoordinatorClient::new(&config.url, http.clone())
             .map_err(|e| anyhow::anyhow!("runner {:?}: coordinator url: {e}", config.name))?;
-        let clever = CleverClient::new(&config.cc.api_url, &config.cc.orga_id, config.cc.token.clone(), http.clone())
-            .map_err(|e| anyhow::anyhow!("runner {:?}: cc_api_url: {e}", config.name))?;
+        let clever = CleverClient::new(
+            &config.cc.api_url,
+            &config.cc.orga_id,
+            config.cc.token.clone(),
+            http.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("runner {:?}: cc_api_url: {e}", config.name))?;
         Ok(RunnerIo {
             name: config.name.clone(),
             key: config.unique_id(),
@@ -51,7 +56,13 @@ impl RunnerIo {
 
     /// The runner's flavor catalogue.
     pub async fn flavors(&self) -> Result<FlavorTable, CleverError> {
-        let flavors = self.clever.flavors(&self.config.cc.flavor_context, &self.config.cc.flavor_name_prefix).await?;
+        let flavors = self
+            .clever
+            .flavors(
+                &self.config.cc.flavor_context,
+                &self.config.cc.flavor_name_prefix,
+            )
+            .await?;
         Ok(FlavorTable::new(flavors))
     }
 
@@ -70,23 +81,46 @@ impl RunnerIo {
     }
 
     async fn find_by_name(&self, name: &str) -> Result<Vec<CleverApp>, CleverError> {
-        Ok(self.clever.list_apps().await?.into_iter().filter(|app| app.name == name).collect())
+        Ok(self
+            .clever
+            .list_apps()
+            .await?
+            .into_iter()
+            .filter(|app| app.name == name)
+            .collect())
     }
 
     /// Creates (or adopts, when `may_exist`) the job's application and sets
     /// its environment.
-    pub async fn create_app(&self, name: &str, flavor: &Flavor, may_exist: bool) -> StepOutcome<App> {
+    pub async fn create_app(
+        &self,
+        name: &str,
+        flavor: &Flavor,
+        may_exist: bool,
+    ) -> StepOutcome<App> {
         match self.create_app_inner(name, flavor, may_exist).await {
             Ok(app) => StepOutcome::Done(app),
             Err(error) => {
                 warn!(runner = %self.name, app = name, %error, "application creation failed");
-                StepOutcome::Failed { transient: error.is_transient(), user_message: create_message(&error) }
+                StepOutcome::Failed {
+                    transient: error.is_transient(),
+                    user_message: create_message(&error),
+                }
             }
         }
     }
 
-    async fn create_app_inner(&self, name: &str, flavor: &Flavor, may_exist: bool) -> Result<App, CleverError> {
-        let existing = if may_exist { self.find_by_name(name).await?.into_iter().next() } else { None };
+    async fn create_app_inner(
+        &self,
+        name: &str,
+        flavor: &Flavor,
+        may_exist: bool,
+    ) -> Result<App, CleverError> {
+        let existing = if may_exist {
+            self.find_by_name(name).await?.into_iter().next()
+        } else {
+            None
+        };
         let app = match existing {
             Some(app) => {
                 info!(runner = %self.name, app_id = %app.id, app = name, "adopting existing application");
@@ -125,7 +159,11 @@ impl RunnerIo {
     /// Waits for the deployment repository, then pushes the build context.
     pub async fn deploy(&self, app_id: &str, payload: &str) -> StepOutcome<()> {
         let timeout = self.config.cc.deployment_repo_timeout;
-        let step = self.config.cc.deployment_repo_wait_step.max(Duration::from_millis(10));
+        let step = self
+            .config
+            .cc
+            .deployment_repo_wait_step
+            .max(Duration::from_millis(10));
         let deadline = tokio::time::Instant::now() + timeout;
         let url = loop {
             match self.clever.get_app(app_id).await {
@@ -147,7 +185,10 @@ impl RunnerIo {
                 Err(error) => {
                     return StepOutcome::Failed {
                         transient: false,
-                        user_message: format!("Clever Cloud: cannot read application {app_id}: {}", error.user_message()),
+                        user_message: format!(
+                            "Clever Cloud: cannot read application {app_id}: {}",
+                            error.user_message()
+                        ),
                     }
                 }
             }
@@ -162,7 +203,11 @@ impl RunnerIo {
             }
             tokio::time::sleep(step).await;
         };
-        let files = match build_context::files(&self.config.heptapod_runner_main_image, &self.config.inner_config, payload) {
+        let files = match build_context::files(
+            &self.config.heptapod_runner_main_image,
+            &self.config.inner_config,
+            payload,
+        ) {
             Ok(files) => files,
             Err(error) => {
                 return StepOutcome::Failed {
@@ -194,7 +239,9 @@ impl RunnerIo {
                 warn!(runner = %self.name, app_id, %error, "git push failed");
                 StepOutcome::Failed {
                     transient: error.is_transient(),
-                    user_message: format!("Could not deploy the job to its Clever Cloud application: {error}"),
+                    user_message: format!(
+                        "Could not deploy the job to its Clever Cloud application: {error}"
+                    ),
                 }
             }
         }
@@ -222,7 +269,10 @@ impl RunnerIo {
             Ok(()) => StepOutcome::Done(()),
             Err(error) => {
                 warn!(runner = %self.name, app = name, %error, "application deletion failed");
-                StepOutcome::Failed { transient: error.is_transient(), user_message: error.user_message() }
+                StepOutcome::Failed {
+                    transient: error.is_transient(),
+                    user_message: error.user_message(),
+                }
             }
         }
     }

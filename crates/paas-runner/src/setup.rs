@@ -26,11 +26,17 @@ pub struct SetupError {
 /// The HTTP client shared by all calls (connection pools per host). It
 /// follows no redirect: a redirect would carry token headers to another host.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    Ok(paas_gitlab::http_client_builder().pool_idle_timeout(Duration::from_secs(90)).build()?)
+    Ok(paas_gitlab::http_client_builder()
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()?)
 }
 
 /// Builds the runners' IO handles and the dispatcher.
-pub async fn prepare(config: &Config, config_path: &Path, http: reqwest::Client) -> anyhow::Result<(Dispatcher, Runners)> {
+pub async fn prepare(
+    config: &Config,
+    config_path: &Path,
+    http: reqwest::Client,
+) -> anyhow::Result<(Dispatcher, Runners)> {
     let mut runners = Vec::new();
     let mut tables = Vec::new();
     for runner_config in &config.runners {
@@ -71,7 +77,10 @@ async fn read_catalogue(io: &RunnerIo) -> anyhow::Result<FlavorTable> {
                 warn!(runner = %io.name, %error, "reading the flavor catalogue: retrying ({}/{CATALOGUE_ATTEMPTS}) in {delay:?}", attempt + 1);
                 tokio::time::sleep(delay).await;
             }
-            Err(error) => anyhow::bail!("runner {:?}: cannot read the flavor catalogue: {error}", io.name),
+            Err(error) => anyhow::bail!(
+                "runner {:?}: cannot read the flavor catalogue: {error}",
+                io.name
+            ),
         }
     }
 }
@@ -84,11 +93,19 @@ pub fn plan(
     tables: Vec<FlavorTable>,
 ) -> Result<(DispatcherConfig, Vec<RunnerSpec>), SetupError> {
     let path = config_path.display().to_string();
-    let error = |message: String| SetupError { path: path.clone(), message };
+    let error = |message: String| SetupError {
+        path: path.clone(),
+        message,
+    };
     let reference_idx = runners
         .iter()
         .position(|r| r.name == config.quota.reference_runner)
-        .ok_or_else(|| error(format!("key `quota_computation.reference_runner`: no runner named {:?}", config.quota.reference_runner)))?;
+        .ok_or_else(|| {
+            error(format!(
+                "key `quota_computation.reference_runner`: no runner named {:?}",
+                config.quota.reference_runner
+            ))
+        })?;
     let reference_table = &tables[reference_idx];
     let reference_flavor = reference_table.get(&config.quota.reference_flavor).ok_or_else(|| {
         error(format!(
@@ -140,13 +157,18 @@ pub fn plan(
             }
         }
         // A poll must find room for the largest job the runner may receive.
-        let fraction = config.quota.allowed_fraction_per_runner.min(spec.quota_max_fraction);
+        let fraction = config
+            .quota
+            .allowed_fraction_per_runner
+            .min(spec.quota_max_fraction);
         let share = fraction * quota;
         let largest = spec.max_job_weight();
         if largest > share + 1e-9 {
             let fitting = spec.flavors.names_up_to(share);
             let suggestion = match fitting.last() {
-                Some(name) => format!("set `cc_max_flavor = {name:?}` (the largest flavor that fits)"),
+                Some(name) => {
+                    format!("set `cc_max_flavor = {name:?}` (the largest flavor that fits)")
+                }
                 None => "no flavor fits at all".to_owned(),
             };
             return Err(error(format!(

@@ -55,7 +55,10 @@ async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     for (idx, token) in cluster.runner_tokens.iter().enumerate() {
         println!("runner token {idx}:    {token}");
     }
-    println!("admin token:       {}  (for [runners.paas_job_trace_watch])", cluster.admin_token);
+    println!(
+        "admin token:       {}  (for [runners.paas_job_trace_watch])",
+        cluster.admin_token
+    );
     println!("cc_api_url:        {}", cluster.clever.api_url());
     println!("cc_orga_id:        {}", clever.orga_id);
     println!("cc_token:          {}", clever.token);
@@ -65,7 +68,10 @@ async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, cluster.config_toml(&options))?;
         println!("configuration:     {}", path.display());
     }
-    println!("control:           GET {0}/sim/jobs, GET {0}/sim/stats, POST {0}/sim/jobs", cluster.coordinator.url());
+    println!(
+        "control:           GET {0}/sim/jobs, GET {0}/sim/stats, POST {0}/sim/jobs",
+        cluster.coordinator.url()
+    );
 
     let arrivals = workload.arrivals(&cluster.runner_tokens);
     let jobs_total = arrivals.len();
@@ -77,7 +83,10 @@ async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         loop {
             let jobs = cluster.coordinator.jobs();
             let finished = jobs.iter().filter(|job| job.status.is_finished()).count();
-            if feeder.is_finished() && finished >= jobs_total && cluster.clever.stats().apps_live == 0 {
+            if feeder.is_finished()
+                && finished >= jobs_total
+                && cluster.clever.stats().apps_live == 0
+            {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -97,7 +106,10 @@ async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let count = |status: JobStatus| jobs.iter().filter(|job| job.status == status).count();
     let mut pickups: Vec<f64> = jobs
         .iter()
-        .filter_map(|job| job.picked_at.map(|at| at.saturating_duration_since(job.queued_at).as_secs_f64() * 1000.0))
+        .filter_map(|job| {
+            job.picked_at
+                .map(|at| at.saturating_duration_since(job.queued_at).as_secs_f64() * 1000.0)
+        })
         .collect();
     pickups.sort_by(f64::total_cmp);
     println!(

@@ -24,29 +24,58 @@ async fn jobs_succeed_and_their_logs_are_intact() {
     harness.spawn_runner();
     let ids: Vec<u64> = ["XS", "S", "M"]
         .iter()
-        .map(|flavor| harness.enqueue(&[(vars::FLAVOR, flavor), (vars::JOB_DURATION_MS, "300"), (vars::JOB_LOG_LINES, "4")]))
+        .map(|flavor| {
+            harness.enqueue(&[
+                (vars::FLAVOR, flavor),
+                (vars::JOB_DURATION_MS, "300"),
+                (vars::JOB_LOG_LINES, "4"),
+            ])
+        })
         .collect();
     harness.wait_all_done(&ids).await;
     for id in &ids {
         let job = harness.job(*id);
-        assert_eq!(job.status, JobStatus::Success, "job {id}: {}\n{}", harness.trace(*id), harness.logs());
+        assert_eq!(
+            job.status,
+            JobStatus::Success,
+            "job {id}: {}\n{}",
+            harness.trace(*id),
+            harness.logs()
+        );
         // The inner runner's log, untouched: it starts at offset 0 with its
         // own first line, and no write of it was refused.
         let trace = harness.trace(*id);
-        assert!(trace.starts_with("Running with gitlab-runner"), "job {id} log: {trace:?}");
-        assert!(job.trace_writes.iter().all(|write| write.accepted), "job {id}: {:?}", job.trace_writes);
+        assert!(
+            trace.starts_with("Running with gitlab-runner"),
+            "job {id} log: {trace:?}"
+        );
+        assert!(
+            job.trace_writes.iter().all(|write| write.accepted),
+            "job {id}: {:?}",
+            job.trace_writes
+        );
     }
     let apps = harness.cluster.clever.apps();
     assert_eq!(apps.len(), 3, "one application per job");
     for app in &apps {
         assert_eq!(app.pushes, 1, "{app:?}");
         assert_eq!(app.lifetime, "TASK");
-        assert_eq!(app.env.get("CC_MOUNT_DOCKER_SOCKET").map(String::as_str), Some("true"));
-        assert_eq!(app.env.get("CC_ENABLE_HEPTAPOD_RUNNER").map(String::as_str), Some("true"));
+        assert_eq!(
+            app.env.get("CC_MOUNT_DOCKER_SOCKET").map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            app.env.get("CC_ENABLE_HEPTAPOD_RUNNER").map(String::as_str),
+            Some("true")
+        );
     }
     assert!(apps.iter().any(|app| app.flavor == "heptapod-runner-M"));
     let status = harness.signal_and_wait(SIGTERM).await;
-    assert!(status.success(), "exit status {status:?}\n{}", harness.logs());
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        harness.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,22 +91,37 @@ async fn unknown_flavor_fails_the_job_with_the_allowed_list() {
         assert_eq!(job.failure_reason.as_deref(), Some("script_failure"));
         let trace = harness.trace(id);
         assert!(trace.contains("does not exist"), "{trace}");
-        assert!(trace.contains("Allowed flavors on this runner: XS, S, M, L, XL, 2XL."), "{trace}");
+        assert!(
+            trace.contains("Allowed flavors on this runner: XS, S, M, L, XL, 2XL."),
+            "{trace}"
+        );
     }
-    assert!(harness.trace(lower).contains("did you mean \"XS\""), "{}", harness.trace(lower));
-    assert_eq!(harness.cluster.clever.stats().apps_created, 0, "no machine for a bad flavor");
+    assert!(
+        harness.trace(lower).contains("did you mean \"XS\""),
+        "{}",
+        harness.trace(lower)
+    );
+    assert_eq!(
+        harness.cluster.clever.stats().apps_created,
+        0,
+        "no machine for a bad flavor"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flavor_above_maximum_names_the_maximum() {
-    let mut harness = Harness::start(quick(), |options| options.max_flavor = Some("M".into())).await;
+    let mut harness =
+        Harness::start(quick(), |options| options.max_flavor = Some("M".into())).await;
     harness.spawn_runner();
     let id = harness.enqueue(&[(vars::FLAVOR, "XL")]);
     harness.wait_all_done(&[id]).await;
     let job = harness.job(id);
     assert_eq!(job.status, JobStatus::Failed);
     let trace = harness.trace(id);
-    assert!(trace.contains("larger than the maximum flavor \"M\""), "{trace}");
+    assert!(
+        trace.contains("larger than the maximum flavor \"M\""),
+        "{trace}"
+    );
     assert!(trace.contains("CI_CLEVER_CLOUD_FLAVOR"), "{trace}");
     assert_eq!(harness.cluster.clever.stats().apps_created, 0);
 }
@@ -85,7 +129,12 @@ async fn flavor_above_maximum_names_the_maximum() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clever_cloud_create_error_reaches_the_job_log() {
     let mut harness = Harness::start(quick(), |_| {}).await;
-    harness.cluster.clever.inject_create_error("-", 400, 4242, "Your organisation has reached its maximum number of applications");
+    harness.cluster.clever.inject_create_error(
+        "-",
+        400,
+        4242,
+        "Your organisation has reached its maximum number of applications",
+    );
     harness.spawn_runner();
     let id = harness.enqueue(&[]);
     harness.wait_all_done(&[id]).await;
@@ -102,7 +151,12 @@ async fn deployment_repository_never_ready() {
     let mut harness = Harness::start(quick(), |_| {}).await;
     harness.cluster.clever.set_repo_never_ready("-");
     // Make the wait short: the generated configuration says 10 s.
-    let text = std::fs::read_to_string(&harness.config_path).unwrap().replace("cc_deployment_repo_timeout = 10", "cc_deployment_repo_timeout = 0.5");
+    let text = std::fs::read_to_string(&harness.config_path)
+        .unwrap()
+        .replace(
+            "cc_deployment_repo_timeout = 10",
+            "cc_deployment_repo_timeout = 0.5",
+        );
     std::fs::write(&harness.config_path, text).unwrap();
     harness.spawn_runner();
     let id = harness.enqueue(&[]);
@@ -125,7 +179,10 @@ async fn launch_timeout_writes_the_red_line_and_fails_the_job() {
     let job = harness.job(id);
     assert_eq!(job.status, JobStatus::Failed);
     let trace = harness.trace(id);
-    assert!(trace.contains("\x1b[31;1mJob not active (no log) after 1 seconds\x1b[0;m\n"), "{trace:?}");
+    assert!(
+        trace.contains("\x1b[31;1mJob not active (no log) after 1 seconds\x1b[0;m\n"),
+        "{trace:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,33 +192,60 @@ async fn coordinator_502s_during_polling_do_not_lose_jobs() {
     settings.seed = 7;
     let mut harness = Harness::start(settings, |_| {}).await;
     harness.spawn_runner();
-    let ids: Vec<u64> = (0..6).map(|_| harness.enqueue(&[(vars::JOB_DURATION_MS, "200")])).collect();
+    let ids: Vec<u64> = (0..6)
+        .map(|_| harness.enqueue(&[(vars::JOB_DURATION_MS, "200")]))
+        .collect();
     harness.wait_all_done(&ids).await;
     for id in &ids {
-        assert_eq!(harness.job(*id).status, JobStatus::Success, "job {id}\n{}", harness.logs());
+        assert_eq!(
+            harness.job(*id).status,
+            JobStatus::Success,
+            "job {id}\n{}",
+            harness.logs()
+        );
     }
     assert!(harness.cluster.coordinator.stats().faults_injected > 0);
-    assert!(harness.logs().contains("coordinator unavailable"), "{}", harness.logs());
+    assert!(
+        harness.logs().contains("coordinator unavailable"),
+        "{}",
+        harness.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_then_restart_resumes_jobs_in_flight() {
     let mut harness = Harness::start(quick(), |_| {}).await;
     harness.spawn_runner();
-    let ids: Vec<u64> = (0..4).map(|_| harness.enqueue(&[(vars::JOB_DURATION_MS, "3000")])).collect();
+    let ids: Vec<u64> = (0..4)
+        .map(|_| harness.enqueue(&[(vars::JOB_DURATION_MS, "3000")]))
+        .collect();
     // Wait until every job is running on its machine.
     let running = {
         let ids = ids.clone();
         harness
             .cluster
             .coordinator
-            .wait_until(move |sim| ids.iter().all(|id| sim.job(*id).is_some_and(|job| job.first_trace_at.is_some())), DEADLINE)
+            .wait_until(
+                move |sim| {
+                    ids.iter()
+                        .all(|id| sim.job(*id).is_some_and(|job| job.first_trace_at.is_some()))
+                },
+                DEADLINE,
+            )
             .await
     };
     assert!(running, "jobs did not start\n{}", harness.logs());
     let status = harness.signal_and_wait(SIGTERM).await;
-    assert!(status.success(), "graceful stop: {status:?}\n{}", harness.logs());
-    assert_eq!(harness.cluster.clever.stats().apps_live, 4, "machines of running jobs stay");
+    assert!(
+        status.success(),
+        "graceful stop: {status:?}\n{}",
+        harness.logs()
+    );
+    assert_eq!(
+        harness.cluster.clever.stats().apps_live,
+        4,
+        "machines of running jobs stay"
+    );
 
     harness.spawn_runner();
     harness.wait_all_done(&ids).await;
@@ -202,7 +286,10 @@ async fn quota_too_small_for_the_largest_flavor_is_refused_at_start() {
     .await;
     let output = tokio::time::timeout(
         DEADLINE,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner")).arg("run").arg(&harness.config_path).output(),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+            .arg("run")
+            .arg(&harness.config_path)
+            .output(),
     )
     .await
     .unwrap()

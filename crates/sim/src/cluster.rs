@@ -90,7 +90,12 @@ impl SimCluster {
     /// Starts both simulators on `127.0.0.1` ports chosen by the system.
     pub async fn start(settings: &ClusterSettings) -> std::io::Result<SimCluster> {
         let runner_tokens: Vec<String> = (0..settings.runners.max(1))
-            .map(|idx| format!("glrt-{idx:03}sim{:016x}", settings.seed.wrapping_mul(31).wrapping_add(idx as u64)))
+            .map(|idx| {
+                format!(
+                    "glrt-{idx:03}sim{:016x}",
+                    settings.seed.wrapping_mul(31).wrapping_add(idx as u64)
+                )
+            })
             .collect();
         let admin_token = format!("glpat-simadmin{:012x}", settings.seed);
         let coordinator = CoordinatorSim::start(
@@ -112,8 +117,18 @@ impl SimCluster {
         clever_config.boot_delay = settings.boot_delay;
         clever_config.faults = settings.clever_faults.clone();
         clever_config.seed = settings.seed;
-        let clever = CleverSim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await?, clever_config).await?;
-        Ok(SimCluster { coordinator, clever, runner_tokens, admin_token, _git_root: git_root })
+        let clever = CleverSim::start(
+            tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+            clever_config,
+        )
+        .await?;
+        Ok(SimCluster {
+            coordinator,
+            clever,
+            runner_tokens,
+            admin_token,
+            _git_root: git_root,
+        })
     }
 
     pub fn git_root(&self) -> &Path {
@@ -125,14 +140,30 @@ impl SimCluster {
         let mut text = String::new();
         let _ = writeln!(text, "concurrent = {}", options.concurrent);
         let _ = writeln!(text, "check_interval = {}", options.check_interval_secs);
-        let _ = writeln!(text, "state_file = {:?}", options.state_file.display().to_string());
-        let _ = writeln!(text, "paas_max_concurrent_provisioning = {}", options.max_provisioning);
+        let _ = writeln!(
+            text,
+            "state_file = {:?}",
+            options.state_file.display().to_string()
+        );
+        let _ = writeln!(
+            text,
+            "paas_max_concurrent_provisioning = {}",
+            options.max_provisioning
+        );
         text.push_str(&options.extra_global);
         let _ = writeln!(text, "\n[quota_computation]");
         let _ = writeln!(text, "  reference_runner = \"sim-runner-0\"");
         let _ = writeln!(text, "  reference_flavor = {:?}", options.reference_flavor);
-        let _ = writeln!(text, "  reference_jobs_count = {}", options.reference_jobs_count);
-        let _ = writeln!(text, "  allowed_fraction_per_runner = {}", options.allowed_fraction_per_runner);
+        let _ = writeln!(
+            text,
+            "  reference_jobs_count = {}",
+            options.reference_jobs_count
+        );
+        let _ = writeln!(
+            text,
+            "  allowed_fraction_per_runner = {}",
+            options.allowed_fraction_per_runner
+        );
         let clever = self.clever.config();
         for (idx, token) in self.runner_tokens.iter().enumerate() {
             let _ = writeln!(text, "\n[[runners]]");
@@ -161,7 +192,10 @@ impl SimCluster {
             let _ = writeln!(text, "    Type = \"s3\"");
             let _ = writeln!(text, "    Shared = true");
             let _ = writeln!(text, "    [runners.cache.s3]");
-            let _ = writeln!(text, "      ServerAddress = \"cellar-c2.services.clever-cloud.com\"");
+            let _ = writeln!(
+                text,
+                "      ServerAddress = \"cellar-c2.services.clever-cloud.com\""
+            );
             let _ = writeln!(text, "      AccessKey = \"sim-access-key\"");
             let _ = writeln!(text, "      SecretKey = \"sim-secret-key\"");
             let _ = writeln!(text, "      BucketName = \"sim-ci-cache\"");

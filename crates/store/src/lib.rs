@@ -21,15 +21,25 @@ const SCHEMA_VERSION: i32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state store {path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("state store {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state store {path}: not a paas-runner state database (refusing to touch it)")]
     Foreign { path: PathBuf },
     #[error("state store {path}: schema version {found} is newer than this program understands ({SCHEMA_VERSION}); upgrade paas-runner")]
     TooNew { path: PathBuf, found: i32 },
     #[error("state store {path}: record of job {job_id} is unreadable: {detail}")]
-    Corrupt { path: PathBuf, job_id: i64, detail: String },
+    Corrupt {
+        path: PathBuf,
+        job_id: i64,
+        detail: String,
+    },
 }
 
 /// The state database.
@@ -57,7 +67,10 @@ pub fn store_path(state_file: &Path) -> PathBuf {
 impl Store {
     /// Opens (creating it with mode 0600 if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let io_err = |source| StoreError::Io { path: path.to_path_buf(), source };
+        let io_err = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         if !path.exists() {
             OpenOptions::new()
                 .write(true)
@@ -67,11 +80,15 @@ impl Store {
                 .map_err(io_err)?;
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Sqlite {
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| StoreError::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let store = Store {
+            conn,
             path: path.to_path_buf(),
-            source,
-        })?;
-        let store = Store { conn, path: path.to_path_buf() };
+        };
         store.init()?;
         Ok(store)
     }
@@ -82,7 +99,10 @@ impl Store {
             path: PathBuf::from(":memory:"),
             source,
         })?;
-        let store = Store { conn, path: PathBuf::from(":memory:") };
+        let store = Store {
+            conn,
+            path: PathBuf::from(":memory:"),
+        };
         store.init()?;
         Ok(store)
     }
@@ -93,17 +113,30 @@ impl Store {
 
     fn sql_err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         move |source| match &source {
-            rusqlite::Error::SqliteFailure(err, _) if err.code == rusqlite::ErrorCode::NotADatabase => {
-                StoreError::Foreign { path: self.path.clone() }
+            rusqlite::Error::SqliteFailure(err, _)
+                if err.code == rusqlite::ErrorCode::NotADatabase =>
+            {
+                StoreError::Foreign {
+                    path: self.path.clone(),
+                }
             }
-            _ => StoreError::Sqlite { path: self.path.clone(), source },
+            _ => StoreError::Sqlite {
+                path: self.path.clone(),
+                source,
+            },
         }
     }
 
     fn init(&self) -> Result<(), StoreError> {
         let err = self.sql_err();
-        let app_id: i32 = self.conn.query_row("PRAGMA application_id", [], |row| row.get(0)).map_err(&err)?;
-        let user_version: i32 = self.conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(&err)?;
+        let app_id: i32 = self
+            .conn
+            .query_row("PRAGMA application_id", [], |row| row.get(0))
+            .map_err(&err)?;
+        let user_version: i32 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(&err)?;
         let table_count: i64 = self
             .conn
             .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
@@ -126,32 +159,50 @@ impl Store {
                 ))
                 .map_err(&err)?;
         } else if app_id != APPLICATION_ID {
-            return Err(StoreError::Foreign { path: self.path.clone() });
+            return Err(StoreError::Foreign {
+                path: self.path.clone(),
+            });
         } else if user_version > SCHEMA_VERSION {
-            return Err(StoreError::TooNew { path: self.path.clone(), found: user_version });
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: user_version,
+            });
         }
         self.conn
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
             .map_err(&err)?;
         // Integrity of what is there, so a damaged file is reported at start.
-        let check: String = self.conn.query_row("PRAGMA quick_check", [], |row| row.get(0)).map_err(&err)?;
+        let check: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |row| row.get(0))
+            .map_err(&err)?;
         if check != "ok" {
-            return Err(StoreError::Corrupt { path: self.path.clone(), job_id: -1, detail: check });
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                job_id: -1,
+                detail: check,
+            });
         }
         Ok(())
     }
 
     /// Inserts or replaces a job record.
     pub fn save(&self, record: &JobRecord) -> Result<(), StoreError> {
-        let stored = serde_json::to_string(&StoredJob::V1(StoredJobV1::from(record)))
-            .map_err(|source| StoreError::Corrupt {
-                path: self.path.clone(),
-                job_id: record.job_id as i64,
-                detail: source.to_string(),
+        let stored =
+            serde_json::to_string(&StoredJob::V1(StoredJobV1::from(record))).map_err(|source| {
+                StoreError::Corrupt {
+                    path: self.path.clone(),
+                    job_id: record.job_id as i64,
+                    detail: source.to_string(),
+                }
             })?;
         self.conn
-            .prepare_cached("INSERT OR REPLACE INTO jobs (runner_key, job_id, record) VALUES (?1, ?2, ?3)")
-            .and_then(|mut stmt| stmt.execute(params![record.runner_key, record.job_id as i64, stored]))
+            .prepare_cached(
+                "INSERT OR REPLACE INTO jobs (runner_key, job_id, record) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![record.runner_key, record.job_id as i64, stored])
+            })
             .map_err(self.sql_err())?;
         Ok(())
     }
@@ -172,13 +223,20 @@ impl Store {
             .prepare("SELECT job_id, record FROM jobs ORDER BY runner_key, job_id")
             .map_err(self.sql_err())?;
         let rows = stmt
-            .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))
+            .query_map([], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            })
             .map_err(self.sql_err())?;
         let mut records = Vec::new();
         for row in rows {
             let (job_id, text) = row.map_err(self.sql_err())?;
-            let corrupt = |detail: String| StoreError::Corrupt { path: self.path.clone(), job_id, detail };
-            let stored: StoredJob = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+            let corrupt = |detail: String| StoreError::Corrupt {
+                path: self.path.clone(),
+                job_id,
+                detail,
+            };
+            let stored: StoredJob =
+                serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
             let StoredJob::V1(v1) = stored;
             records.push(v1.into_record().map_err(corrupt)?);
         }
@@ -187,14 +245,21 @@ impl Store {
 
     pub fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |row| row.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                params![key],
+                |row| row.get(0),
+            )
             .optional()
             .map_err(self.sql_err())
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.conn
-            .execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )
             .map_err(self.sql_err())?;
         Ok(())
     }
@@ -257,7 +322,8 @@ impl From<&JobRecord> for StoredJobV1 {
 
 impl StoredJobV1 {
     fn into_record(self) -> Result<JobRecord, String> {
-        let stage = StageRecord::parse(&self.stage).ok_or_else(|| format!("unknown stage {:?}", self.stage))?;
+        let stage = StageRecord::parse(&self.stage)
+            .ok_or_else(|| format!("unknown stage {:?}", self.stage))?;
         let failure_kind = match self.failure_kind.as_deref() {
             None => None,
             Some("user") => Some(FailureKind::User),
@@ -319,13 +385,21 @@ mod tests {
             let store = Store::open(&path).unwrap();
             store.save(&record(1, StageRecord::Running)).unwrap();
             store.save(&record(2, StageRecord::Failing)).unwrap();
-            store.save(&record(1, StageRecord::Decommissioning)).unwrap();
+            store
+                .save(&record(1, StageRecord::Decommissioning))
+                .unwrap();
             store.forget("abcdefgh", 2).unwrap();
             store.set_meta("system_id", "r_abc").unwrap();
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.load().unwrap(), vec![record(1, StageRecord::Decommissioning)]);
-        assert_eq!(store.get_meta("system_id").unwrap().as_deref(), Some("r_abc"));
+        assert_eq!(
+            store.load().unwrap(),
+            vec![record(1, StageRecord::Decommissioning)]
+        );
+        assert_eq!(
+            store.get_meta("system_id").unwrap().as_deref(),
+            Some("r_abc")
+        );
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
@@ -334,7 +408,11 @@ mod tests {
     fn foreign_and_garbage_files_are_refused_with_their_name() {
         let dir = tempfile::tempdir().unwrap();
         let garbage = dir.path().join("garbage.db");
-        std::fs::write(&garbage, b"this is not a database at all, just some text padding it out......").unwrap();
+        std::fs::write(
+            &garbage,
+            b"this is not a database at all, just some text padding it out......",
+        )
+        .unwrap();
         let err = Store::open(&garbage).unwrap_err().to_string();
         assert!(err.contains("garbage.db"), "{err}");
         assert!(err.contains("not a paas-runner state database"), "{err}");
@@ -344,12 +422,21 @@ mod tests {
         conn.execute_batch("CREATE TABLE t (x INTEGER);").unwrap();
         drop(conn);
         let err = Store::open(&foreign).unwrap_err().to_string();
-        assert!(err.contains("foreign.db") && err.contains("not a paas-runner"), "{err}");
+        assert!(
+            err.contains("foreign.db") && err.contains("not a paas-runner"),
+            "{err}"
+        );
     }
 
     #[test]
     fn json_state_file_maps_to_sibling_db() {
-        assert_eq!(store_path(Path::new("/srv/state.json")), Path::new("/srv/state.db"));
-        assert_eq!(store_path(Path::new("/srv/state.sqlite")), Path::new("/srv/state.sqlite"));
+        assert_eq!(
+            store_path(Path::new("/srv/state.json")),
+            Path::new("/srv/state.db")
+        );
+        assert_eq!(
+            store_path(Path::new("/srv/state.sqlite")),
+            Path::new("/srv/state.sqlite")
+        );
     }
 }

@@ -23,23 +23,38 @@ pub struct Harness {
 }
 
 impl Harness {
-    pub async fn start(settings: ClusterSettings, options: impl FnOnce(&mut ConfigOptions)) -> Harness {
-        let cluster = SimCluster::start(&settings).await.expect("simulators start");
-        let dir = tempfile::Builder::new().prefix("paas-runner-it-").tempdir().expect("tempdir");
+    pub async fn start(
+        settings: ClusterSettings,
+        options: impl FnOnce(&mut ConfigOptions),
+    ) -> Harness {
+        let cluster = SimCluster::start(&settings)
+            .await
+            .expect("simulators start");
+        let dir = tempfile::Builder::new()
+            .prefix("paas-runner-it-")
+            .tempdir()
+            .expect("tempdir");
         let mut config_options = ConfigOptions::new(dir.path().join("state.db"));
         config_options.check_interval_secs = 0.2;
         config_options.watch_poll_step_secs = 0.1;
         options(&mut config_options);
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, cluster.config_toml(&config_options)).expect("write config");
-        Harness { cluster, dir, config_path, child: None, runs: 0 }
+        Harness {
+            cluster,
+            dir,
+            config_path,
+            child: None,
+            runs: 0,
+        }
     }
 
     /// Starts the real binary on the harness's configuration.
     pub fn spawn_runner(&mut self) {
         assert!(self.child.is_none(), "runner already running");
         self.runs += 1;
-        let log = std::fs::File::create(self.dir.path().join(format!("runner-{}.log", self.runs))).expect("log file");
+        let log = std::fs::File::create(self.dir.path().join(format!("runner-{}.log", self.runs)))
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_paas-runner"))
             .arg("--log-level")
             .arg("info,paas_runner=debug")
@@ -73,12 +88,18 @@ impl Harness {
         // SAFETY: plain kill(2) on our own child.
         let rc = unsafe { libc_kill(pid, signal) };
         assert_eq!(rc, 0, "kill failed");
-        tokio::time::timeout(DEADLINE, child.wait()).await.expect("runner exits in time").expect("wait")
+        tokio::time::timeout(DEADLINE, child.wait())
+            .await
+            .expect("runner exits in time")
+            .expect("wait")
     }
 
     pub fn enqueue(&self, variables: &[(&str, &str)]) -> u64 {
         self.cluster.coordinator.enqueue(JobSpec {
-            variables: variables.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            variables: variables
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..JobSpec::default()
         })
     }
@@ -90,13 +111,30 @@ impl Harness {
         let coordinator = self.cluster.coordinator.clone();
         let jobs_done = coordinator
             .wait_until(
-                move |sim| ids.iter().all(|id| sim.job(*id).is_some_and(|job| job.status.is_finished())),
+                move |sim| {
+                    ids.iter()
+                        .all(|id| sim.job(*id).is_some_and(|job| job.status.is_finished()))
+                },
                 DEADLINE,
             )
             .await;
-        assert!(jobs_done, "jobs not finished in time; jobs: {:#?}\nlogs:\n{}", self.summaries(), self.logs());
-        let apps_gone = self.cluster.clever.wait_until(|sim| sim.stats().apps_live == 0, DEADLINE).await;
-        assert!(apps_gone, "applications left: {:?}\nlogs:\n{}", self.cluster.clever.stats(), self.logs());
+        assert!(
+            jobs_done,
+            "jobs not finished in time; jobs: {:#?}\nlogs:\n{}",
+            self.summaries(),
+            self.logs()
+        );
+        let apps_gone = self
+            .cluster
+            .clever
+            .wait_until(|sim| sim.stats().apps_live == 0, DEADLINE)
+            .await;
+        assert!(
+            apps_gone,
+            "applications left: {:?}\nlogs:\n{}",
+            self.cluster.clever.stats(),
+            self.logs()
+        );
     }
 
     pub fn job(&self, id: u64) -> JobRecord {
@@ -112,7 +150,15 @@ impl Harness {
             .coordinator
             .jobs()
             .iter()
-            .map(|job| format!("{} {:?} {:?} {:?}", job.id, job.status, job.failure_reason, String::from_utf8_lossy(&job.trace)))
+            .map(|job| {
+                format!(
+                    "{} {:?} {:?} {:?}",
+                    job.id,
+                    job.status,
+                    job.failure_reason,
+                    String::from_utf8_lossy(&job.trace)
+                )
+            })
             .collect()
     }
 }
