@@ -93,7 +93,11 @@ impl RunnerSpec {
     /// Weight of the largest job this runner may receive: the most a poll
     /// can bring, hence what a poll must find room for.
     pub fn max_job_weight(&self) -> f64 {
-        match self.max_flavor.as_deref().and_then(|name| self.flavors.get(name)) {
+        match self
+            .max_flavor
+            .as_deref()
+            .and_then(|name| self.flavors.get(name))
+        {
             Some(flavor) => flavor.weight(),
             None => self.flavors.max_weight().unwrap_or(0.0),
         }
@@ -170,13 +174,35 @@ pub enum Command {
 /// Facts for logs, metrics and progress displays.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
-    Acquired { job: JobKey, flavor: String, weight: f64 },
-    Launched { job: JobKey },
-    Finished { job: JobKey },
-    Failed { job: JobKey, message: String },
-    Retrying { job: JobKey, step: &'static str, attempt: u32, max_attempts: u32, delay: Duration },
-    Decommissioned { job: JobKey },
-    GaveUp { job: JobKey, step: &'static str },
+    Acquired {
+        job: JobKey,
+        flavor: String,
+        weight: f64,
+    },
+    Launched {
+        job: JobKey,
+    },
+    Finished {
+        job: JobKey,
+    },
+    Failed {
+        job: JobKey,
+        message: String,
+    },
+    Retrying {
+        job: JobKey,
+        step: &'static str,
+        attempt: u32,
+        max_attempts: u32,
+        delay: Duration,
+    },
+    Decommissioned {
+        job: JobKey,
+    },
+    GaveUp {
+        job: JobKey,
+        step: &'static str,
+    },
 }
 
 /// Result of a job request.
@@ -185,7 +211,9 @@ pub enum PollOutcome {
     Job(NewJob),
     NoJob,
     /// The coordinator could not answer (transient) or refused (not).
-    Error { transient: bool },
+    Error {
+        transient: bool,
+    },
     /// The request was abandoned (shutdown).
     Cancelled,
 }
@@ -196,7 +224,10 @@ pub enum StepOutcome<T> {
     Done(T),
     /// Failed; `transient` failures are retried within a budget.
     /// `user_message` is what the CI user reads if the job fails of it.
-    Failed { transient: bool, user_message: String },
+    Failed {
+        transient: bool,
+        user_message: String,
+    },
 }
 
 /// Result of a launch check.
@@ -305,13 +336,23 @@ impl Dispatcher {
     pub fn restore(&mut self, records: Vec<JobRecord>, now: Instant) -> Vec<JobRecord> {
         let mut unknown = Vec::new();
         for record in records {
-            let Some(runner) = self.runners.iter().position(|r| r.spec.key == record.runner_key) else {
+            let Some(runner) = self
+                .runners
+                .iter()
+                .position(|r| r.spec.key == record.runner_key)
+            else {
                 unknown.push(record);
                 continue;
             };
-            let key = JobKey { runner, job_id: record.job_id };
+            let key = JobKey {
+                runner,
+                job_id: record.job_id,
+            };
             let resource = match (&record.app_id, record.stage) {
-                (Some(id), _) => Resource::Exists(App { id: id.clone(), weight: record.app_weight }),
+                (Some(id), _) => Resource::Exists(App {
+                    id: id.clone(),
+                    weight: record.app_weight,
+                }),
                 // A creation may have been under way when the process died.
                 (None, StageRecord::Provisioning) => Resource::Maybe,
                 (None, _) if record.app_maybe => Resource::Maybe,
@@ -347,6 +388,10 @@ impl Dispatcher {
                 attempts: 0,
                 failed: record.failed,
             };
+            if job.stage == Stage::Queued {
+                // Only the launch queue moves a queued job on.
+                self.launch_queue.push_back(key);
+            }
             self.jobs.insert(key, job);
             self.ready.insert(key);
         }
@@ -407,10 +452,21 @@ impl Dispatcher {
         let poll_wakeup = if self.shutting_down {
             None
         } else {
-            self.runners.iter().filter(|r| !r.poll_in_flight).filter_map(|r| r.next_poll_at).min()
+            self.runners
+                .iter()
+                .filter(|r| !r.poll_in_flight)
+                .filter_map(|r| r.next_poll_at)
+                .min()
         };
-        let launch_wakeup = if self.launch_queue.is_empty() { None } else { self.next_launch_at };
-        [job_wakeup, poll_wakeup, launch_wakeup].into_iter().flatten().min()
+        let launch_wakeup = if self.launch_queue.is_empty() || self.shutting_down {
+            None
+        } else {
+            self.next_launch_at
+        };
+        [job_wakeup, poll_wakeup, launch_wakeup]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -468,8 +524,11 @@ impl Dispatcher {
         match outcome {
             PollOutcome::Job(new_job) => {
                 state.consecutive_errors = 0;
-                state.next_poll_at =
-                    Some(if self.config.repoll_immediately { now } else { now + check_interval });
+                state.next_poll_at = Some(if self.config.repoll_immediately {
+                    now
+                } else {
+                    now + check_interval
+                });
                 self.accept_job(runner, new_job, now);
             }
             PollOutcome::NoJob => {
@@ -478,8 +537,13 @@ impl Dispatcher {
             }
             PollOutcome::Error { transient } => {
                 state.consecutive_errors = state.consecutive_errors.saturating_add(1);
-                let factor = if transient { 1 } else { 1u32 << state.consecutive_errors.min(5) };
-                state.next_poll_at = Some(now + (check_interval * factor).min(MAX_BACKOFF.max(check_interval)));
+                let factor = if transient {
+                    1
+                } else {
+                    1u32 << state.consecutive_errors.min(5)
+                };
+                state.next_poll_at =
+                    Some(now + (check_interval * factor).min(MAX_BACKOFF.max(check_interval)));
             }
             PollOutcome::Cancelled => {
                 state.next_poll_at = Some(now);
@@ -497,10 +561,20 @@ impl Dispatcher {
                 job.stage = Stage::Deploying;
                 self.save(key);
             }
-            StepOutcome::Failed { transient, user_message } => {
+            StepOutcome::Failed {
+                transient,
+                user_message,
+            } => {
                 // The creation may have taken effect although it failed.
                 job.resource = Resource::Maybe;
-                self.retry_or_fail(key, "create application", STEP_ATTEMPTS, transient, user_message, now);
+                self.retry_or_fail(
+                    key,
+                    "create application",
+                    STEP_ATTEMPTS,
+                    transient,
+                    user_message,
+                    now,
+                );
             }
         }
         self.ready.insert(key);
@@ -519,11 +593,15 @@ impl Dispatcher {
                     // worked, like heptapod-paas-runner does.
                     job.stage = Stage::Running;
                     self.launched_total += 1;
-                    self.commands.push_back(Command::Notice(Notice::Launched { job: key }));
+                    self.commands
+                        .push_back(Command::Notice(Notice::Launched { job: key }));
                 }
                 self.save(key);
             }
-            StepOutcome::Failed { transient, user_message } => {
+            StepOutcome::Failed {
+                transient,
+                user_message,
+            } => {
                 self.retry_or_fail(key, "deploy", STEP_ATTEMPTS, transient, user_message, now);
             }
         }
@@ -543,7 +621,8 @@ impl Dispatcher {
             LaunchCheck::Started => {
                 job.stage = Stage::Running;
                 self.launched_total += 1;
-                self.commands.push_back(Command::Notice(Notice::Launched { job: key }));
+                self.commands
+                    .push_back(Command::Notice(Notice::Launched { job: key }));
                 self.save(key);
                 self.ready.insert(key);
             }
@@ -577,7 +656,8 @@ impl Dispatcher {
         let job = outcome_job!(self, key);
         match check {
             StatusCheck::Finished => {
-                self.commands.push_back(Command::Notice(Notice::Finished { job: key }));
+                self.commands
+                    .push_back(Command::Notice(Notice::Finished { job: key }));
                 job.stage = Stage::Decommissioning;
                 self.save(key);
                 self.ready.insert(key);
@@ -610,13 +690,19 @@ impl Dispatcher {
                     self.drive(now);
                     return;
                 }
-                self.commands.push_back(Command::Notice(Notice::GaveUp { job: key, step: "write job log" }));
+                self.commands.push_back(Command::Notice(Notice::GaveUp {
+                    job: key,
+                    step: "write job log",
+                }));
                 // Give up on the log; the failure report still goes out.
                 true
             }
         };
         if let Some(job) = self.jobs.get_mut(&key) {
-            if let Stage::Failing { message_written, .. } = &mut job.stage {
+            if let Stage::Failing {
+                message_written, ..
+            } = &mut job.stage
+            {
                 *message_written = written;
             }
             job.attempts = 0;
@@ -644,11 +730,17 @@ impl Dispatcher {
                 self.drive(now);
                 return;
             }
-            self.commands.push_back(Command::Notice(Notice::GaveUp { job: key, step: "report failure" }));
+            self.commands.push_back(Command::Notice(Notice::GaveUp {
+                job: key,
+                step: "report failure",
+            }));
         }
-        let Some(job) = self.jobs.get_mut(&key) else { return };
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
         job.attempts = 0;
-        let keep = matches!(job.resource, Resource::Exists(_)) && !self.config.decommission_launch_failures;
+        let keep = matches!(job.resource, Resource::Exists(_))
+            && !self.config.decommission_launch_failures;
         if matches!(job.resource, Resource::None) || keep {
             self.finish(key);
         } else {
@@ -664,7 +756,8 @@ impl Dispatcher {
         match outcome {
             StepOutcome::Done(()) => {
                 job.resource = Resource::None;
-                self.commands.push_back(Command::Notice(Notice::Decommissioned { job: key }));
+                self.commands
+                    .push_back(Command::Notice(Notice::Decommissioned { job: key }));
                 self.finish(key);
             }
             StepOutcome::Failed { .. } => {
@@ -688,13 +781,19 @@ impl Dispatcher {
     // ----- decisions -----
 
     fn accept_job(&mut self, runner: RunnerIdx, new_job: NewJob, now: Instant) {
-        let key = JobKey { runner, job_id: new_job.job_id };
+        let key = JobKey {
+            runner,
+            job_id: new_job.job_id,
+        };
         if self.jobs.contains_key(&key) {
             // The coordinator handed the same job twice: keep the one we have.
             return;
         }
         let spec = &self.runners[runner].spec;
-        let flavor_name = new_job.requested_flavor.clone().unwrap_or_else(|| spec.default_flavor.clone());
+        let flavor_name = new_job
+            .requested_flavor
+            .clone()
+            .unwrap_or_else(|| spec.default_flavor.clone());
         let max_weight = spec.max_job_weight();
         let flavor = spec.flavors.get(&flavor_name).cloned();
         let failure = match &flavor {
@@ -756,7 +855,9 @@ impl Dispatcher {
         user_message: String,
         now: Instant,
     ) {
-        let Some(job) = self.jobs.get_mut(&key) else { return };
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
         job.attempts += 1;
         if transient && job.attempts < max_attempts && !self.shutting_down {
             let delay = backoff(job.attempts);
@@ -778,17 +879,31 @@ impl Dispatcher {
             return;
         }
         job.attempts = 0;
-        self.fail(key, Failure { kind: FailureKind::System, message: user_message });
+        self.fail(
+            key,
+            Failure {
+                kind: FailureKind::System,
+                message: user_message,
+            },
+        );
     }
 
     fn fail(&mut self, key: JobKey, failure: Failure) {
-        let Some(job) = self.jobs.get_mut(&key) else { return };
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
         if !job.failed {
             job.failed = true;
             self.failed_total += 1;
         }
-        self.commands.push_back(Command::Notice(Notice::Failed { job: key, message: failure.message.clone() }));
-        job.stage = Stage::Failing { failure, message_written: false };
+        self.commands.push_back(Command::Notice(Notice::Failed {
+            job: key,
+            message: failure.message.clone(),
+        }));
+        job.stage = Stage::Failing {
+            failure,
+            message_written: false,
+        };
         job.attempts = 0;
         self.launch_queue.retain(|queued| *queued != key);
         self.save(key);
@@ -825,9 +940,14 @@ impl Dispatcher {
     /// Starts whatever can start now.
     fn drive(&mut self, now: Instant) {
         self.start_launches(now);
-        let ready = std::mem::take(&mut self.ready);
-        for key in ready {
-            self.step(key, now);
+        // A step can make a job ready again (a failure found while
+        // stepping): loop until none is. Each such step changes the job's
+        // stage, so this ends.
+        while !self.ready.is_empty() {
+            let ready = std::mem::take(&mut self.ready);
+            for key in ready {
+                self.step(key, now);
+            }
         }
         self.start_polls(now);
     }
@@ -841,7 +961,9 @@ impl Dispatcher {
                 break;
             }
             self.launch_queue.pop_front();
-            let Some(job) = self.jobs.get_mut(&key) else { continue };
+            let Some(job) = self.jobs.get_mut(&key) else {
+                continue;
+            };
             if job.stage != Stage::Queued {
                 continue;
             }
@@ -859,7 +981,9 @@ impl Dispatcher {
         if self.shutting_down {
             return;
         }
-        let Some(job) = self.jobs.get_mut(&key) else { return };
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
         if job.busy || job.next_step_at.is_some_and(|at| at > now) {
             return;
         }
@@ -871,12 +995,26 @@ impl Dispatcher {
                 match flavor {
                     Some(flavor) => {
                         job.resource = Resource::Maybe;
-                        Some(Command::CreateApp { job: key, name: spec.app_name(key.job_id), flavor })
+                        Some(Command::CreateApp {
+                            job: key,
+                            name: spec.app_name(key.job_id),
+                            flavor,
+                        })
                     }
                     None => {
                         // The catalogue changed since acquisition.
-                        let message = messages::unknown_flavor(&job.flavor, &spec.flavors, spec.max_job_weight());
-                        self.fail(key, Failure { kind: FailureKind::User, message });
+                        let message = messages::unknown_flavor(
+                            &job.flavor,
+                            &spec.flavors,
+                            spec.max_job_weight(),
+                        );
+                        self.fail(
+                            key,
+                            Failure {
+                                kind: FailureKind::User,
+                                message,
+                            },
+                        );
                         self.ready.insert(key);
                         return;
                     }
@@ -887,9 +1025,18 @@ impl Dispatcher {
                 app_id: app_id.to_owned(),
                 payload: job.payload.clone(),
             }),
-            Stage::Launching { .. } => Some(Command::CheckLaunch { job: key, project_id: job.project_id }),
-            Stage::Running => Some(Command::CheckStatus { job: key, token: job.token.clone() }),
-            Stage::Failing { failure, message_written } => {
+            Stage::Launching { .. } => Some(Command::CheckLaunch {
+                job: key,
+                project_id: job.project_id,
+            }),
+            Stage::Running => Some(Command::CheckStatus {
+                job: key,
+                token: job.token.clone(),
+            }),
+            Stage::Failing {
+                failure,
+                message_written,
+            } => {
                 if *message_written {
                     Some(Command::ReportFailure {
                         job: key,
@@ -950,6 +1097,11 @@ impl Dispatcher {
                 runner.next_poll_at = None;
                 self.poll_cursor = idx + 1;
                 self.commands.push_back(Command::RequestJob { runner: idx });
+            } else if self.runners[idx].next_poll_at.is_some_and(|at| at <= now) {
+                // Due but held back by a limit: no timer (a past one would
+                // make the driver spin); every change of the jobs drives
+                // again and re-checks the limits.
+                self.runners[idx].next_poll_at = None;
             }
         }
     }
@@ -965,7 +1117,11 @@ impl Dispatcher {
             return false;
         }
         let in_flight = self.runners.iter().filter(|r| r.poll_in_flight).count();
-        let provisioning = self.jobs.values().filter(|j| j.stage.is_provisioning()).count();
+        let provisioning = self
+            .jobs
+            .values()
+            .filter(|j| j.stage.is_provisioning())
+            .count();
         if self.jobs.len() + in_flight >= self.config.concurrent {
             return false;
         }
@@ -977,8 +1133,16 @@ impl Dispatcher {
         if used + min_weight > self.config.quota + EPSILON {
             return false;
         }
-        let runner_used: f64 = self.jobs.values().filter(|j| j.key.runner == idx).map(Job::weight).sum();
-        let fraction = self.config.allowed_fraction_per_runner.min(runner.spec.quota_max_fraction);
+        let runner_used: f64 = self
+            .jobs
+            .values()
+            .filter(|j| j.key.runner == idx)
+            .map(Job::weight)
+            .sum();
+        let fraction = self
+            .config
+            .allowed_fraction_per_runner
+            .min(runner.spec.quota_max_fraction);
         runner_used + min_weight <= fraction * self.config.quota + EPSILON
     }
 }

@@ -78,7 +78,10 @@ pub enum Stage {
     /// The inner runner runs the job; polled until it finishes.
     Running,
     /// The failure message is being written to the job log.
-    Failing { failure: Failure, message_written: bool },
+    Failing {
+        failure: Failure,
+        message_written: bool,
+    },
     /// The job is over; its application is being deleted.
     Decommissioning,
 }

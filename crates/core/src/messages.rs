@@ -41,7 +41,10 @@ pub fn unknown_flavor(requested: &str, table: &FlavorTable, max_weight: f64) -> 
          Allowed flavors on this runner: {}.",
         allowed.join(", ")
     );
-    if let Some(close) = allowed.iter().find(|name| name.eq_ignore_ascii_case(requested)) {
+    if let Some(close) = allowed
+        .iter()
+        .find(|name| name.eq_ignore_ascii_case(requested))
+    {
         text.push_str(&format!(
             "\nFlavor names are case-sensitive: did you mean {close:?}?"
         ));
@@ -78,25 +81,35 @@ mod tests {
     use crate::flavor::Flavor;
 
     fn table() -> FlavorTable {
-        FlavorTable::new(
-            [("XS", 1024), ("S", 4096), ("M", 8192), ("XL", 32768)].map(|(name, ram_mib)| Flavor {
+        FlavorTable::new([("XS", 1024), ("S", 4096), ("M", 8192), ("XL", 32768)].map(
+            |(name, ram_mib)| Flavor {
                 name: name.into(),
                 api_name: format!("heptapod-runner-{name}"),
                 ram_mib,
                 cpus: 1,
-            }),
-        )
+            },
+        ))
     }
 
     #[test]
     fn red_lines_colours_every_line() {
-        assert_eq!(red_lines("a\nb"), "\x1b[31;1ma\x1b[0;m\n\x1b[31;1mb\x1b[0;m\n");
+        assert_eq!(
+            red_lines("a\nb"),
+            "\x1b[31;1ma\x1b[0;m\n\x1b[31;1mb\x1b[0;m\n"
+        );
     }
 
     #[test]
     fn unknown_flavor_lists_allowed_and_hints_case() {
-        let text = unknown_flavor("xs", &table(), table().get("M").map(Flavor::weight).unwrap_or(0.0));
-        assert!(text.contains("Allowed flavors on this runner: XS, S, M."), "{text}");
+        let text = unknown_flavor(
+            "xs",
+            &table(),
+            table().get("M").map(Flavor::weight).unwrap_or(0.0),
+        );
+        assert!(
+            text.contains("Allowed flavors on this runner: XS, S, M."),
+            "{text}"
+        );
         assert!(text.contains("did you mean \"XS\"?"), "{text}");
         assert!(text.contains("CI_CLEVER_CLOUD_FLAVOR"), "{text}");
     }

@@ -75,7 +75,10 @@ impl JobRecord {
             Stage::Deploying => (StageRecord::Deploying, None, None, false),
             Stage::Launching { .. } => (StageRecord::Launching, None, None, false),
             Stage::Running => (StageRecord::Running, None, None, false),
-            Stage::Failing { failure, message_written } => (
+            Stage::Failing {
+                failure,
+                message_written,
+            } => (
                 StageRecord::Failing,
                 Some(failure.kind),
                 Some(failure.message.clone()),

@@ -1,6 +1,7 @@
 //! `paas-runner`: runs GitLab/Heptapod CI jobs, each on its own freshly
 //! provisioned Clever Cloud machine.
 
+mod bench;
 mod demo;
 mod driver;
 mod logging;
@@ -42,11 +43,14 @@ enum Commands {
     Demo(demo::DemoArgs),
     /// Start the GitLab and Clever Cloud simulators alone, for any runner.
     Sim(sim_cmd::SimArgs),
+    /// Measure the service against the simulators (throughput, latencies,
+    /// memory, CPU).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet_default = matches!(cli.command, Commands::Demo(_));
+    let quiet_default = matches!(cli.command, Commands::Demo(_) | Commands::Bench(_));
     if let Err(error) = logging::init(&cli.log_level, cli.log_format, quiet_default) {
         eprintln!("paas-runner: {error}");
         return ExitCode::from(2);
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
             Commands::Run { config } => run::main(&config).await,
             Commands::Demo(args) => demo::main(args).await,
             Commands::Sim(args) => sim_cmd::main(args).await,
+            Commands::Bench(args) => bench::main(args).await,
         }
     })
 }

@@ -1,0 +1,1822 @@
+//! Step harness for the dispatcher, in the style of quinn's `Pair`: a virtual
+//! clock, in-memory models of a coordinator, a cloud and a durable store,
+//! scripted or seeded faults and delays, crashes and graceful restarts, and
+//! the invariants every run must keep.
+//!
+//! Shared by the scenario tests, the quota property tests and the seeded
+//! simulation; each test crate uses only part of it.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use paas_core::{
+    App, Command, Dispatcher, DispatcherConfig, FailureKind, Flavor, FlavorTable, JobKey,
+    JobRecord, LaunchCheck, LaunchWatch, NewJob, Notice, PollOutcome, RunnerIdx, RunnerSpec,
+    Secret, StageRecord, StatusCheck, StepOutcome,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// Tolerance of weight comparisons in the invariants.
+pub const EPSILON: f64 = 1e-6;
+
+/// The `heptapod-runner` flavors of the model cloud: name, RAM in MiB, CPUs.
+pub const FLAVORS: [(&str, u64, u32); 7] = [
+    ("XS", 1024, 1),
+    ("S", 4096, 2),
+    ("M", 8192, 4),
+    ("L", 16384, 6),
+    ("XL", 32768, 8),
+    ("2XL", 65536, 16),
+    ("3XL", 98304, 24),
+];
+
+/// First bytes of every line the dispatcher writes into a job log (red).
+pub const RED: &str = "\x1b[31;1m";
+
+pub fn secs(seconds: u64) -> Duration {
+    Duration::from_secs(seconds)
+}
+
+pub fn flavor(name: &str) -> Flavor {
+    let (name, ram_mib, cpus) = FLAVORS
+        .iter()
+        .copied()
+        .find(|(flavor_name, _, _)| *flavor_name == name)
+        .unwrap_or_else(|| panic!("no flavor {name} in the model catalogue"));
+    Flavor {
+        name: name.to_owned(),
+        api_name: format!("heptapod-runner-{name}"),
+        ram_mib,
+        cpus,
+    }
+}
+
+pub fn flavor_table() -> FlavorTable {
+    FlavorTable::new(FLAVORS.iter().map(|(name, _, _)| flavor(name)))
+}
+
+pub fn weight(name: &str) -> f64 {
+    flavor(name).weight()
+}
+
+/// Short id of runner `idx` (8 characters, like a token prefix).
+pub fn runner_key(idx: RunnerIdx) -> String {
+    format!("runner-{idx}")
+}
+
+/// A runner with the deployment's settings: default S, maximum 2XL, launch
+/// confirmed by watching the job log (60 s timeout, checked every 5 s).
+pub fn runner_spec(idx: RunnerIdx) -> RunnerSpec {
+    RunnerSpec {
+        key: runner_key(idx),
+        name: format!("runner {idx}"),
+        quota_max_fraction: 1.0,
+        default_flavor: "S".to_owned(),
+        max_flavor: Some("2XL".to_owned()),
+        flavors: flavor_table(),
+        launch_watch: Some(LaunchWatch {
+            timeout: secs(60),
+            poll_step: secs(5),
+        }),
+    }
+}
+
+/// Settings roomy enough that no limit is hit by a handful of jobs.
+pub fn config() -> DispatcherConfig {
+    DispatcherConfig {
+        concurrent: 10,
+        check_interval: secs(3),
+        status_interval: secs(10),
+        max_provisioning: 10,
+        min_between_launches: Duration::ZERO,
+        keep_resources: false,
+        decommission_launch_failures: true,
+        repoll_immediately: false,
+        quota: weight("2XL") * 4.0,
+        allowed_fraction_per_runner: 1.0,
+    }
+}
+
+/// A job waiting on the model coordinator, and how its inner runner behaves.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub runner: RunnerIdx,
+    /// Value of `CI_CLEVER_CLOUD_FLAVOR`.
+    pub flavor: Option<String>,
+    /// When the job becomes pending, from the start of the run.
+    pub arrival: Duration,
+    /// From the push of the build context to the inner runner's first log
+    /// line; `None`: the inner runner never starts.
+    pub boot: Option<Duration>,
+    /// From the first log line to the end of the job.
+    pub duration: Duration,
+    /// A user cancels the job this long after its arrival.
+    pub cancel_after: Option<Duration>,
+}
+
+impl JobSpec {
+    pub fn new(runner: RunnerIdx) -> JobSpec {
+        JobSpec {
+            runner,
+            flavor: None,
+            arrival: Duration::ZERO,
+            boot: Some(secs(7)),
+            duration: secs(30),
+            cancel_after: None,
+        }
+    }
+
+    pub fn flavor(mut self, name: &str) -> JobSpec {
+        self.flavor = Some(name.to_owned());
+        self
+    }
+
+    pub fn arrival(mut self, seconds: u64) -> JobSpec {
+        self.arrival = secs(seconds);
+        self
+    }
+
+    pub fn boot(mut self, seconds: u64) -> JobSpec {
+        self.boot = Some(secs(seconds));
+        self
+    }
+
+    pub fn never_boots(mut self) -> JobSpec {
+        self.boot = None;
+        self
+    }
+
+    pub fn duration(mut self, seconds: u64) -> JobSpec {
+        self.duration = secs(seconds);
+        self
+    }
+
+    pub fn cancel_after(mut self, seconds: u64) -> JobSpec {
+        self.cancel_after = Some(secs(seconds));
+        self
+    }
+}
+
+/// State of a job on the model coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoordState {
+    Pending,
+    /// Handed out to a runner.
+    Running,
+    Success,
+    Failed(FailureKind),
+    Cancelled,
+    /// Failed by the coordinator: still running at the job timeout.
+    TimedOut,
+}
+
+impl CoordState {
+    pub fn is_over(self) -> bool {
+        !matches!(self, CoordState::Pending | CoordState::Running)
+    }
+}
+
+/// The inner runner of a job: started by a push to an application.
+#[derive(Debug, Clone)]
+pub struct InnerRunner {
+    pub app_id: String,
+    pub pushed_at: Instant,
+    /// False once its application is deleted.
+    pub alive: bool,
+    pub started_at: Option<Instant>,
+}
+
+/// One job of the model coordinator.
+#[derive(Debug, Clone)]
+pub struct ModelJob {
+    pub key: JobKey,
+    pub spec: JobSpec,
+    pub state: CoordState,
+    /// The job log: inner runner lines and dispatcher appends.
+    pub log: String,
+    /// Accepted appends.
+    pub appends: u32,
+    /// Accepted failure reports.
+    pub failure_reports: Vec<FailureKind>,
+    /// Appends and reports refused because the job was over.
+    pub refused_writes: u32,
+    /// Times the inner runner started the job (wrote its first line).
+    pub inner_starts: u32,
+    pub inner: Option<InnerRunner>,
+    pub handed_out_at: Option<Instant>,
+}
+
+/// An in-memory coordinator: pending jobs per runner, job logs, failure
+/// reports, and the inner runners that run the jobs.
+#[derive(Debug)]
+pub struct ModelCoordinator {
+    start: Instant,
+    /// Running jobs fail by themselves after this (GitLab's job timeout).
+    pub job_timeout: Duration,
+    pub jobs: BTreeMap<JobKey, ModelJob>,
+    queues: Vec<VecDeque<JobKey>>,
+}
+
+impl ModelCoordinator {
+    pub fn new(start: Instant, runner_count: usize, specs: &[JobSpec]) -> ModelCoordinator {
+        let mut jobs = BTreeMap::new();
+        let mut by_runner: Vec<Vec<(Duration, JobKey)>> = vec![Vec::new(); runner_count];
+        for (index, spec) in specs.iter().enumerate() {
+            assert!(
+                spec.runner < runner_count,
+                "job for unknown runner {}",
+                spec.runner
+            );
+            // Job ids are unique across runners, so traces can say `j3`.
+            let key = JobKey {
+                runner: spec.runner,
+                job_id: index as u64 + 1,
+            };
+            by_runner[spec.runner].push((spec.arrival, key));
+            jobs.insert(
+                key,
+                ModelJob {
+                    key,
+                    spec: spec.clone(),
+                    state: CoordState::Pending,
+                    log: String::new(),
+                    appends: 0,
+                    failure_reports: Vec::new(),
+                    refused_writes: 0,
+                    inner_starts: 0,
+                    inner: None,
+                    handed_out_at: None,
+                },
+            );
+        }
+        let queues = by_runner
+            .into_iter()
+            .map(|mut keys| {
+                keys.sort();
+                keys.into_iter().map(|(_, key)| key).collect()
+            })
+            .collect();
+        ModelCoordinator {
+            start,
+            job_timeout: secs(3600),
+            jobs,
+            queues,
+        }
+    }
+
+    pub fn job(&self, job_id: u64) -> &ModelJob {
+        self.jobs
+            .values()
+            .find(|job| job.key.job_id == job_id)
+            .unwrap_or_else(|| panic!("no job {job_id}"))
+    }
+
+    /// Hands out the next pending job of `runner`, if one has arrived.
+    pub fn take(&mut self, runner: RunnerIdx, now: Instant) -> Option<NewJob> {
+        let queue = &mut self.queues[runner];
+        while let Some(&key) = queue.front() {
+            let job = &self.jobs[&key];
+            if job.state != CoordState::Pending {
+                queue.pop_front();
+                continue;
+            }
+            if self.start + job.spec.arrival > now {
+                return None;
+            }
+            queue.pop_front();
+            let job = self.jobs.get_mut(&key).expect("queued job exists");
+            job.state = CoordState::Running;
+            job.handed_out_at = Some(now);
+            return Some(NewJob {
+                job_id: key.job_id,
+                token: Secret::new(format!("job-token-{}", key.job_id)),
+                project_id: Some(100 + key.job_id),
+                requested_flavor: job.spec.flavor.clone(),
+                failure_reasons: Some(vec![
+                    "script_failure".to_owned(),
+                    "runner_system_failure".to_owned(),
+                ]),
+                payload: format!("{{\"id\":{}}}", key.job_id),
+            });
+        }
+        None
+    }
+
+    /// Jobs that arrived and are still waiting for `runner`.
+    pub fn pending_count(&self, runner: RunnerIdx) -> usize {
+        self.queues[runner]
+            .iter()
+            .filter(|key| self.jobs[key].state == CoordState::Pending)
+            .count()
+    }
+
+    /// Plays the inner runners and the users' cancellations up to `now`.
+    pub fn advance(&mut self, now: Instant) {
+        for job in self.jobs.values_mut() {
+            loop {
+                if job.state.is_over() {
+                    break;
+                }
+                let cancel_at = job
+                    .spec
+                    .cancel_after
+                    .map(|after| self.start + job.spec.arrival + after);
+                let (start_at, finish_at) = match &job.inner {
+                    Some(inner) if inner.alive && job.state == CoordState::Running => {
+                        match inner.started_at {
+                            None => (job.spec.boot.map(|boot| inner.pushed_at + boot), None),
+                            Some(started) => (None, Some(started + job.spec.duration)),
+                        }
+                    }
+                    _ => (None, None),
+                };
+                let timeout_at = job.handed_out_at.map(|at| at + self.job_timeout);
+                let next = [cancel_at, start_at, finish_at, timeout_at]
+                    .into_iter()
+                    .flatten()
+                    .filter(|at| *at <= now)
+                    .min();
+                let Some(at) = next else { break };
+                if Some(at) == cancel_at {
+                    job.state = CoordState::Cancelled;
+                } else if Some(at) == timeout_at {
+                    job.state = CoordState::TimedOut;
+                    job.log
+                        .push_str("ERROR: Job failed: execution took longer than the timeout\n");
+                } else if Some(at) == start_at {
+                    if let Some(inner) = &mut job.inner {
+                        inner.started_at = Some(at);
+                    }
+                    job.inner_starts += 1;
+                    job.log.push_str("Running with heptapod-runner\n");
+                } else {
+                    job.state = CoordState::Success;
+                    job.log.push_str("Job succeeded\n");
+                }
+            }
+        }
+    }
+
+    /// A build context was pushed to `app_id` for the job.
+    fn push(&mut self, key: JobKey, app_id: &str, now: Instant) {
+        if let Some(job) = self.jobs.get_mut(&key) {
+            job.inner = Some(InnerRunner {
+                app_id: app_id.to_owned(),
+                pushed_at: now,
+                alive: true,
+                started_at: None,
+            });
+        }
+    }
+
+    /// The application `app_id` was deleted: its inner runner dies.
+    fn kill(&mut self, key: JobKey, app_id: &str) {
+        if let Some(inner) = self.jobs.get_mut(&key).and_then(|job| job.inner.as_mut()) {
+            if inner.app_id == app_id {
+                inner.alive = false;
+            }
+        }
+    }
+
+    fn launch_check(&self, key: JobKey) -> LaunchCheck {
+        let job = &self.jobs[&key];
+        if job.inner_starts > 0 {
+            LaunchCheck::Started
+        } else if job.state.is_over() {
+            LaunchCheck::JobOver
+        } else {
+            LaunchCheck::NotYet
+        }
+    }
+
+    fn status(&self, key: JobKey) -> StatusCheck {
+        if self.jobs[&key].state.is_over() {
+            StatusCheck::Finished
+        } else {
+            StatusCheck::Running
+        }
+    }
+
+    fn append(&mut self, key: JobKey, text: &str) -> bool {
+        let job = self.jobs.get_mut(&key).expect("appending to a known job");
+        if job.state.is_over() {
+            job.refused_writes += 1;
+            return false;
+        }
+        job.log.push_str(text);
+        job.appends += 1;
+        true
+    }
+
+    fn report_failure(&mut self, key: JobKey, kind: FailureKind) -> bool {
+        let job = self.jobs.get_mut(&key).expect("reporting a known job");
+        if job.state.is_over() {
+            job.refused_writes += 1;
+            return false;
+        }
+        job.state = CoordState::Failed(kind);
+        job.failure_reports.push(kind);
+        true
+    }
+}
+
+/// An application of the model cloud.
+#[derive(Debug, Clone)]
+pub struct ModelApp {
+    pub id: String,
+    pub name: String,
+    pub job: JobKey,
+    pub flavor: String,
+    pub weight: f64,
+    pub pushed: bool,
+}
+
+/// An in-memory cloud: applications by id (names are looked up by scan),
+/// with the weight they cost.
+#[derive(Debug, Default)]
+pub struct ModelCloud {
+    pub apps: BTreeMap<String, ModelApp>,
+    next_id: u64,
+    pub creations: u64,
+    pub adoptions: u64,
+    pub deletions: u64,
+    /// Applications created per job.
+    pub created_for: BTreeMap<JobKey, u32>,
+    /// Build contexts pushed per job (the inner runner starts on each).
+    pub pushes: BTreeMap<JobKey, u32>,
+    pub deploys_to_missing_app: u64,
+    pub max_live_weight: f64,
+}
+
+impl ModelCloud {
+    pub fn live_weight(&self) -> f64 {
+        self.apps.values().map(|app| app.weight).sum()
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&ModelApp> {
+        self.apps.values().find(|app| app.name == name)
+    }
+
+    /// Creates the application, or adopts the one of that name.
+    fn create(&mut self, name: &str, job: JobKey, flavor: &Flavor) -> App {
+        if let Some(app) = self.by_name(name) {
+            let adopted = App {
+                id: app.id.clone(),
+                weight: app.weight,
+            };
+            self.adoptions += 1;
+            return adopted;
+        }
+        self.next_id += 1;
+        let id = format!("app-{}", self.next_id);
+        let app = ModelApp {
+            id: id.clone(),
+            name: name.to_owned(),
+            job,
+            flavor: flavor.name.clone(),
+            weight: flavor.weight(),
+            pushed: false,
+        };
+        self.apps.insert(id.clone(), app);
+        self.creations += 1;
+        *self.created_for.entry(job).or_default() += 1;
+        self.max_live_weight = self.max_live_weight.max(self.live_weight());
+        App {
+            id,
+            weight: flavor.weight(),
+        }
+    }
+
+    /// Pushes the build context unless the repository has a head already.
+    /// `None`: no such application; `Some(true)`: this push started a run.
+    fn push(&mut self, app_id: &str) -> Option<bool> {
+        let app = self.apps.get_mut(app_id)?;
+        if app.pushed {
+            return Some(false);
+        }
+        app.pushed = true;
+        *self.pushes.entry(app.job).or_default() += 1;
+        Some(true)
+    }
+
+    fn delete(&mut self, app_id: Option<&str>, name: &str) -> Vec<ModelApp> {
+        let ids: Vec<String> = match app_id {
+            Some(id) => self
+                .apps
+                .get(id)
+                .map(|app| app.id.clone())
+                .into_iter()
+                .collect(),
+            None => self
+                .apps
+                .values()
+                .filter(|app| app.name == name)
+                .map(|app| app.id.clone())
+                .collect(),
+        };
+        let deleted: Vec<ModelApp> = ids.iter().filter_map(|id| self.apps.remove(id)).collect();
+        self.deletions += deleted.len() as u64;
+        deleted
+    }
+}
+
+/// Kinds of commands with an outcome, for fault and delay settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Poll,
+    Create,
+    Deploy,
+    CheckLaunch,
+    CheckStatus,
+    AppendLog,
+    ReportFailure,
+    Delete,
+}
+
+pub const ALL_KINDS: [Kind; 8] = [
+    Kind::Poll,
+    Kind::Create,
+    Kind::Deploy,
+    Kind::CheckLaunch,
+    Kind::CheckStatus,
+    Kind::AppendLog,
+    Kind::ReportFailure,
+    Kind::Delete,
+];
+
+/// A failed command. `effect`: the command took effect all the same (a
+/// creation whose answer was lost, a deletion that timed out late).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Transient { effect: bool },
+    Permanent { effect: bool },
+}
+
+impl Fault {
+    pub const TRANSIENT: Fault = Fault::Transient { effect: false };
+    pub const PERMANENT: Fault = Fault::Permanent { effect: false };
+
+    fn effect(self) -> bool {
+        match self {
+            Fault::Transient { effect } | Fault::Permanent { effect } => effect,
+        }
+    }
+
+    fn transient(self) -> bool {
+        matches!(self, Fault::Transient { .. })
+    }
+}
+
+/// Which commands fail: a script per kind, consumed in order (`None` lets
+/// one succeed), then seeded random faults.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    pub script: BTreeMap<Kind, VecDeque<Option<Fault>>>,
+    pub transient_rate: BTreeMap<Kind, f64>,
+    pub permanent_rate: BTreeMap<Kind, f64>,
+    /// At most this many random faults in a row per job and kind (short
+    /// outages rather than a dead service).
+    pub max_consecutive: BTreeMap<Kind, u32>,
+}
+
+impl Faults {
+    /// The next commands of `kind` meet these outcomes, in order.
+    pub fn script(&mut self, kind: Kind, outcomes: impl IntoIterator<Item = Option<Fault>>) {
+        self.script.entry(kind).or_default().extend(outcomes);
+    }
+}
+
+/// How long commands take to answer.
+#[derive(Debug, Clone, Default)]
+pub struct Delays {
+    /// Fixed delay per kind (zero by default: answered at once).
+    pub fixed: BTreeMap<Kind, Duration>,
+    /// When set, every answer takes a random delay up to this.
+    pub random_max: Option<Duration>,
+}
+
+/// Everything needed to build a [`Harness`].
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub config: DispatcherConfig,
+    pub runners: Vec<RunnerSpec>,
+    pub jobs: Vec<JobSpec>,
+    pub faults: Faults,
+    pub delays: Delays,
+    pub seed: u64,
+    pub label: String,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup::new()
+    }
+}
+
+impl Setup {
+    /// One runner, the default settings, no job.
+    pub fn new() -> Setup {
+        Setup {
+            config: config(),
+            runners: vec![runner_spec(0)],
+            jobs: Vec::new(),
+            faults: Faults::default(),
+            delays: Delays::default(),
+            seed: 0,
+            label: "scenario".to_owned(),
+        }
+    }
+
+    pub fn job(mut self, spec: JobSpec) -> Setup {
+        self.jobs.push(spec);
+        self
+    }
+
+    pub fn jobs(mut self, count: usize, spec: JobSpec) -> Setup {
+        self.jobs.extend(std::iter::repeat_n(spec, count));
+        self
+    }
+
+    pub fn build(self) -> Harness {
+        Harness::new(self)
+    }
+}
+
+/// The answer to a command, delivered to the dispatcher when due.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Poll(RunnerIdx, PollOutcome),
+    Created(JobKey, StepOutcome<App>),
+    Deployed(JobKey, StepOutcome<()>),
+    Launch(JobKey, LaunchCheck),
+    Status(JobKey, StatusCheck),
+    Appended(JobKey, StepOutcome<()>),
+    Reported(JobKey, StepOutcome<()>),
+    Deleted(JobKey, StepOutcome<()>),
+}
+
+#[derive(Debug)]
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    outcome: Outcome,
+}
+
+/// One line of the harness's trace.
+#[derive(Debug, Clone)]
+pub struct TraceLine {
+    pub at: Duration,
+    pub job: Option<JobKey>,
+    pub text: String,
+}
+
+/// What one [`Harness::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Command,
+    Outcome,
+    Timeout,
+    /// The clock moved to the next due outcome.
+    Advanced,
+    /// Nothing to do, and nothing will ever happen.
+    Idle,
+}
+
+/// Largest values seen over a run.
+#[derive(Debug, Clone, Default)]
+pub struct Maxima {
+    pub weight: f64,
+    pub jobs: usize,
+    pub provisioning: usize,
+    pub runner_weight: Vec<f64>,
+}
+
+/// The dispatcher wired to the models, with a virtual clock.
+pub struct Harness {
+    pub label: String,
+    pub config: DispatcherConfig,
+    pub runners: Vec<RunnerSpec>,
+    pub dispatcher: Dispatcher,
+    pub start: Instant,
+    pub now: Instant,
+    pub coordinator: ModelCoordinator,
+    pub cloud: ModelCloud,
+    /// The durable store, fed by `Save` and `Forget`.
+    pub store: BTreeMap<(String, u64), JobRecord>,
+    pub faults: Faults,
+    pub delays: Delays,
+    pub rng: SmallRng,
+    in_flight: Vec<InFlight>,
+    seq: u64,
+    /// Record every command and outcome (off for bulk simulation).
+    pub tracing: bool,
+    pub trace: Vec<TraceLine>,
+    pub notices: Vec<(Duration, Notice)>,
+    /// Check the invariants after every step.
+    pub checking: bool,
+    pub violations: Vec<String>,
+    pub maxima: Maxima,
+    /// `shutdown()` was called on the current dispatcher.
+    pub shutting_down: bool,
+    pub crashes: u32,
+    pub restarts: u32,
+    /// Jobs handed to a dispatcher by a poll.
+    pub delivered: BTreeSet<JobKey>,
+    /// Jobs whose record reached the store at least once.
+    pub saved: BTreeSet<JobKey>,
+    /// Jobs handed out by the coordinator whose answer was lost in a crash.
+    pub lost_in_transit: BTreeSet<JobKey>,
+    /// Jobs delivered to a dispatcher that crashed before saving them.
+    pub lost_unsaved: BTreeSet<JobKey>,
+    /// Side-effect commands executed per kind and job.
+    pub executed: BTreeMap<(Kind, u64), u32>,
+    pub steps: u64,
+    consecutive_faults: BTreeMap<(Kind, JobKey), u32>,
+    stalled_timeouts: u32,
+}
+
+impl Harness {
+    pub fn new(setup: Setup) -> Harness {
+        // The only reading of the real clock: a base for virtual time.
+        #[allow(clippy::disallowed_methods)]
+        let start = Instant::now();
+        let coordinator = ModelCoordinator::new(start, setup.runners.len(), &setup.jobs);
+        let runner_count = setup.runners.len();
+        let mut dispatcher = Dispatcher::new(setup.config.clone(), setup.runners.clone());
+        // A fresh dispatcher has no timer: the driver kicks it once.
+        dispatcher.handle_timeout(start);
+        Harness {
+            label: setup.label,
+            config: setup.config,
+            runners: setup.runners,
+            dispatcher,
+            start,
+            now: start,
+            coordinator,
+            cloud: ModelCloud::default(),
+            store: BTreeMap::new(),
+            faults: setup.faults,
+            delays: setup.delays,
+            rng: SmallRng::seed_from_u64(setup.seed),
+            in_flight: Vec::new(),
+            seq: 0,
+            tracing: true,
+            trace: Vec::new(),
+            notices: Vec::new(),
+            checking: true,
+            violations: Vec::new(),
+            maxima: Maxima {
+                runner_weight: vec![0.0; runner_count],
+                ..Maxima::default()
+            },
+            shutting_down: false,
+            crashes: 0,
+            restarts: 0,
+            delivered: BTreeSet::new(),
+            saved: BTreeSet::new(),
+            lost_in_transit: BTreeSet::new(),
+            lost_unsaved: BTreeSet::new(),
+            executed: BTreeMap::new(),
+            steps: 0,
+            consecutive_faults: BTreeMap::new(),
+            stalled_timeouts: 0,
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// The key of job `job_id` (ids are unique across runners).
+    pub fn key(&self, job_id: u64) -> JobKey {
+        self.coordinator.job(job_id).key
+    }
+
+    // ----- stepping -----
+
+    /// Executes one command, delivers one due outcome, fires the
+    /// dispatcher's timer, or moves the clock to the next due outcome.
+    pub fn step(&mut self) -> bool {
+        self.step_until(None) != Step::Idle
+    }
+
+    /// Like [`Harness::step`], but never moves the clock past `limit`
+    /// (returns `Idle` when the next event is later).
+    pub fn step_until(&mut self, limit: Option<Instant>) -> Step {
+        let step = self.step_inner(limit);
+        if step != Step::Idle {
+            self.steps += 1;
+            if self.checking {
+                self.check_invariants();
+            }
+        }
+        step
+    }
+
+    fn step_inner(&mut self, limit: Option<Instant>) -> Step {
+        if let Some(command) = self.dispatcher.poll_command() {
+            self.stalled_timeouts = 0;
+            self.execute(command);
+            return Step::Command;
+        }
+        if let Some(index) = self.due_outcome() {
+            let in_flight = self.in_flight.remove(index);
+            self.deliver(in_flight.outcome);
+            return Step::Outcome;
+        }
+        let next_outcome = self.in_flight.iter().map(|in_flight| in_flight.at).min();
+        let timeout = self.dispatcher.poll_timeout();
+        let next = match (timeout, next_outcome) {
+            (None, None) => return Step::Idle,
+            (Some(timeout), None) => timeout,
+            (None, Some(outcome)) => outcome,
+            (Some(timeout), Some(outcome)) => timeout.min(outcome),
+        };
+        if limit.is_some_and(|limit| next > limit) {
+            return Step::Idle;
+        }
+        if timeout.is_some_and(|timeout| timeout <= next) {
+            if next <= self.now {
+                // A timer in the past: the dispatcher must act on it now, or
+                // its driver would spin.
+                self.stalled_timeouts += 1;
+                if self.stalled_timeouts > 50 {
+                    let violation = format!(
+                        "busy loop: poll_timeout() stays at {:?} in the past after handle_timeout at {:?}",
+                        next - self.start,
+                        self.elapsed()
+                    );
+                    self.violation(violation);
+                    return Step::Idle;
+                }
+            } else {
+                self.stalled_timeouts = 0;
+            }
+            self.set_clock(next.max(self.now));
+            self.dispatcher.handle_timeout(self.now);
+            Step::Timeout
+        } else {
+            self.stalled_timeouts = 0;
+            self.set_clock(next.max(self.now));
+            Step::Advanced
+        }
+    }
+
+    /// Whether a command of `kind` for job `job_id` awaits its answer.
+    pub fn is_in_flight(&self, kind: Kind, job_id: u64) -> bool {
+        self.in_flight.iter().any(|in_flight| {
+            let (outcome_kind, key) = match &in_flight.outcome {
+                Outcome::Poll(..) => return false,
+                Outcome::Created(key, _) => (Kind::Create, key),
+                Outcome::Deployed(key, _) => (Kind::Deploy, key),
+                Outcome::Launch(key, _) => (Kind::CheckLaunch, key),
+                Outcome::Status(key, _) => (Kind::CheckStatus, key),
+                Outcome::Appended(key, _) => (Kind::AppendLog, key),
+                Outcome::Reported(key, _) => (Kind::ReportFailure, key),
+                Outcome::Deleted(key, _) => (Kind::Delete, key),
+            };
+            outcome_kind == kind && key.job_id == job_id
+        })
+    }
+
+    /// The stored record of job `job_id`.
+    pub fn record(&self, job_id: u64) -> Option<&JobRecord> {
+        self.store.values().find(|record| record.job_id == job_id)
+    }
+
+    fn due_outcome(&self) -> Option<usize> {
+        self.in_flight
+            .iter()
+            .enumerate()
+            .filter(|(_, in_flight)| in_flight.at <= self.now)
+            .min_by_key(|(_, in_flight)| (in_flight.at, in_flight.seq))
+            .map(|(index, _)| index)
+    }
+
+    fn set_clock(&mut self, at: Instant) {
+        self.now = at;
+        self.coordinator.advance(at);
+    }
+
+    /// Moves the clock forward with nothing else happening (process down).
+    pub fn advance_clock(&mut self, by: Duration) {
+        self.set_clock(self.now + by);
+    }
+
+    /// Steps until nothing is due before `elapsed` from the start, then sets
+    /// the clock there.
+    pub fn run_until(&mut self, elapsed: Duration) {
+        let limit = self.start + elapsed;
+        let mut steps = 0u64;
+        while self.step_until(Some(limit)) != Step::Idle {
+            steps += 1;
+            assert!(
+                steps < 1_000_000,
+                "{}: livelock before {elapsed:?}\n{}",
+                self.label,
+                self.trace_tail(40)
+            );
+        }
+        if self.now < limit {
+            self.set_clock(limit);
+        }
+    }
+
+    /// Steps until `done` holds; `Err` on livelock (over `max_steps`) or when
+    /// nothing more can happen.
+    pub fn drive_until(
+        &mut self,
+        max_steps: u64,
+        mut done: impl FnMut(&Harness) -> bool,
+    ) -> Result<(), String> {
+        let mut steps = 0u64;
+        loop {
+            if self.is_done(&mut done) {
+                return Ok(());
+            }
+            if steps >= max_steps {
+                return Err(format!(
+                    "{}: livelock: not done after {max_steps} steps ({:?} of virtual time)\n{}",
+                    self.label,
+                    self.elapsed(),
+                    self.trace_tail(40)
+                ));
+            }
+            if self.step_until(None) == Step::Idle {
+                return if done(self) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{}: idle but not done at {:?}\n{}\n{}",
+                        self.label,
+                        self.elapsed(),
+                        self.violations.join("\n"),
+                        self.trace_tail(40)
+                    ))
+                };
+            }
+            steps += 1;
+        }
+    }
+
+    /// Whether `done` holds once the commands the dispatcher queued last
+    /// (records, notices) are executed.
+    pub fn is_done(&mut self, mut done: impl FnMut(&Harness) -> bool) -> bool {
+        if !done(self) {
+            return false;
+        }
+        let mut drained = false;
+        while let Some(command) = self.dispatcher.poll_command() {
+            self.execute(command);
+            drained = true;
+        }
+        !drained || done(self)
+    }
+
+    /// Runs until every job that can be taken has been taken and is over,
+    /// nothing is in flight and the dispatcher tracks no job.
+    pub fn drive_bounded(&mut self, max_steps: u64) -> Result<(), String> {
+        self.drive_until(max_steps, Harness::is_settled)
+    }
+
+    /// [`Harness::drive_bounded`] with a generous bound; panics on livelock
+    /// or on any violated invariant.
+    pub fn drive(&mut self) {
+        if let Err(error) = self.drive_bounded(100_000) {
+            panic!("{error}");
+        }
+        self.assert_no_violations();
+    }
+
+    /// Nothing left to do: see [`Harness::drive_bounded`].
+    pub fn is_settled(&self) -> bool {
+        self.in_flight
+            .iter()
+            .all(|in_flight| matches!(in_flight.outcome, Outcome::Poll(_, PollOutcome::NoJob)))
+            && self.dispatcher.jobs().next().is_none()
+            && self.coordinator.jobs.values().all(|job| {
+                job.state != CoordState::Pending || !self.runner_can_poll(job.key.runner)
+            })
+    }
+
+    /// Whether the limits let `runner` poll at all (else its jobs stay
+    /// pending forever).
+    pub fn runner_can_poll(&self, runner: RunnerIdx) -> bool {
+        let spec = &self.runners[runner];
+        let largest = spec.max_job_weight();
+        let fraction = self
+            .config
+            .allowed_fraction_per_runner
+            .min(spec.quota_max_fraction);
+        largest > 0.0
+            && largest <= self.config.quota + 1e-9
+            && largest <= fraction * self.config.quota + 1e-9
+            && self.config.concurrent > 0
+            && self.config.max_provisioning > 0
+    }
+
+    // ----- crashes and restarts -----
+
+    /// Calls `shutdown()` on the dispatcher; from now on it must issue no
+    /// command with an effect.
+    /// Like a driver, it first executes what the dispatcher already queued:
+    /// the signal arrives between two turns of its loop.
+    pub fn shutdown(&mut self) {
+        self.drain();
+        self.dispatcher.shutdown();
+        self.shutting_down = true;
+        self.note(None, "SHUTDOWN".to_owned());
+    }
+
+    /// Steps until the dispatcher is quiescent with nothing in flight and no
+    /// command left, as a driver does before exiting.
+    pub fn drive_to_quiescence(&mut self, max_steps: u64) -> Result<(), String> {
+        self.drive_until(max_steps, |harness| {
+            harness.in_flight.is_empty() && harness.dispatcher.is_quiescent()
+        })?;
+        // Execute what the last outcomes produced (their records).
+        self.drain();
+        Ok(())
+    }
+
+    /// Executes the commands the dispatcher has queued.
+    pub fn drain(&mut self) {
+        while let Some(command) = self.dispatcher.poll_command() {
+            self.execute(command);
+        }
+    }
+
+    /// The process dies: the dispatcher and its queued commands vanish, and
+    /// so do the answers of the commands in flight (whose effects stay).
+    pub fn crash(&mut self) {
+        for in_flight in self.in_flight.drain(..) {
+            if let Outcome::Poll(_, PollOutcome::Job(job)) = &in_flight.outcome {
+                let key = self
+                    .coordinator
+                    .jobs
+                    .keys()
+                    .copied()
+                    .find(|key| key.job_id == job.job_id)
+                    .expect("handed-out job is known");
+                self.lost_in_transit.insert(key);
+            }
+        }
+        for key in &self.delivered {
+            if !self.saved.contains(key) {
+                self.lost_unsaved.insert(*key);
+            }
+        }
+        self.crashes += 1;
+        self.note(None, "CRASH".to_owned());
+        self.dispatcher = Dispatcher::new(self.config.clone(), self.runners.clone());
+        self.shutting_down = false;
+    }
+
+    /// A new process takes back the stored records.
+    pub fn restart(&mut self) {
+        self.dispatcher = Dispatcher::new(self.config.clone(), self.runners.clone());
+        self.shutting_down = false;
+        self.restarts += 1;
+        self.note(None, format!("RESTART with {} records", self.store.len()));
+        let records: Vec<JobRecord> = self.store.values().cloned().collect();
+        let unknown = self.dispatcher.restore(records, self.now);
+        if !unknown.is_empty() {
+            self.violation(format!(
+                "restore returned {} records of unknown runners",
+                unknown.len()
+            ));
+        }
+    }
+
+    // ----- executing commands -----
+
+    fn execute(&mut self, command: Command) {
+        let description = self.describe(&command);
+        let job = command_job(&command);
+        if self.shutting_down && has_effect(&command) {
+            self.violation(format!("command after shutdown(): {description}"));
+        }
+        if let Some(kind) = command_kind(&command) {
+            if kind != Kind::Poll {
+                let job_id = job.map_or(0, |key| key.job_id);
+                *self.executed.entry((kind, job_id)).or_default() += 1;
+            }
+        }
+        self.note(job, description);
+        let now = self.now;
+        match command {
+            Command::Save(record) => {
+                if let Some(runner) = self.runner_of_key(&record.runner_key) {
+                    self.saved.insert(JobKey {
+                        runner,
+                        job_id: record.job_id,
+                    });
+                }
+                self.store
+                    .insert((record.runner_key.clone(), record.job_id), record);
+            }
+            Command::Forget(key) => {
+                self.store.remove(&(runner_key(key.runner), key.job_id));
+            }
+            Command::Notice(notice) => {
+                let at = self.elapsed();
+                self.notices.push((at, notice));
+            }
+            Command::RequestJob { runner } => {
+                let poll_key = JobKey {
+                    runner,
+                    job_id: u64::MAX,
+                };
+                let outcome = match self.fault(Kind::Poll, poll_key) {
+                    Some(fault) => PollOutcome::Error {
+                        transient: fault.transient(),
+                    },
+                    None => match self.coordinator.take(runner, now) {
+                        Some(job) => PollOutcome::Job(job),
+                        None => PollOutcome::NoJob,
+                    },
+                };
+                self.schedule(Kind::Poll, Outcome::Poll(runner, outcome));
+            }
+            Command::CreateApp { job, name, flavor } => {
+                let fault = self.fault(Kind::Create, job);
+                let app = (fault.is_none_or(Fault::effect))
+                    .then(|| self.cloud.create(&name, job, &flavor));
+                let outcome = match (fault, app) {
+                    (None, Some(app)) => StepOutcome::Done(app),
+                    (Some(fault), _) if fault.transient() => StepOutcome::Failed {
+                        transient: true,
+                        user_message: "Clever Cloud API unavailable (503) while creating the application".to_owned(),
+                    },
+                    _ => StepOutcome::Failed {
+                        transient: false,
+                        user_message: "Clever Cloud refused to create the application: organisation quota reached"
+                            .to_owned(),
+                    },
+                };
+                self.schedule(Kind::Create, Outcome::Created(job, outcome));
+            }
+            Command::Deploy { job, app_id, .. } => {
+                let fault = self.fault(Kind::Deploy, job);
+                let mut outcome = step_outcome(fault, "git push to the application failed");
+                if fault.is_none_or(Fault::effect) {
+                    match self.cloud.push(&app_id) {
+                        None => {
+                            self.cloud.deploys_to_missing_app += 1;
+                            self.violation(format!(
+                                "deploy of j{} to missing application {app_id}",
+                                job.job_id
+                            ));
+                            outcome = StepOutcome::Failed {
+                                transient: false,
+                                user_message: "application not found".to_owned(),
+                            };
+                        }
+                        Some(true) => self.coordinator.push(job, &app_id, now),
+                        Some(false) => {}
+                    }
+                }
+                self.schedule(Kind::Deploy, Outcome::Deployed(job, outcome));
+            }
+            Command::CheckLaunch { job, .. } => {
+                let check = match self.fault(Kind::CheckLaunch, job) {
+                    Some(_) => LaunchCheck::NotYet,
+                    None => self.coordinator.launch_check(job),
+                };
+                self.schedule(Kind::CheckLaunch, Outcome::Launch(job, check));
+            }
+            Command::CheckStatus { job, .. } => {
+                let check = match self.fault(Kind::CheckStatus, job) {
+                    Some(_) => StatusCheck::Error,
+                    None => self.coordinator.status(job),
+                };
+                self.schedule(Kind::CheckStatus, Outcome::Status(job, check));
+            }
+            Command::AppendLog { job, text, .. } => {
+                let fault = self.fault(Kind::AppendLog, job);
+                let mut outcome = step_outcome(fault, "coordinator unavailable");
+                if fault.is_none_or(Fault::effect)
+                    && !self.coordinator.append(job, &text)
+                    && fault.is_none()
+                {
+                    outcome = StepOutcome::Failed {
+                        transient: false,
+                        user_message: "job is not running (403)".to_owned(),
+                    };
+                }
+                self.schedule(Kind::AppendLog, Outcome::Appended(job, outcome));
+            }
+            Command::ReportFailure { job, kind, .. } => {
+                let fault = self.fault(Kind::ReportFailure, job);
+                let mut outcome = step_outcome(fault, "coordinator unavailable");
+                if fault.is_none_or(Fault::effect)
+                    && !self.coordinator.report_failure(job, kind)
+                    && fault.is_none()
+                {
+                    outcome = StepOutcome::Failed {
+                        transient: false,
+                        user_message: "job is not running (403)".to_owned(),
+                    };
+                }
+                self.schedule(Kind::ReportFailure, Outcome::Reported(job, outcome));
+            }
+            Command::DeleteApp { job, app_id, name } => {
+                let fault = self.fault(Kind::Delete, job);
+                if fault.is_none_or(Fault::effect) {
+                    for app in self.cloud.delete(app_id.as_deref(), &name) {
+                        self.coordinator.kill(app.job, &app.id);
+                    }
+                }
+                let outcome = step_outcome(fault, "Clever Cloud API unavailable (503)");
+                self.schedule(Kind::Delete, Outcome::Deleted(job, outcome));
+            }
+        }
+    }
+
+    /// Whether this command fails, and how.
+    fn fault(&mut self, kind: Kind, key: JobKey) -> Option<Fault> {
+        if let Some(script) = self.faults.script.get_mut(&kind) {
+            if let Some(scripted) = script.pop_front() {
+                return scripted;
+            }
+        }
+        let transient_rate = self
+            .faults
+            .transient_rate
+            .get(&kind)
+            .copied()
+            .unwrap_or(0.0);
+        let permanent_rate = self
+            .faults
+            .permanent_rate
+            .get(&kind)
+            .copied()
+            .unwrap_or(0.0);
+        if transient_rate == 0.0 && permanent_rate == 0.0 {
+            return None;
+        }
+        let consecutive = self.consecutive_faults.entry((kind, key)).or_default();
+        let cap = self
+            .faults
+            .max_consecutive
+            .get(&kind)
+            .copied()
+            .unwrap_or(u32::MAX);
+        let roll: f64 = self.rng.gen();
+        let fault = if *consecutive >= cap {
+            None
+        } else if roll < permanent_rate {
+            Some(Fault::Permanent {
+                effect: self.rng.gen_bool(0.5),
+            })
+        } else if roll < permanent_rate + transient_rate {
+            Some(Fault::Transient {
+                effect: self.rng.gen_bool(0.5),
+            })
+        } else {
+            None
+        };
+        let consecutive = self.consecutive_faults.entry((kind, key)).or_default();
+        *consecutive = if fault.is_some() { *consecutive + 1 } else { 0 };
+        fault
+    }
+
+    fn schedule(&mut self, kind: Kind, outcome: Outcome) {
+        let mut delay = self.delays.fixed.get(&kind).copied().unwrap_or_default();
+        if let Some(max) = self.delays.random_max {
+            let max_ms = max.as_millis() as u64;
+            delay += Duration::from_millis(self.rng.gen_range(0..=max_ms));
+        }
+        self.seq += 1;
+        self.in_flight.push(InFlight {
+            at: self.now + delay,
+            seq: self.seq,
+            outcome,
+        });
+    }
+
+    fn deliver(&mut self, outcome: Outcome) {
+        let now = self.now;
+        let (job, text) = describe_outcome(&outcome);
+        self.note(job, format!("  <- {text}"));
+        match outcome {
+            Outcome::Poll(runner, outcome) => {
+                if let PollOutcome::Job(job) = &outcome {
+                    self.delivered.insert(JobKey {
+                        runner,
+                        job_id: job.job_id,
+                    });
+                }
+                self.dispatcher.handle_poll(runner, outcome, now);
+            }
+            Outcome::Created(key, outcome) => self.dispatcher.handle_created(key, outcome, now),
+            Outcome::Deployed(key, outcome) => self.dispatcher.handle_deployed(key, outcome, now),
+            Outcome::Launch(key, check) => self.dispatcher.handle_launch_check(key, check, now),
+            Outcome::Status(key, check) => self.dispatcher.handle_status(key, check, now),
+            Outcome::Appended(key, outcome) => {
+                self.dispatcher.handle_log_appended(key, outcome, now)
+            }
+            Outcome::Reported(key, outcome) => {
+                self.dispatcher.handle_failure_reported(key, outcome, now)
+            }
+            Outcome::Deleted(key, outcome) => self.dispatcher.handle_deleted(key, outcome, now),
+        }
+    }
+
+    fn runner_of_key(&self, key: &str) -> Option<RunnerIdx> {
+        self.runners.iter().position(|runner| runner.key == key)
+    }
+
+    // ----- invariants -----
+
+    fn violation(&mut self, text: String) {
+        let line = format!("{}: at {:?}: {text}", self.label, self.elapsed());
+        self.note(None, format!("VIOLATION {text}"));
+        self.violations.push(line);
+    }
+
+    /// The invariants that hold after every step.
+    pub fn check_invariants(&mut self) {
+        let stats = self.dispatcher.stats();
+        let quota = self.config.quota;
+        let mut found = Vec::new();
+        if stats.weight + stats.reserved_weight > quota + EPSILON {
+            found.push(format!(
+                "tracked weight {:.3} + reserved {:.3} over quota {quota:.3}",
+                stats.weight, stats.reserved_weight
+            ));
+        }
+        let tracked: f64 = self.dispatcher.jobs().map(|job| job.weight()).sum();
+        if (tracked - stats.weight).abs() > EPSILON {
+            found.push(format!(
+                "stats weight {:.3} differs from the jobs' {tracked:.3}",
+                stats.weight
+            ));
+        }
+        let live = self.cloud.live_weight();
+        if live > quota + EPSILON {
+            found.push(format!("cloud live weight {live:.3} over quota {quota:.3}"));
+        }
+        if stats.jobs + stats.polls_in_flight > self.config.concurrent {
+            found.push(format!(
+                "{} jobs + {} polls over concurrent {}",
+                stats.jobs, stats.polls_in_flight, self.config.concurrent
+            ));
+        }
+        let provisioning = self
+            .dispatcher
+            .jobs()
+            .filter(|job| job.stage.is_provisioning())
+            .count();
+        if provisioning + stats.polls_in_flight > self.config.max_provisioning {
+            found.push(format!(
+                "{provisioning} jobs provisioning + {} polls over max_provisioning {}",
+                stats.polls_in_flight, self.config.max_provisioning
+            ));
+        }
+        for (runner, spec) in self.runners.iter().enumerate() {
+            let jobs_weight: f64 = self
+                .dispatcher
+                .jobs()
+                .filter(|job| job.key.runner == runner)
+                .map(|job| job.weight())
+                .sum();
+            let polling = self.in_flight.iter().any(
+                |in_flight| matches!(in_flight.outcome, Outcome::Poll(idx, _) if idx == runner),
+            );
+            let reserved = if polling { spec.max_job_weight() } else { 0.0 };
+            let cap = self
+                .config
+                .allowed_fraction_per_runner
+                .min(spec.quota_max_fraction)
+                * quota;
+            if jobs_weight + reserved > cap + EPSILON {
+                found.push(format!(
+                    "runner {runner} weight {jobs_weight:.3} + reserved {reserved:.3} over its share {cap:.3}"
+                ));
+            }
+            self.maxima.runner_weight[runner] = self.maxima.runner_weight[runner].max(jobs_weight);
+        }
+        self.maxima.weight = self.maxima.weight.max(stats.weight);
+        self.maxima.jobs = self.maxima.jobs.max(stats.jobs);
+        self.maxima.provisioning = self.maxima.provisioning.max(provisioning);
+        for text in found {
+            self.violation(text);
+        }
+    }
+
+    /// What must hold once a run is settled: nothing leaked, every job that
+    /// reached the store ended launched, failed with a message, or
+    /// cancelled, and none ran twice.
+    pub fn final_violations(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for app in self.cloud.apps.values() {
+            found.push(format!(
+                "leaked application {} ({}) of j{}",
+                app.id, app.name, app.job.job_id
+            ));
+        }
+        if !self.store.is_empty() {
+            found.push(format!("{} records left in the store", self.store.len()));
+        }
+        if self.cloud.max_live_weight > self.config.quota + EPSILON {
+            found.push(format!(
+                "cloud live weight reached {:.3} over quota {:.3}",
+                self.cloud.max_live_weight, self.config.quota
+            ));
+        }
+        for job in self.coordinator.jobs.values() {
+            let key = job.key;
+            let id = key.job_id;
+            let pushes = self.cloud.pushes.get(&key).copied().unwrap_or(0);
+            if pushes > 1 || job.inner_starts > 1 {
+                found.push(format!(
+                    "j{id} deployed {pushes} times, started {} times",
+                    job.inner_starts
+                ));
+            }
+            if job.state == CoordState::Pending {
+                if self.runner_can_poll(key.runner) {
+                    found.push(format!("j{id} never taken"));
+                }
+                continue;
+            }
+            if job.state == CoordState::Cancelled && !self.delivered.contains(&key) {
+                continue;
+            }
+            if !self.delivered.contains(&key) {
+                if !self.lost_in_transit.contains(&key) {
+                    found.push(format!(
+                        "j{id} handed out but never delivered nor lost in a crash"
+                    ));
+                }
+                continue;
+            }
+            if !self.saved.contains(&key) {
+                if !self.lost_unsaved.contains(&key) {
+                    found.push(format!("j{id} delivered but never saved"));
+                }
+                continue;
+            }
+            let launched = job.inner_starts > 0;
+            let failed_with_message =
+                matches!(job.state, CoordState::Failed(_)) && job.log.contains(RED);
+            let cancelled = job.state == CoordState::Cancelled;
+            // Without a launch watch the dispatcher takes a deployment for a
+            // launch (as the reference does): a job whose inner runner never
+            // starts stays running until the coordinator's job timeout.
+            let unwatched_timeout = job.state == CoordState::TimedOut
+                && self.runners[key.runner].launch_watch.is_none()
+                && !launched;
+            if !(launched || failed_with_message || cancelled || unwatched_timeout) {
+                found.push(format!(
+                    "j{id} neither launched, failed with a message nor cancelled: {:?}, log {:?}",
+                    job.state, job.log
+                ));
+            }
+            if job.state == CoordState::Running {
+                found.push(format!("j{id} still running on the coordinator"));
+            }
+        }
+        found
+    }
+
+    pub fn assert_no_violations(&self) {
+        assert!(
+            self.violations.is_empty(),
+            "{} violations:\n{}\n{}",
+            self.violations.len(),
+            self.violations.join("\n"),
+            self.trace_tail(40)
+        );
+    }
+
+    pub fn assert_final(&self) {
+        self.assert_no_violations();
+        let found = self.final_violations();
+        assert!(
+            found.is_empty(),
+            "{}: {}\n{}",
+            self.label,
+            found.join("\n"),
+            self.trace_tail(40)
+        );
+    }
+
+    // ----- traces -----
+
+    fn note(&mut self, job: Option<JobKey>, text: String) {
+        if self.tracing {
+            let at = self.elapsed();
+            self.trace.push(TraceLine { at, job, text });
+        }
+    }
+
+    /// The trace lines of one job, as `<seconds>s <text>`.
+    pub fn trace_of(&self, job_id: u64) -> String {
+        render(
+            self.trace
+                .iter()
+                .filter(|line| line.job.is_some_and(|key| key.job_id == job_id)),
+        )
+    }
+
+    /// The lines whose text starts with one of `prefixes`.
+    pub fn trace_matching(&self, prefixes: &[&str]) -> String {
+        render(self.trace.iter().filter(|line| {
+            prefixes
+                .iter()
+                .any(|prefix| line.text.trim_start().starts_with(prefix))
+        }))
+    }
+
+    pub fn trace_tail(&self, count: usize) -> String {
+        let skip = self.trace.len().saturating_sub(count);
+        render(self.trace.iter().skip(skip))
+    }
+
+    /// Times (from the start) at which commands starting with `prefix` ran.
+    pub fn times_of(&self, prefix: &str) -> Vec<u64> {
+        self.trace
+            .iter()
+            .filter(|line| line.text.starts_with(prefix))
+            .map(|line| line.at.as_secs())
+            .collect()
+    }
+
+    /// Number of side-effect commands of `kind` executed for job `job_id`.
+    pub fn count(&self, kind: Kind, job_id: u64) -> u32 {
+        self.executed.get(&(kind, job_id)).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self, kind: Kind) -> u32 {
+        self.executed
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    /// One line for a command, as traces show it.
+    pub fn describe(&self, command: &Command) -> String {
+        match command {
+            Command::RequestJob { runner } => format!("RequestJob r{runner}"),
+            Command::Save(record) => format!("Save j{} {}", record.job_id, describe_record(record)),
+            Command::Forget(key) => format!("Forget j{}", key.job_id),
+            Command::CreateApp { job, name, flavor } => {
+                format!("CreateApp j{} {name} {}", job.job_id, flavor.api_name)
+            }
+            Command::Deploy { job, app_id, .. } => format!("Deploy j{} {app_id}", job.job_id),
+            Command::CheckLaunch { job, .. } => format!("CheckLaunch j{}", job.job_id),
+            Command::CheckStatus { job, .. } => format!("CheckStatus j{}", job.job_id),
+            Command::AppendLog { job, text, .. } => format!("AppendLog j{} {text:?}", job.job_id),
+            Command::ReportFailure { job, kind, .. } => {
+                format!("ReportFailure j{} {kind:?}", job.job_id)
+            }
+            Command::DeleteApp { job, app_id, name } => match app_id {
+                Some(id) => format!("DeleteApp j{} {id}", job.job_id),
+                None => format!("DeleteApp j{} name={name}", job.job_id),
+            },
+            Command::Notice(notice) => describe_notice(notice),
+        }
+    }
+}
+
+fn render<'a>(lines: impl Iterator<Item = &'a TraceLine>) -> String {
+    let mut out = String::new();
+    for line in lines {
+        let _ = writeln!(out, "{}s {}", line.at.as_secs(), line.text);
+    }
+    out
+}
+
+fn step_outcome(fault: Option<Fault>, message: &str) -> StepOutcome<()> {
+    match fault {
+        None => StepOutcome::Done(()),
+        Some(fault) => StepOutcome::Failed {
+            transient: fault.transient(),
+            user_message: message.to_owned(),
+        },
+    }
+}
+
+fn describe_record(record: &JobRecord) -> String {
+    let mut text = record.stage.as_str().to_owned();
+    if record.stage == StageRecord::Failing {
+        let kind = record
+            .failure_kind
+            .map_or("?".to_owned(), |kind| format!("{kind:?}"));
+        let written = if record.message_written {
+            "written"
+        } else {
+            "unwritten"
+        };
+        let _ = write!(text, " {kind} {written}");
+    }
+    if let Some(id) = &record.app_id {
+        let _ = write!(text, " {id}");
+    } else if record.app_maybe {
+        text.push_str(" maybe");
+    }
+    text
+}
+
+fn describe_notice(notice: &Notice) -> String {
+    match notice {
+        Notice::Acquired {
+            job,
+            flavor,
+            weight,
+        } => {
+            format!("Notice acquired j{} {flavor} {weight:.2}", job.job_id)
+        }
+        Notice::Launched { job } => format!("Notice launched j{}", job.job_id),
+        Notice::Finished { job } => format!("Notice finished j{}", job.job_id),
+        Notice::Failed { job, .. } => format!("Notice failed j{}", job.job_id),
+        Notice::Retrying {
+            job,
+            step,
+            attempt,
+            max_attempts,
+            delay,
+        } => format!(
+            "Notice retrying j{} {step} attempt {attempt}/{max_attempts} in {}s",
+            job.job_id,
+            delay.as_secs()
+        ),
+        Notice::Decommissioned { job } => format!("Notice decommissioned j{}", job.job_id),
+        Notice::GaveUp { job, step } => format!("Notice gave up j{} {step}", job.job_id),
+    }
+}
+
+fn describe_step<T>(outcome: &StepOutcome<T>, done: &str, failed: &str) -> String {
+    match outcome {
+        StepOutcome::Done(_) => done.to_owned(),
+        StepOutcome::Failed {
+            transient: true, ..
+        } => format!("{failed} (transient)"),
+        StepOutcome::Failed {
+            transient: false, ..
+        } => format!("{failed} (permanent)"),
+    }
+}
+
+fn describe_outcome(outcome: &Outcome) -> (Option<JobKey>, String) {
+    match outcome {
+        Outcome::Poll(runner, poll) => match poll {
+            PollOutcome::Job(job) => (
+                Some(JobKey {
+                    runner: *runner,
+                    job_id: job.job_id,
+                }),
+                format!("r{runner} job j{}", job.job_id),
+            ),
+            PollOutcome::NoJob => (None, format!("r{runner} no job")),
+            PollOutcome::Error { transient } => {
+                (None, format!("r{runner} error (transient: {transient})"))
+            }
+            PollOutcome::Cancelled => (None, format!("r{runner} cancelled")),
+        },
+        Outcome::Created(key, outcome) => {
+            let text = match outcome {
+                StepOutcome::Done(app) => format!("j{} created {}", key.job_id, app.id),
+                failed => format!(
+                    "j{} {}",
+                    key.job_id,
+                    describe_step(failed, "", "create failed")
+                ),
+            };
+            (Some(*key), text)
+        }
+        Outcome::Deployed(key, outcome) => (
+            Some(*key),
+            format!(
+                "j{} {}",
+                key.job_id,
+                describe_step(outcome, "deployed", "deploy failed")
+            ),
+        ),
+        Outcome::Launch(key, check) => (Some(*key), format!("j{} launch {check:?}", key.job_id)),
+        Outcome::Status(key, check) => (Some(*key), format!("j{} status {check:?}", key.job_id)),
+        Outcome::Appended(key, outcome) => (
+            Some(*key),
+            format!(
+                "j{} {}",
+                key.job_id,
+                describe_step(outcome, "log appended", "log append failed")
+            ),
+        ),
+        Outcome::Reported(key, outcome) => (
+            Some(*key),
+            format!(
+                "j{} {}",
+                key.job_id,
+                describe_step(outcome, "failure reported", "report failed")
+            ),
+        ),
+        Outcome::Deleted(key, outcome) => (
+            Some(*key),
+            format!(
+                "j{} {}",
+                key.job_id,
+                describe_step(outcome, "deleted", "delete failed")
+            ),
+        ),
+    }
+}
+
+/// The job a command is about.
+pub fn command_job(command: &Command) -> Option<JobKey> {
+    match command {
+        Command::RequestJob { .. } => None,
+        Command::Save(record) => {
+            // Runner keys are `runner-<idx>`.
+            let runner = record
+                .runner_key
+                .strip_prefix("runner-")
+                .and_then(|idx| idx.parse().ok())?;
+            Some(JobKey {
+                runner,
+                job_id: record.job_id,
+            })
+        }
+        Command::Forget(key) => Some(*key),
+        Command::CreateApp { job, .. }
+        | Command::Deploy { job, .. }
+        | Command::CheckLaunch { job, .. }
+        | Command::CheckStatus { job, .. }
+        | Command::AppendLog { job, .. }
+        | Command::ReportFailure { job, .. }
+        | Command::DeleteApp { job, .. } => Some(*job),
+        Command::Notice(notice) => Some(match notice {
+            Notice::Acquired { job, .. }
+            | Notice::Launched { job }
+            | Notice::Finished { job }
+            | Notice::Failed { job, .. }
+            | Notice::Retrying { job, .. }
+            | Notice::Decommissioned { job }
+            | Notice::GaveUp { job, .. } => *job,
+        }),
+    }
+}
+
+/// The kind of a command that has an outcome.
+pub fn command_kind(command: &Command) -> Option<Kind> {
+    Some(match command {
+        Command::RequestJob { .. } => Kind::Poll,
+        Command::CreateApp { .. } => Kind::Create,
+        Command::Deploy { .. } => Kind::Deploy,
+        Command::CheckLaunch { .. } => Kind::CheckLaunch,
+        Command::CheckStatus { .. } => Kind::CheckStatus,
+        Command::AppendLog { .. } => Kind::AppendLog,
+        Command::ReportFailure { .. } => Kind::ReportFailure,
+        Command::DeleteApp { .. } => Kind::Delete,
+        Command::Save(_) | Command::Forget(_) | Command::Notice(_) => return None,
+    })
+}
+
+/// Commands that act on the outside world (not records or notices).
+pub fn has_effect(command: &Command) -> bool {
+    command_kind(command).is_some()
+}
+
+/// Asserts that `actual` equals `expected` line by line, ignoring the
+/// indentation of `expected` (so it can sit in an indented raw string).
+#[track_caller]
+pub fn assert_lines(actual: &str, expected: &str) {
+    let expected: Vec<&str> = expected
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    let actual_lines: Vec<&str> = actual.lines().map(str::trim).collect();
+    if expected != actual_lines {
+        panic!(
+            "trace mismatch\n--- expected\n{}\n--- actual\n{}",
+            expected.join("\n"),
+            actual_lines.join("\n")
+        );
+    }
+}
+
+/// Asserts that the first line starting with `first` comes before the first
+/// line starting with `second`.
+#[track_caller]
+pub fn assert_before(trace: &str, first: &str, second: &str) {
+    let position = |prefix: &str| {
+        trace
+            .lines()
+            .position(|line| {
+                line.split_once(' ')
+                    .is_some_and(|(_, text)| text.starts_with(prefix))
+            })
+            .unwrap_or_else(|| panic!("no line starting with {prefix:?} in\n{trace}"))
+    };
+    assert!(
+        position(first) < position(second),
+        "{first:?} not before {second:?} in\n{trace}"
+    );
+}
