@@ -40,7 +40,15 @@ pub struct CleverClient {
     /// `token <cc_token>`, marked sensitive so that HTTP debug output hides it.
     authorization: HeaderValue,
     timeout: Duration,
+    /// After a 429, every call of this client (and its clones) waits until
+    /// then: a rate limit slows the whole API down, not one call.
+    paused_until: std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
 }
+
+/// Wait after a 429 without `Retry-After`.
+const RATE_LIMIT_DEFAULT_PAUSE: Duration = Duration::from_secs(5);
+/// Longest wait a `Retry-After` may impose.
+const RATE_LIMIT_MAX_PAUSE: Duration = Duration::from_secs(60);
 
 /// What [`CleverClient::create_app`] needs to create a job's application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +245,7 @@ impl CleverClient {
             orga_id: orga_id.to_owned(),
             authorization,
             timeout: DEFAULT_TIMEOUT,
+            paused_until: Default::default(),
         })
     }
 
@@ -514,6 +523,12 @@ impl CleverClient {
             // Also sets `Content-Type: application/json`.
             request = request.json(body);
         }
+        let pause = self.paused_until.lock().ok().and_then(|until| *until);
+        if let Some(until) = pause {
+            if until > tokio::time::Instant::now() {
+                tokio::time::sleep_until(until).await;
+            }
+        }
         let started = Instant::now();
         let transport = |err: reqwest::Error| {
             let (detail, timed_out) = crate::describe_http_error(err);
@@ -525,6 +540,25 @@ impl CleverClient {
         };
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
+        if status == 429 {
+            let wait = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(RATE_LIMIT_DEFAULT_PAUSE)
+                .min(RATE_LIMIT_MAX_PAUSE);
+            tracing::warn!(
+                action,
+                wait_secs = wait.as_secs(),
+                "Clever Cloud API rate limit: slowing down every call"
+            );
+            if let Ok(mut until) = self.paused_until.lock() {
+                let candidate = tokio::time::Instant::now() + wait;
+                *until = Some(until.map_or(candidate, |current| current.max(candidate)));
+            }
+        }
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {

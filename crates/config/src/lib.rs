@@ -54,6 +54,10 @@ pub struct Config {
     pub max_concurrent_provisioning: usize,
     /// `paas_min_seconds_between_launches`.
     pub min_seconds_between_launches: Duration,
+    /// `paas_reconcile_interval` (ours): time between listings of the
+    /// cloud's applications, to adopt or delete what no job accounts for;
+    /// 0 turns them off.
+    pub reconcile_interval: Duration,
     /// `paas_finished_jobs_keep_resources`: never delete job VMs (debugging).
     pub finished_jobs_keep_resources: bool,
     /// `paas_decommission_launch_failures` (the reference README says
@@ -118,6 +122,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     })
 }
 
+/// Default of `paas_reconcile_interval`.
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(300);
+
 /// Global keys read here.
 const GLOBAL_KEYS: &[&str] = &[
     "concurrent",
@@ -133,6 +140,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "pass_decommision_launched_failures",
     "paas_repoll_same_runner_immediately",
     "paas_log_statistics",
+    "paas_reconcile_interval",
     "listen_address",
     "runners",
 ];
@@ -233,6 +241,9 @@ fn parse_with(text: &str, path: &Path, read_file: ReadFile<'_>) -> Result<Config
             .bool("paas_repoll_same_runner_immediately")?
             .unwrap_or(true),
         log_statistics: root.bool("paas_log_statistics")?.unwrap_or(true),
+        reconcile_interval: root
+            .seconds("paas_reconcile_interval", true)?
+            .unwrap_or(DEFAULT_RECONCILE_INTERVAL),
         listen_address,
         runners,
         warnings,

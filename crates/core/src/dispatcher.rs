@@ -73,6 +73,9 @@ pub struct DispatcherConfig {
     /// No runner may use more than this fraction of the quota
     /// (`allowed_fraction_per_runner`).
     pub allowed_fraction_per_runner: f64,
+    /// Time between reconciliations (listing the cloud's applications to
+    /// adopt or delete what no job accounts for). Zero turns them off.
+    pub reconcile_interval: Duration,
 }
 
 /// What the dispatcher knows of one `[[runners]]` entry.
@@ -122,6 +125,18 @@ pub struct LaunchWatch {
 pub enum Command {
     /// Ask the runner's coordinator for a job.
     RequestJob { runner: RunnerIdx },
+    /// Tell the coordinator we run the job (two-phase commit: sent once the
+    /// job is recorded; a keep-alive on coordinators without it).
+    ConfirmJob { job: JobKey, token: Secret },
+    /// List the runner's applications in the cloud (reconciliation).
+    ListApps { runner: RunnerIdx },
+    /// Delete an application that no job accounts for.
+    DeleteOrphan {
+        runner: RunnerIdx,
+        app_id: String,
+        name: String,
+        created_ms: Option<i64>,
+    },
     /// Persist this job record (insert or replace) before the next commands.
     Save(JobRecord),
     /// The job is over: drop its record.
@@ -203,6 +218,51 @@ pub enum Notice {
         job: JobKey,
         step: &'static str,
     },
+    /// The coordinator no longer offers the job to us (two-phase commit
+    /// window lapsed, cancelled before we started).
+    Withdrawn {
+        job: JobKey,
+    },
+    /// An application of a tracked job, whose creation outcome was unknown,
+    /// was found and adopted.
+    Adopted {
+        job: JobKey,
+        app_id: String,
+    },
+    /// An application no job accounts for was found.
+    Orphan {
+        runner: RunnerIdx,
+        app_id: String,
+        name: String,
+    },
+}
+
+/// Result of a job confirmation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmCheck {
+    Confirmed,
+    /// The job is not ours to run.
+    Gone,
+    /// The coordinator could not answer.
+    Error,
+}
+
+/// An application of the runner found in the cloud.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedApp {
+    pub id: String,
+    pub name: String,
+    pub weight: f64,
+    pub created_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+struct Orphan {
+    runner: RunnerIdx,
+    name: String,
+    weight: f64,
+    created_ms: Option<i64>,
+    busy: bool,
 }
 
 /// Result of a job request.
@@ -294,6 +354,11 @@ pub struct Dispatcher {
     commands: VecDeque<Command>,
     /// Runner to consider first at the next polling round (fairness).
     poll_cursor: usize,
+    /// Applications no job accounts for, by id, until deleted.
+    orphans: BTreeMap<String, Orphan>,
+    /// Next reconciliation, and whether one is under way per runner.
+    next_reconcile_at: Option<Instant>,
+    listing: Vec<bool>,
     shutting_down: bool,
     acquired_total: u64,
     launched_total: u64,
@@ -303,6 +368,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(config: DispatcherConfig, runners: Vec<RunnerSpec>) -> Self {
+        let runner_count = runners.len();
         Dispatcher {
             config,
             runners: runners
@@ -322,6 +388,9 @@ impl Dispatcher {
             next_launch_at: None,
             commands: VecDeque::new(),
             poll_cursor: 0,
+            orphans: BTreeMap::new(),
+            next_reconcile_at: None,
+            listing: vec![false; runner_count],
             shutting_down: false,
             acquired_total: 0,
             launched_total: 0,
@@ -379,7 +448,12 @@ impl Dispatcher {
                 project_id: record.project_id,
                 payload: record.payload.clone(),
                 failure_reasons: record.failure_reasons.clone(),
-                flavor: record.flavor.clone(),
+                // Records imported from heptapod-paas-runner may lack it.
+                flavor: if record.flavor.is_empty() {
+                    self.runners[runner].spec.default_flavor.clone()
+                } else {
+                    record.flavor.clone()
+                },
                 expected_weight: record.expected_weight,
                 stage,
                 resource,
@@ -387,8 +461,9 @@ impl Dispatcher {
                 next_step_at: None,
                 attempts: 0,
                 failed: record.failed,
+                confirmed: record.confirmed,
             };
-            if job.stage == Stage::Queued {
+            if job.stage == Stage::Queued && job.confirmed {
                 // Only the launch queue moves a queued job on.
                 self.launch_queue.push_back(key);
             }
@@ -413,7 +488,10 @@ impl Dispatcher {
 
     /// Nothing in flight: safe to exit after a shutdown.
     pub fn is_quiescent(&self) -> bool {
-        !self.runners.iter().any(|r| r.poll_in_flight) && !self.jobs.values().any(|j| j.busy)
+        !self.runners.iter().any(|r| r.poll_in_flight)
+            && !self.jobs.values().any(|j| j.busy)
+            && !self.listing.iter().any(|listing| *listing)
+            && !self.orphans.values().any(|orphan| orphan.busy)
     }
 
     pub fn config(&self) -> &DispatcherConfig {
@@ -463,7 +541,12 @@ impl Dispatcher {
         } else {
             self.next_launch_at
         };
-        [job_wakeup, poll_wakeup, launch_wakeup]
+        let reconcile_wakeup = if self.shutting_down || self.config.reconcile_interval.is_zero() {
+            None
+        } else {
+            self.next_reconcile_at
+        };
+        [job_wakeup, poll_wakeup, launch_wakeup, reconcile_wakeup]
             .into_iter()
             .flatten()
             .min()
@@ -506,6 +589,7 @@ impl Dispatcher {
                 Stage::Decommissioning => stats.decommissioning += 1,
             }
         }
+        stats.weight += self.orphan_weight();
         for runner in &self.runners {
             stats.reserved_weight += runner.reserved;
             stats.polls_in_flight += usize::from(runner.poll_in_flight);
@@ -780,6 +864,218 @@ impl Dispatcher {
 
     // ----- decisions -----
 
+    pub fn handle_confirmed(&mut self, key: JobKey, check: ConfirmCheck, now: Instant) {
+        let job = outcome_job!(self, key);
+        match check {
+            ConfirmCheck::Confirmed => self.confirm(key),
+            ConfirmCheck::Gone => {
+                // Nothing was created before the confirmation.
+                self.commands
+                    .push_back(Command::Notice(Notice::Withdrawn { job: key }));
+                self.finish(key);
+            }
+            ConfirmCheck::Error => {
+                job.attempts += 1;
+                if job.attempts < REPORT_ATTEMPTS {
+                    let delay = backoff(job.attempts);
+                    let attempt = job.attempts;
+                    self.wake_at(key, now + delay);
+                    self.commands.push_back(Command::Notice(Notice::Retrying {
+                        job: key,
+                        step: "confirm job",
+                        attempt,
+                        max_attempts: REPORT_ATTEMPTS,
+                        delay,
+                    }));
+                } else {
+                    // Without two-phase commit the job already runs on the
+                    // coordinator: going on is the only way not to strand it.
+                    // With it, the coordinator drops the job and the inner
+                    // runner is refused; the status checks then clean up.
+                    self.commands.push_back(Command::Notice(Notice::GaveUp {
+                        job: key,
+                        step: "confirm job",
+                    }));
+                    self.confirm(key);
+                }
+            }
+        }
+        self.drive(now);
+    }
+
+    fn confirm(&mut self, key: JobKey) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        job.confirmed = true;
+        job.attempts = 0;
+        if job.stage == Stage::Queued {
+            self.launch_queue.push_back(key);
+        }
+        self.save(key);
+        self.ready.insert(key);
+    }
+
+    /// The coordinator says the job is over (cancelled, failed, timed out)
+    /// while a step was under way for it: the step's outcome will not come;
+    /// whatever was created is deleted.
+    pub fn handle_job_over(&mut self, key: JobKey, now: Instant) {
+        let job = outcome_job!(self, key);
+        job.attempts = 0;
+        self.launch_queue.retain(|queued| *queued != key);
+        self.commands
+            .push_back(Command::Notice(Notice::Finished { job: key }));
+        let job = outcome_job!(self, key);
+        if matches!(job.resource, Resource::None) {
+            self.finish(key);
+        } else {
+            job.stage = Stage::Decommissioning;
+            self.save(key);
+            self.ready.insert(key);
+        }
+        self.drive(now);
+    }
+
+    /// The applications of a runner found in the cloud (`None`: the listing
+    /// failed; it is tried again at the next reconciliation).
+    pub fn handle_app_list(
+        &mut self,
+        runner: RunnerIdx,
+        apps: Option<Vec<ListedApp>>,
+        now: Instant,
+    ) {
+        if let Some(listing) = self.listing.get_mut(runner) {
+            *listing = false;
+        }
+        let Some(apps) = apps else {
+            self.drive(now);
+            return;
+        };
+        let prefix = format!("hpd-job-{}-", self.runners[runner].spec.key);
+        for app in apps {
+            let Some(job_id) = app
+                .name
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let key = JobKey { runner, job_id };
+            let adopt = match self.jobs.get(&key) {
+                Some(job) => match &job.resource {
+                    Resource::Exists(existing) if existing.id == app.id => continue,
+                    // A second application for one job: the extra one goes.
+                    Resource::Exists(_) => false,
+                    Resource::Maybe | Resource::None => {
+                        !job.failed && !matches!(job.stage, Stage::Decommissioning)
+                    }
+                },
+                None => false,
+            };
+            if adopt {
+                if let Some(job) = self.jobs.get_mut(&key) {
+                    job.resource = Resource::Exists(App {
+                        id: app.id.clone(),
+                        weight: app.weight,
+                    });
+                }
+                self.commands.push_back(Command::Notice(Notice::Adopted {
+                    job: key,
+                    app_id: app.id,
+                }));
+                self.save(key);
+                self.ready.insert(key);
+                continue;
+            }
+            if self.jobs.get(&key).is_some_and(|job| {
+                matches!(job.resource, Resource::Maybe)
+                    && matches!(job.stage, Stage::Decommissioning | Stage::Failing { .. })
+            }) {
+                // Its job already deletes every application of that name.
+                continue;
+            }
+            if !self.orphans.contains_key(&app.id) {
+                self.commands.push_back(Command::Notice(Notice::Orphan {
+                    runner,
+                    app_id: app.id.clone(),
+                    name: app.name.clone(),
+                }));
+                self.orphans.insert(
+                    app.id.clone(),
+                    Orphan {
+                        runner,
+                        name: app.name,
+                        weight: app.weight,
+                        created_ms: app.created_ms,
+                        busy: false,
+                    },
+                );
+            }
+        }
+        self.drive(now);
+    }
+
+    /// Outcome of an orphan deletion (a failed one is tried again at the
+    /// next reconciliation).
+    pub fn handle_orphan_deleted(&mut self, app_id: &str, deleted: bool, now: Instant) {
+        if deleted {
+            self.orphans.remove(app_id);
+        } else if let Some(orphan) = self.orphans.get_mut(app_id) {
+            orphan.busy = false;
+        }
+        self.drive(now);
+    }
+
+    /// Weight of applications no job accounts for (until deleted).
+    pub fn orphan_weight(&self) -> f64 {
+        self.orphans.values().map(|orphan| orphan.weight).sum()
+    }
+
+    fn start_reconciliation(&mut self, now: Instant) {
+        if self.shutting_down || self.config.reconcile_interval.is_zero() {
+            return;
+        }
+        if self.next_reconcile_at.is_some_and(|at| at > now) {
+            return;
+        }
+        self.next_reconcile_at = Some(now + self.config.reconcile_interval);
+        for runner in 0..self.runners.len() {
+            if !self.listing[runner] {
+                self.listing[runner] = true;
+                self.commands.push_back(Command::ListApps { runner });
+            }
+        }
+        for (app_id, orphan) in self.orphans.iter_mut() {
+            if !orphan.busy {
+                orphan.busy = true;
+                self.commands.push_back(Command::DeleteOrphan {
+                    runner: orphan.runner,
+                    app_id: app_id.clone(),
+                    name: orphan.name.clone(),
+                    created_ms: orphan.created_ms,
+                });
+            }
+        }
+    }
+
+    /// Deletes newly found orphans at once (the periodic pass retries).
+    fn delete_orphans(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        for (app_id, orphan) in self.orphans.iter_mut() {
+            if !orphan.busy {
+                orphan.busy = true;
+                self.commands.push_back(Command::DeleteOrphan {
+                    runner: orphan.runner,
+                    app_id: app_id.clone(),
+                    name: orphan.name.clone(),
+                    created_ms: orphan.created_ms,
+                });
+            }
+        }
+    }
+
     fn accept_job(&mut self, runner: RunnerIdx, new_job: NewJob, now: Instant) {
         let key = JobKey {
             runner,
@@ -829,6 +1125,7 @@ impl Dispatcher {
             next_step_at: None,
             attempts: 0,
             failed: false,
+            confirmed: false,
         };
         self.jobs.insert(key, job);
         self.acquired_total += 1;
@@ -837,9 +1134,10 @@ impl Dispatcher {
             flavor: flavor_name,
             weight: expected_weight,
         }));
-        match failure {
-            Some(failure) => self.fail(key, failure),
-            None => self.launch_queue.push_back(key),
+        // Nothing happens for the job before the coordinator has been told
+        // we run it (see `step`); a confirmed job then joins the launch queue.
+        if let Some(failure) = failure {
+            self.fail(key, failure);
         }
         self.save(key);
         self.ready.insert(key);
@@ -939,6 +1237,8 @@ impl Dispatcher {
 
     /// Starts whatever can start now.
     fn drive(&mut self, now: Instant) {
+        self.start_reconciliation(now);
+        self.delete_orphans();
         self.start_launches(now);
         // A step can make a job ready again (a failure found while
         // stepping): loop until none is. Each such step changes the job's
@@ -987,9 +1287,25 @@ impl Dispatcher {
         if job.busy || job.next_step_at.is_some_and(|at| at > now) {
             return;
         }
+        if !job.confirmed {
+            job.busy = true;
+            let command = Command::ConfirmJob {
+                job: key,
+                token: job.token.clone(),
+            };
+            self.commands.push_back(command);
+            return;
+        }
         let spec = &self.runners[key.runner].spec;
         let command = match &job.stage {
             Stage::Queued => None,
+            Stage::Provisioning if matches!(job.resource, Resource::Exists(_)) => {
+                // Adopted by a reconciliation: nothing to create.
+                job.stage = Stage::Deploying;
+                self.save(key);
+                self.ready.insert(key);
+                return;
+            }
             Stage::Provisioning => {
                 let flavor = spec.flavors.get(&job.flavor).cloned();
                 match flavor {
@@ -1129,6 +1445,7 @@ impl Dispatcher {
             return false;
         }
         let used: f64 = self.jobs.values().map(Job::weight).sum::<f64>()
+            + self.orphan_weight()
             + self.runners.iter().map(|r| r.reserved).sum::<f64>();
         if used + min_weight > self.config.quota + EPSILON {
             return false;

@@ -130,6 +130,9 @@ pub struct Job {
     pub attempts: u32,
     /// The job ended with a failure we reported (counted in statistics).
     pub failed: bool,
+    /// The coordinator was told we run the job (two-phase commit). Nothing
+    /// is created for a job before that.
+    pub confirmed: bool,
 }
 
 impl Job {

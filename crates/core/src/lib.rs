@@ -13,8 +13,8 @@ pub mod record;
 pub mod secret;
 
 pub use dispatcher::{
-    backoff, Command, Dispatcher, DispatcherConfig, LaunchCheck, LaunchWatch, Notice, PollOutcome,
-    RunnerSpec, Stats, StatusCheck, StepOutcome,
+    backoff, Command, ConfirmCheck, Dispatcher, DispatcherConfig, LaunchCheck, LaunchWatch,
+    ListedApp, Notice, PollOutcome, RunnerSpec, Stats, StatusCheck, StepOutcome,
 };
 pub use flavor::{weight_of_ram_mib, Flavor, FlavorTable};
 pub use job::{App, Failure, FailureKind, Job, JobKey, NewJob, Resource, RunnerIdx, Stage};

@@ -65,6 +65,7 @@ pub struct JobRecord {
     pub failure_message: Option<String>,
     pub message_written: bool,
     pub failed: bool,
+    pub confirmed: bool,
 }
 
 impl JobRecord {
@@ -108,6 +109,7 @@ impl JobRecord {
             failure_message,
             message_written,
             failed: job.failed,
+            confirmed: job.confirmed,
         }
     }
 }

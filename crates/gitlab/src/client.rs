@@ -34,10 +34,20 @@ pub const MAX_TRACE_CHUNK_BYTES: usize = 1024 * 1024;
 /// gitlab-runner sets about its own log and update handling, which the inner
 /// runner does as well since it talks to the coordinator itself. Claiming
 /// too little is not harmless: Rails fails jobs needing a feature we did not
-/// claim (`runner_unsupported`, reference §2.2). Deliberately absent:
+/// claim (`runner_unsupported`, reference §2.2).
 ///
-/// - `two_phase_job_commit`: the job would stay `pending` while we
-///   provision, and be dropped unless we sent keep-alives (reference §2.6);
+/// `two_phase_job_commit` is claimed (reference §2.6): on GitLab >= 18.5 the
+/// 201 then leaves the job `pending`, reserved for us, and paas-runner
+/// commits it with [`CoordinatorClient::confirm_job`] right after recording
+/// it durably. A process killed between the 201 and that record leaves a
+/// job that GitLab drops after 2 minutes as `runner_provisioning_timeout`
+/// (visible, and retried if `retry:` allows) instead of one running with
+/// nobody behind it. Provisioning happens after the commit, so no
+/// keep-alives are needed. Older coordinators ignore the flag and answer
+/// the commit as a keep-alive.
+///
+/// Deliberately absent:
+///
 /// - `cancel_gracefully`: it makes Rails use the `canceling` state, which
 ///   needs a final PUT from the runner to ever end (reference §6); whether
 ///   the inner runner version sends it is unknown, and a job canceled before
@@ -68,6 +78,7 @@ pub const ADVERTISED_FEATURES: &[(&str, bool)] = &[
     ("trace_checksum", true),
     ("trace_size", true),
     ("cancelable", true),
+    ("two_phase_job_commit", true),
 ];
 
 /// A `last_update` value longer than this is not kept: Rails sends a short
@@ -134,6 +145,25 @@ pub enum UpdateOutcome {
     /// 202: not applied yet (the log is still being flushed); repeat the
     /// same call after `after`.
     Retry { after: Duration },
+}
+
+/// What committing a job ([`CoordinatorClient::confirm_job`]) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfirmOutcome {
+    /// 200: the job is running and ours (under two-phase commit it just
+    /// became so; without it the call was a keep-alive).
+    Confirmed,
+    /// The job is not ours to run: the commit window lapsed, the job was
+    /// canceled or failed, or it is unknown or refused to us. `status` is
+    /// the HTTP status: 400 (the job cannot be made running from its
+    /// current state), 403 (not running, or a refused token or unknown job),
+    /// 404, 409 (taken by another runner manager), or 200 with a
+    /// `Job-Status` of `canceled` or `failed`. `job_status` is the
+    /// `Job-Status` header when sent.
+    Gone {
+        status: u16,
+        job_status: Option<String>,
+    },
 }
 
 /// What a log append did.
@@ -314,6 +344,70 @@ impl CoordinatorClient {
                 } else {
                     Err(GitlabError::Forbidden { url, message })
                 }
+            }
+            _ => Err(failure(url, &reply, &[job_token])),
+        }
+    }
+
+    /// PUT /api/v4/jobs/:id {token, state:"running"}: commit a job taken under two-phase commit
+    /// (a harmless keep-alive on coordinators without it).
+    ///
+    /// Call it once the job is recorded durably, before acting on it
+    /// (reference §2.6). [`ConfirmOutcome::Gone`] means the job must not be
+    /// run; transient failures (timeouts, 408, 429, 5xx) are
+    /// [`GitlabError::Unavailable`] and may be retried within the commit
+    /// window. A `Job-Status: canceling` on a 200 is still
+    /// [`ConfirmOutcome::Confirmed`]: the job is ours and needs its final
+    /// update (we do not claim `cancel_gracefully`, so Rails should not use
+    /// that state).
+    pub async fn confirm_job(
+        &self,
+        job_id: u64,
+        job_token: &Secret,
+    ) -> Result<ConfirmOutcome, GitlabError> {
+        let url = format!("{}/jobs/{job_id}", self.api_root);
+        let body = serde_json::to_vec(&StateBody {
+            token: job_token.expose(),
+            state: "running",
+        })
+        .map_err(|error| GitlabError::Decode {
+            url: url.clone(),
+            detail: format!("cannot encode the request body: {error}"),
+        })?;
+        let request = self
+            .request(Method::PUT, &url)
+            .header(CONTENT_TYPE, "application/json")
+            .header("JOB-TOKEN", sensitive_header(&url, job_token)?)
+            .body(body);
+        let reply = self.exchange(request, &url, self.call_timeout).await?;
+        let job_status = header_text(&reply.headers, "Job-Status").filter(|text| !text.is_empty());
+        match reply.status {
+            200 => match job_status.as_deref() {
+                // As gitlab-runner reads PUT answers (reference §3).
+                Some("canceled" | "failed") => Ok(ConfirmOutcome::Gone {
+                    status: 200,
+                    job_status,
+                }),
+                _ => Ok(ConfirmOutcome::Confirmed),
+            },
+            // 400: the coordinator will not make the job running from its
+            // current state (which states lead there is UNVERIFIED; a lapsed
+            // reservation is one candidate); 403: not running any more, or
+            // the token or job is refused; 404: the job is gone (proxies,
+            // routing); 409: another runner manager has it (reference §3,
+            // §2.6).
+            400 | 403 | 404 | 409 => {
+                tracing::debug!(
+                    job_id,
+                    status = reply.status,
+                    job_status = job_status.as_deref().unwrap_or(""),
+                    message = %server_message(&reply.body, &[job_token]),
+                    "job commit refused"
+                );
+                Ok(ConfirmOutcome::Gone {
+                    status: reply.status,
+                    job_status,
+                })
             }
             _ => Err(failure(url, &reply, &[job_token])),
         }
@@ -555,6 +649,13 @@ impl Serialize for Features {
         }
         map.end()
     }
+}
+
+/// `PUT /jobs/:id` with a state and nothing else.
+#[derive(Serialize)]
+struct StateBody<'a> {
+    token: &'a str,
+    state: &'static str,
 }
 
 #[derive(Serialize)]

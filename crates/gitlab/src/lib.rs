@@ -16,8 +16,8 @@ mod job;
 mod range;
 
 pub use client::{
-    http_client_builder, AppendOutcome, CoordinatorClient, RemoteJobStatus, UpdateOutcome,
-    ADVERTISED_FEATURES, DEFAULT_CALL_TIMEOUT, MAX_TRACE_CHUNK_BYTES, USER_AGENT,
+    http_client_builder, AppendOutcome, ConfirmOutcome, CoordinatorClient, RemoteJobStatus,
+    UpdateOutcome, ADVERTISED_FEATURES, DEFAULT_CALL_TIMEOUT, MAX_TRACE_CHUNK_BYTES, USER_AGENT,
 };
 pub use error::GitlabError;
 pub use failure::FailureReason;

@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use paas_core::Secret;
 use paas_gitlab::{
-    AppendOutcome, CoordinatorClient, FailureReason, GitlabError, JobRequest, JobRequestOutcome,
-    RemoteJobStatus, UpdateOutcome, ADVERTISED_FEATURES, USER_AGENT,
+    AppendOutcome, ConfirmOutcome, CoordinatorClient, FailureReason, GitlabError, JobRequest,
+    JobRequestOutcome, RemoteJobStatus, UpdateOutcome, ADVERTISED_FEATURES, USER_AGENT,
 };
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -198,6 +198,7 @@ fn expected_features() -> Value {
         "trace_checksum": true,
         "trace_size": true,
         "cancelable": true,
+        "two_phase_job_commit": true,
     })
 }
 
@@ -241,10 +242,11 @@ async fn job_request_sends_the_documented_body_and_headers() {
     assert_eq!(info["executor"], "docker");
     assert_eq!(info["shell"], "bash");
     assert_eq!(info["features"], expected_features());
-    assert_eq!(ADVERTISED_FEATURES.len(), 21);
-    for absent in ["two_phase_job_commit", "cancel_gracefully"] {
-        assert!(info["features"].get(absent).is_none(), "{absent}");
-    }
+    assert_eq!(ADVERTISED_FEATURES.len(), 22);
+    // Two-phase commit is claimed: paas-runner commits each job right after
+    // recording it (reference §2.6).
+    assert_eq!(info["features"]["two_phase_job_commit"], true);
+    assert!(info["features"].get("cancel_gracefully").is_none());
 }
 
 #[tokio::test]
@@ -520,6 +522,116 @@ async fn fail_job_sends_the_failure_and_understands_the_answers() {
         requests[1].json(),
         json!({"token": JOB_TOKEN, "state": "failed", "failure_reason": "script_failure"})
     );
+}
+
+#[tokio::test]
+async fn confirm_job_commits_with_a_running_update() {
+    let coordinator = FakeCoordinator::start(vec![
+        answer(200).header("Job-Status", "running").body("200"),
+        // A coordinator without two-phase commit, or an older GitLab.
+        answer(200).body("200"),
+        // Not ours to end: the inner runner sees it on its first PATCH.
+        answer(200).header("Job-Status", "canceling").body("200"),
+    ])
+    .await;
+    let client = coordinator.client();
+    let token = job_token();
+    for _ in 0..3 {
+        assert_eq!(
+            client.confirm_job(77, &token).await.expect("200"),
+            ConfirmOutcome::Confirmed
+        );
+    }
+    for request in coordinator.requests() {
+        assert_eq!(request.method, Method::PUT);
+        assert_eq!(request.uri.path(), "/api/v4/jobs/77");
+        assert_eq!(request.uri.query(), None);
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        assert_eq!(request.header("accept"), Some("application/json"));
+        assert_eq!(request.header("user-agent"), Some(USER_AGENT));
+        assert_eq!(request.header("job-token"), Some(JOB_TOKEN));
+        assert_eq!(
+            request.json(),
+            json!({"token": JOB_TOKEN, "state": "running"})
+        );
+    }
+}
+
+#[tokio::test]
+async fn confirm_job_reports_jobs_that_are_not_ours_to_run() {
+    let coordinator = FakeCoordinator::start(vec![
+        answer(200).header("Job-Status", "canceled").body("200"),
+        answer(200).header("Job-Status", "failed").body("200"),
+        answer(400).body("400"),
+        answer(403)
+            .header("Job-Status", "canceled")
+            .body(r#"{"message":"403 Forbidden - Job is not running"}"#),
+        answer(403).body(r#"{"message":"403 Forbidden"}"#),
+        answer(409).body(r#"{"message":"409 Conflict"}"#),
+        answer(404).body(r#"{"message":"404 Not Found"}"#),
+    ])
+    .await;
+    let client = coordinator.client();
+    let token = job_token();
+    let expected = [
+        (200, Some("canceled")),
+        (200, Some("failed")),
+        (400, None),
+        (403, Some("canceled")),
+        (403, None),
+        (409, None),
+        (404, None),
+    ];
+    for (status, job_status) in expected {
+        assert_eq!(
+            client.confirm_job(77, &token).await.expect("an outcome"),
+            ConfirmOutcome::Gone {
+                status,
+                job_status: job_status.map(str::to_owned),
+            },
+            "{status} {job_status:?}"
+        );
+    }
+    assert_eq!(coordinator.requests().len(), expected.len());
+}
+
+#[tokio::test]
+async fn confirm_job_errors_are_transient_when_the_coordinator_is_down() {
+    let coordinator = FakeCoordinator::start(vec![
+        answer(502).body("<html>Bad Gateway</html>"),
+        answer(503).body(format!(r#"{{"message":"down for {JOB_TOKEN}"}}"#)),
+        answer(429).header("Retry-After", "60"),
+        answer(401).body(r#"{"message":"401 Unauthorized"}"#),
+    ])
+    .await;
+    let client = coordinator.client();
+    let token = job_token();
+    for status in [502, 503, 429] {
+        let error = client.confirm_job(77, &token).await.expect_err("5xx");
+        assert!(
+            matches!(&error, GitlabError::Unavailable { status: Some(got), .. } if *got == status),
+            "{error:?}"
+        );
+        assert!(error.is_transient());
+        assert_error_hides_secrets(&error);
+    }
+    // Nothing the endpoint answers: not transient, not a verdict on the job.
+    let error = client.confirm_job(77, &token).await.expect_err("401");
+    assert!(
+        matches!(error, GitlabError::Unexpected { status: 401, .. }),
+        "{error:?}"
+    );
+
+    let (_listener, url) = silent_server().await;
+    let silent = CoordinatorClient::new(&url, http_client())
+        .expect("client")
+        .with_call_timeout(Duration::from_millis(200));
+    let error = silent.confirm_job(77, &token).await.expect_err("timeout");
+    assert!(
+        matches!(&error, GitlabError::Unavailable { status: None, .. }),
+        "{error:?}"
+    );
+    assert_error_hides_secrets(&error);
 }
 
 #[tokio::test]

@@ -6,10 +6,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use paas_core::{
-    App, Command, Dispatcher, FailureKind, FlavorTable, JobKey, LaunchCheck, NewJob, Notice,
-    PollOutcome, RunnerIdx, Stats, StatusCheck, StepOutcome,
+    App, Command, ConfirmCheck, Dispatcher, FailureKind, FlavorTable, JobKey, LaunchCheck,
+    ListedApp, NewJob, Notice, PollOutcome, RunnerIdx, Secret, Stats, StatusCheck, StepOutcome,
 };
-use paas_gitlab::{FailureReason, JobRequest, JobRequestOutcome, RemoteJobStatus, UpdateOutcome};
+use paas_gitlab::{
+    ConfirmOutcome, FailureReason, JobRequest, JobRequestOutcome, RemoteJobStatus, UpdateOutcome,
+};
 use paas_store::Store;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -64,13 +66,61 @@ enum Event {
         runner: RunnerIdx,
         table: Option<FlavorTable>,
     },
+    Confirmed {
+        job: JobKey,
+        check: ConfirmCheck,
+    },
+    /// The coordinator says the job is over while a step was under way.
+    JobOver {
+        job: JobKey,
+    },
+    AppList {
+        runner: RunnerIdx,
+        apps: Option<Vec<ListedApp>>,
+    },
+    OrphanDeleted {
+        app_id: String,
+        deleted: bool,
+    },
 }
 
-/// Live figures published by the driver (progress displays, status page).
+/// Live figures published by the driver (progress displays, status page,
+/// metrics). Counters are refreshed after every event; the job list at most
+/// every [`JOB_LIST_PERIOD`].
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub stats: Stats,
+    pub runners: Vec<RunnerView>,
+    pub jobs: Vec<JobView>,
+    pub shutting_down: bool,
 }
+
+/// One `[[runners]]` entry as the status page shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunnerView {
+    pub name: String,
+    /// First 8 characters of the runner token.
+    pub key: String,
+    pub jobs: usize,
+    pub weight: f64,
+    /// Weight of the largest job the runner may receive.
+    pub max_job_weight: f64,
+    pub quota_max_fraction: f64,
+}
+
+/// One tracked job as the status page shows it (no token, no payload).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobView {
+    pub runner: String,
+    pub job_id: u64,
+    pub stage: &'static str,
+    pub flavor: String,
+    pub weight: f64,
+    pub app_id: Option<String>,
+}
+
+/// How often the job list of the [`Snapshot`] is rebuilt.
+pub const JOB_LIST_PERIOD: Duration = Duration::from_millis(250);
 
 /// The event loop and what it owns.
 pub struct Driver {
@@ -86,6 +136,7 @@ pub struct Driver {
     events_rx: mpsc::Receiver<Event>,
     snapshot_tx: watch::Sender<Snapshot>,
     flavors_refresh_at: Instant,
+    jobs_published_at: Option<Instant>,
 }
 
 impl Driver {
@@ -105,6 +156,7 @@ impl Driver {
             events_rx,
             snapshot_tx,
             flavors_refresh_at: now() + FLAVORS_TTL,
+            jobs_published_at: None,
         }
     }
 
@@ -188,9 +240,57 @@ impl Driver {
         core.min(self.flavors_refresh_at).min(idle)
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        let now = now();
+        let refresh_jobs = self
+            .jobs_published_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= JOB_LIST_PERIOD)
+            || self.core.is_shutting_down();
+        let stats = self.core.stats();
+        let shutting_down = self.core.is_shutting_down();
+        if !refresh_jobs {
+            self.snapshot_tx.send_modify(|snapshot| {
+                snapshot.stats = stats;
+                snapshot.shutting_down = shutting_down;
+            });
+            return;
+        }
+        self.jobs_published_at = Some(now);
+        let mut runners: Vec<RunnerView> = (0..self.core.runner_count())
+            .map(|idx| {
+                let spec = self.core.runner(idx);
+                RunnerView {
+                    name: spec.name.clone(),
+                    key: spec.key.clone(),
+                    jobs: 0,
+                    weight: 0.0,
+                    max_job_weight: spec.max_job_weight(),
+                    quota_max_fraction: spec.quota_max_fraction,
+                }
+            })
+            .collect();
+        let jobs = self
+            .core
+            .jobs()
+            .map(|job| {
+                let runner = &mut runners[job.key.runner];
+                runner.jobs += 1;
+                runner.weight += job.weight();
+                JobView {
+                    runner: runner.name.clone(),
+                    job_id: job.key.job_id,
+                    stage: job.stage.name(),
+                    flavor: job.flavor.clone(),
+                    weight: job.weight(),
+                    app_id: job.app_id().map(str::to_owned),
+                }
+            })
+            .collect();
         self.snapshot_tx.send_replace(Snapshot {
-            stats: self.core.stats(),
+            stats,
+            runners,
+            jobs,
+            shutting_down,
         });
     }
 
@@ -246,6 +346,12 @@ impl Driver {
                 self.core.handle_failure_reported(job, outcome, now)
             }
             Event::Deleted { job, outcome } => self.core.handle_deleted(job, outcome, now),
+            Event::Confirmed { job, check } => self.core.handle_confirmed(job, check, now),
+            Event::JobOver { job } => self.core.handle_job_over(job, now),
+            Event::AppList { runner, apps } => self.core.handle_app_list(runner, apps, now),
+            Event::OrphanDeleted { app_id, deleted } => {
+                self.core.handle_orphan_deleted(&app_id, deleted, now)
+            }
             Event::Flavors { runner, table } => {
                 if let Some(table) = table {
                     self.core.handle_flavors(runner, table, now);
@@ -290,15 +396,78 @@ impl Driver {
                 app_id,
                 payload,
             } => {
+                let token = self.job_token(job);
                 self.spawn(move |runners| async move {
-                    let outcome = runners[job.runner].deploy(&app_id, &payload).await;
-                    Event::Deployed { job, outcome }
+                    let runner = &runners[job.runner];
+                    // Watch for a cancellation while the repository gets ready.
+                    let over = async {
+                        let step = runner.config.cc.deployment_repo_wait_step.max(Duration::from_millis(500));
+                        loop {
+                            tokio::time::sleep(step).await;
+                            if job_is_over(runner, job, &token).await {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        outcome = runner.deploy(&app_id, &payload) => Event::Deployed { job, outcome },
+                        () = over => Event::JobOver { job },
+                    }
                 });
             }
             Command::CheckLaunch { job, project_id } => {
+                let token = self.job_token(job);
                 self.spawn(move |runners| async move {
-                    let check = check_launch(&runners, job, project_id).await;
+                    let check = check_launch(&runners, job, project_id, &token).await;
                     Event::Launch { job, check }
+                });
+            }
+            Command::ConfirmJob { job, token } => {
+                self.spawn(move |runners| async move {
+                    let runner = &runners[job.runner];
+                    let check = match runner.coordinator.confirm_job(job.job_id, &token).await {
+                        Ok(ConfirmOutcome::Confirmed) => ConfirmCheck::Confirmed,
+                        Ok(ConfirmOutcome::Gone { status, job_status }) => {
+                            warn!(runner = %runner.name, job_id = job.job_id, status, job_status = job_status.as_deref().unwrap_or("-"), "the coordinator withdrew the job before it started");
+                            ConfirmCheck::Gone
+                        }
+                        Err(error) => {
+                            warn!(runner = %runner.name, job_id = job.job_id, %error, "could not confirm the job to the coordinator");
+                            ConfirmCheck::Error
+                        }
+                    };
+                    Event::Confirmed { job, check }
+                });
+            }
+            Command::ListApps { runner } => {
+                let default_weight = self.core.runner(runner).max_job_weight();
+                self.spawn(move |runners| async move {
+                    let io = &runners[runner];
+                    let apps = match io.list_own_apps(default_weight).await {
+                        Ok(apps) => {
+                            debug!(runner = %io.name, apps = apps.len(), "reconciliation: applications listed");
+                            Some(apps)
+                        }
+                        Err(error) => {
+                            warn!(runner = %io.name, %error, "reconciliation: could not list applications");
+                            None
+                        }
+                    };
+                    Event::AppList { runner, apps }
+                });
+            }
+            Command::DeleteOrphan {
+                runner,
+                app_id,
+                name,
+                created_ms,
+            } => {
+                self.spawn(move |runners| async move {
+                    let io = &runners[runner];
+                    let age = created_ms.map(age_of).unwrap_or_else(|| "unknown".to_owned());
+                    warn!(runner = %io.name, app_id = %app_id, app = %name, age = %age, "deleting an application no job accounts for");
+                    let deleted = matches!(io.delete_app(Some(&app_id), &name).await, StepOutcome::Done(()));
+                    Event::OrphanDeleted { app_id, deleted }
                 });
             }
             Command::CheckStatus { job, token } => {
@@ -378,6 +547,15 @@ impl Driver {
                 });
             }
         }
+    }
+
+    /// The job token of a tracked job (empty if unknown: its checks then
+    /// fail harmlessly).
+    fn job_token(&self, job: JobKey) -> Secret {
+        self.core
+            .job(job)
+            .map(|job| job.token.clone())
+            .unwrap_or_default()
     }
 
     fn spawn<F, Fut>(&self, task: F)
@@ -493,16 +671,37 @@ impl Driver {
             Notice::GaveUp { job, step } => {
                 error!(runner = %runner_name(&job), job_id = job.job_id, "{step}: giving up after repeated failures")
             }
+            Notice::Withdrawn { job } => {
+                info!(runner = %runner_name(&job), job_id = job.job_id, "job withdrawn by the coordinator; nothing was created")
+            }
+            Notice::Adopted { job, app_id } => {
+                info!(runner = %runner_name(&job), job_id = job.job_id, %app_id, "reconciliation: adopted the job's application")
+            }
+            Notice::Orphan {
+                runner,
+                app_id,
+                name,
+            } => {
+                warn!(runner = %self.runners[runner].name, %app_id, app = %name, "reconciliation: application belongs to no tracked job")
+            }
         }
     }
 }
 
-async fn check_launch(runners: &Runners, job: JobKey, project_id: Option<u64>) -> LaunchCheck {
+async fn check_launch(
+    runners: &Runners,
+    job: JobKey,
+    project_id: Option<u64>,
+    job_token: &Secret,
+) -> LaunchCheck {
     let runner = &runners[job.runner];
     let (Some(token), Some(project_id)) = (runner.config.trace_watch.token.as_ref(), project_id)
     else {
         return LaunchCheck::Started;
     };
+    if job_is_over(runner, job, job_token).await {
+        return LaunchCheck::JobOver;
+    }
     match runner
         .coordinator
         .read_trace(project_id, job.job_id, token)
@@ -515,6 +714,27 @@ async fn check_launch(runners: &Runners, job: JobKey, project_id: Option<u64>) -
             LaunchCheck::NotYet
         }
     }
+}
+
+/// Whether the coordinator says the job is over (errors count as not over).
+async fn job_is_over(runner: &crate::runners::RunnerIo, job: JobKey, token: &Secret) -> bool {
+    match runner.coordinator.job_status(token).await {
+        Ok(RemoteJobStatus::Finished { status }) => {
+            info!(runner = %runner.name, job_id = job.job_id, status = status.as_deref().unwrap_or("unknown"), "job over on the coordinator before its launch completed");
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Human age of something created at `created_ms` (Unix epoch, ms).
+fn age_of(created_ms: i64) -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let secs = (now_ms - created_ms).max(0) / 1000;
+    format!("{}h{:02}m{:02}s", secs / 3600, (secs / 60) % 60, secs % 60)
 }
 
 fn first_line(text: &str) -> &str {

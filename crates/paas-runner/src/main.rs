@@ -1,14 +1,17 @@
 //! `paas-runner`: runs GitLab/Heptapod CI jobs, each on its own freshly
 //! provisioned Clever Cloud machine.
 
+mod admin;
 mod bench;
 mod demo;
 mod driver;
+mod import;
 mod logging;
 mod run;
 mod runners;
 mod setup;
 mod sim_cmd;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +42,20 @@ enum Commands {
         /// Path of the configuration file (TOML).
         config: PathBuf,
     },
+    /// Print the jobs and resources the service tracks (no secrets).
+    State {
+        /// Path of the configuration file (TOML).
+        config: PathBuf,
+    },
+    /// List the cloud applications of this configuration's runners that no
+    /// tracked job accounts for; with --yes, delete them.
+    Reap {
+        /// Path of the configuration file (TOML).
+        config: PathBuf,
+        /// Delete what is listed.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Run a demonstration on embedded simulators of GitLab and Clever Cloud.
     Demo(demo::DemoArgs),
     /// Start the GitLab and Clever Cloud simulators alone, for any runner.
@@ -68,6 +85,8 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Commands::Run { config } => run::main(&config).await,
+            Commands::State { config } => admin::state(&config).await,
+            Commands::Reap { config, yes } => admin::reap(&config, yes).await,
             Commands::Demo(args) => demo::main(args).await,
             Commands::Sim(args) => sim_cmd::main(args).await,
             Commands::Bench(args) => bench::main(args).await,

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use paas_store::Store;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
@@ -10,6 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::driver::Driver;
 use crate::setup::{self, SetupError};
+use crate::status;
 
 /// Exit status for configuration errors.
 pub const EXIT_CONFIG: u8 = 2;
@@ -57,6 +59,13 @@ pub async fn serve(
         }
     };
     let store = Store::open(&store_path)?;
+    if let Some(state_file) = config
+        .state_file
+        .as_deref()
+        .filter(|path| paas_store::store_path(path) != *path)
+    {
+        crate::import::import_if_present(state_file, &store)?;
+    }
     let system_id = match store.get_meta("system_id")? {
         Some(id) => id,
         None => {
@@ -73,8 +82,26 @@ pub async fn serve(
     let http = setup::http_client()?;
     let (dispatcher, runners) = setup::prepare(config, config_path, http).await?;
     info!(store = %store_path.display(), %system_id, runners = runners.len(), "paas-runner started");
-    let mut driver = Driver::new(dispatcher, runners, store, system_id);
+    let started_at = std::time::SystemTime::now();
+    let mut driver = Driver::new(dispatcher, runners, store, system_id.clone());
     driver.restore()?;
+    if let Some(listen_address) = &config.listen_address {
+        let address = status::bind_address(listen_address);
+        let listener = tokio::net::TcpListener::bind(&address)
+            .await
+            .with_context(|| {
+                format!("listen_address {listen_address:?}: cannot listen on {address}")
+            })?;
+        let local_address = listener.local_addr()?;
+        info!(address = %local_address, "status server listening (metrics, status page)");
+        let status_config = status::StatusConfig::new(system_id, started_at);
+        let snapshots = driver.subscribe();
+        tokio::spawn(async move {
+            if let Err(error) = status::serve(listener, snapshots, status_config).await {
+                error!(%error, "status server stopped");
+            }
+        });
+    }
     if let Some(ready) = ready {
         let _ = ready.send(driver.subscribe());
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use paas_clever::api::{App as CleverApp, CleverClient, CleverError, CreateApp, DeleteOutcome};
 use paas_clever::{build_context, git_push};
 use paas_config::RunnerConfig;
-use paas_core::{App, Flavor, FlavorTable, Secret, StepOutcome};
+use paas_core::{App, Flavor, FlavorTable, ListedApp, Secret, StepOutcome};
 use paas_gitlab::CoordinatorClient;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -245,6 +245,29 @@ impl RunnerIo {
                 }
             }
         }
+    }
+
+    /// The runner's applications (named `hpd-job-<key>-*`) in the cloud.
+    /// `default_weight` stands for an application whose flavor is unknown.
+    pub async fn list_own_apps(&self, default_weight: f64) -> Result<Vec<ListedApp>, CleverError> {
+        let prefix = format!("hpd-job-{}-", self.key);
+        Ok(self
+            .clever
+            .list_apps()
+            .await?
+            .into_iter()
+            .filter(|app| app.name.starts_with(&prefix))
+            .map(|app| ListedApp {
+                weight: app
+                    .max_flavor
+                    .as_ref()
+                    .map(|flavor| paas_core::weight_of_ram_mib(flavor.ram_mib))
+                    .unwrap_or(default_weight),
+                id: app.id,
+                name: app.name,
+                created_ms: app.creation_date_ms,
+            })
+            .collect())
     }
 
     /// Deletes the application by id, or every application named `name`.

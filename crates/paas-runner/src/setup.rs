@@ -195,6 +195,7 @@ pub fn plan(
         repoll_immediately: config.repoll_same_runner_immediately,
         quota,
         allowed_fraction_per_runner: config.quota.allowed_fraction_per_runner,
+        reconcile_interval: config.reconcile_interval,
     };
     Ok((dispatcher_config, specs))
 }

@@ -19,6 +19,8 @@ pub struct ClusterSettings {
     pub require_git_credentials: bool,
     pub coordinator_faults: CoordinatorFaults,
     pub clever_faults: CleverFaults,
+    /// Two-phase commit window of the coordinator.
+    pub ack_window: Duration,
     pub seed: u64,
 }
 
@@ -32,6 +34,7 @@ impl Default for ClusterSettings {
             require_git_credentials: true,
             coordinator_faults: CoordinatorFaults::default(),
             clever_faults: CleverFaults::default(),
+            ack_window: Duration::from_secs(120),
             seed: 0,
         }
     }
@@ -106,6 +109,8 @@ impl SimCluster {
                 long_poll: settings.long_poll,
                 faults: settings.coordinator_faults.clone(),
                 seed: settings.seed,
+                ack_window: settings.ack_window,
+                ..CoordinatorConfig::default()
             },
         )
         .await?;

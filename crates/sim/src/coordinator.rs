@@ -12,11 +12,15 @@
 //! - control endpoints for other processes: `GET /sim/jobs`, `GET /sim/stats`,
 //!   `POST /sim/jobs`, `POST /sim/jobs/:id/cancel`.
 //!
+//! Two-phase job commit (§2.6) is simulated: a runner advertising
+//! `two_phase_job_commit` gets jobs that stay `pending`, reserved for it,
+//! until it commits them with `PUT state=running` within
+//! [`CoordinatorConfig::ack_window`] (see [`CoordinatorConfig::two_phase_commit`]).
+//!
 //! Deliberate simplifications, each a documented GitLab configuration:
-//! no two-phase job commit (§2.6: as if the runner did not ask for it or the
-//! Rails feature flag were off), no `canceling` state (§6: as if the runner
-//! had not advertised `cancel_gracefully`), no 202 on the final PUT (§3: as
-//! with live trace off; that this is the self-managed default is UNVERIFIED),
+//! no `canceling` state (§6: as if the runner had not advertised
+//! `cancel_gracefully`), no 202 on the final PUT (§3: as with live trace
+//! off; that this is the self-managed default is UNVERIFIED),
 //! every job matches every runner's tags, and the log is always "being
 //! watched" so the trace update interval is 3 s rather than 60 s.
 //!
@@ -60,7 +64,23 @@ pub struct CoordinatorConfig {
     pub faults: CoordinatorFaults,
     /// Seed of the fault sequence and of generated tokens and versions.
     pub seed: u64,
+    /// Two-phase job commit (reference §2.6), i.e. the Rails feature flag
+    /// `allow_runner_job_acknowledgement`; default on. When on, a job
+    /// request advertising `info.features.two_phase_job_commit: true` gets
+    /// a job that stays `pending`, reserved for that runner, until the
+    /// runner commits it (`PUT /jobs/:id {state:"running"}`). Runners that
+    /// do not advertise the feature get running jobs either way.
+    pub two_phase_commit: bool,
+    /// How long a job handed out under two-phase commit waits for the
+    /// runner's commit; each `PUT state=pending` renews it. Past it the job
+    /// is dropped as `runner_provisioning_timeout`. GitLab's
+    /// `RUNNER_ACK_QUEUE_EXPIRY_TIME` is 2 minutes (the default); set it
+    /// short in tests.
+    pub ack_window: Duration,
 }
+
+/// Rails' `RUNNER_ACK_QUEUE_EXPIRY_TIME` (reference §2.6).
+pub const DEFAULT_ACK_WINDOW: Duration = Duration::from_secs(120);
 
 impl Default for CoordinatorConfig {
     fn default() -> Self {
@@ -70,6 +90,8 @@ impl Default for CoordinatorConfig {
             long_poll: Duration::ZERO,
             faults: CoordinatorFaults::default(),
             seed: 0,
+            two_phase_commit: true,
+            ack_window: DEFAULT_ACK_WINDOW,
         }
     }
 }
@@ -163,7 +185,13 @@ pub struct JobRecord {
     /// First 8 characters of the token of the runner that took the job.
     pub runner_token_prefix: Option<String>,
     pub queued_at: Instant,
+    /// When a runner got the job (201 on `/jobs/request`).
     pub picked_at: Option<Instant>,
+    /// When the job became running (`started_at` in GitLab): at
+    /// [`picked_at`](Self::picked_at) without two-phase commit, at the
+    /// runner's commit (`PUT state=running`) with it. `None` while the job
+    /// awaits its commit, and for jobs that never ran.
+    pub committed_at: Option<Instant>,
     /// Time of the first accepted (202) log write, whoever sent it.
     pub first_trace_at: Option<Instant>,
     pub finished_at: Option<Instant>,
@@ -226,6 +254,9 @@ pub struct JobSnapshot {
     pub runner_token_prefix: Option<String>,
     pub queued_at_ms: u64,
     pub picked_at_ms: Option<u64>,
+    /// Absent in snapshots from before two-phase commit was simulated.
+    #[serde(default)]
+    pub committed_at_ms: Option<u64>,
     pub first_trace_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
     pub trace_writes: Vec<TraceWrite>,
@@ -263,7 +294,7 @@ impl CoordinatorSim {
         let address = listener.local_addr()?;
         let url = format!("http://{address}");
         let (shutdown, mut shutdown_seen) = watch::channel(false);
-        let state = State::new(&config.runner_tokens, config.seed);
+        let state = State::new(&config.runner_tokens, config.seed, config.ack_window);
         let sim = CoordinatorSim {
             inner: Arc::new(Inner {
                 config,
@@ -317,8 +348,9 @@ impl CoordinatorSim {
         self.lock().jobs().map(|job| job.record.clone()).collect()
     }
 
-    /// A user cancels the job: pending or running jobs become canceled.
-    /// Finished or unknown jobs are left alone.
+    /// A user cancels the job: pending (including those awaiting their
+    /// runner's commit) or running jobs become canceled. Finished or unknown
+    /// jobs are left alone.
     pub fn cancel(&self, id: u64) {
         let changed = self.lock().cancel(id, Instant::now());
         if changed {
@@ -386,10 +418,14 @@ impl CoordinatorSim {
 
 /// Fails running jobs that GitLab's periodic workers would drop: past their
 /// timeout, or without update for too long. Checks once a second, which is
-/// finer than GitLab's cron schedule.
+/// finer than GitLab's cron schedule. Also drops jobs whose two-phase commit
+/// window lapsed, at most a second (or half a short window) late; the
+/// runner endpoints apply that rule exactly on each request as well.
 async fn sweep_timed_out_jobs(sim: CoordinatorSim) {
     let mut shutdown = sim.inner.shutdown.subscribe();
-    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    let period =
+        (sim.inner.config.ack_window / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
@@ -416,6 +452,7 @@ fn snapshot(record: &JobRecord, started: Instant) -> JobSnapshot {
         runner_token_prefix: record.runner_token_prefix.clone(),
         queued_at_ms: millis(record.queued_at),
         picked_at_ms: record.picked_at.map(millis),
+        committed_at_ms: record.committed_at.map(millis),
         first_trace_at_ms: record.first_trace_at.map(millis),
         finished_at_ms: record.finished_at.map(millis),
         trace_writes: record.trace_writes.clone(),

@@ -292,6 +292,13 @@ pub struct StoredJobV1 {
     pub failure_message: Option<String>,
     pub message_written: bool,
     pub failed: bool,
+    /// Absent in records written before two-phase commit support.
+    #[serde(default = "confirmed_by_default")]
+    pub confirmed: bool,
+}
+
+fn confirmed_by_default() -> bool {
+    true
 }
 
 impl From<&JobRecord> for StoredJobV1 {
@@ -316,6 +323,7 @@ impl From<&JobRecord> for StoredJobV1 {
             failure_message: record.failure_message.clone(),
             message_written: record.message_written,
             failed: record.failed,
+            confirmed: record.confirmed,
         }
     }
 }
@@ -347,6 +355,7 @@ impl StoredJobV1 {
             failure_message: self.failure_message,
             message_written: self.message_written,
             failed: self.failed,
+            confirmed: self.confirmed,
         })
     }
 }
@@ -374,6 +383,7 @@ mod tests {
             failure_message: Some("bad flavor".into()),
             message_written: true,
             failed: true,
+            confirmed: true,
         }
     }
 

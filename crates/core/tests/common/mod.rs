@@ -12,9 +12,9 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use paas_core::{
-    App, Command, Dispatcher, DispatcherConfig, FailureKind, Flavor, FlavorTable, JobKey,
-    JobRecord, LaunchCheck, LaunchWatch, NewJob, Notice, PollOutcome, RunnerIdx, RunnerSpec,
-    Secret, StageRecord, StatusCheck, StepOutcome,
+    App, Command, ConfirmCheck, Dispatcher, DispatcherConfig, FailureKind, Flavor, FlavorTable,
+    JobKey, JobRecord, LaunchCheck, LaunchWatch, ListedApp, NewJob, Notice, PollOutcome, RunnerIdx,
+    RunnerSpec, Secret, StageRecord, StatusCheck, StepOutcome,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -84,7 +84,15 @@ pub fn runner_spec(idx: RunnerIdx) -> RunnerSpec {
     }
 }
 
+/// Interval of reconciliations where a test turns them on.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// GitLab's two-phase commit window: a job handed out and not confirmed
+/// within it is dropped by the coordinator.
+pub const CONFIRM_WINDOW: Duration = Duration::from_secs(120);
+
 /// Settings roomy enough that no limit is hit by a handful of jobs.
+/// Reconciliation is off, so that traces hold only the jobs' commands.
 pub fn config() -> DispatcherConfig {
     DispatcherConfig {
         concurrent: 10,
@@ -97,6 +105,7 @@ pub fn config() -> DispatcherConfig {
         repoll_immediately: false,
         quota: weight("2XL") * 4.0,
         allowed_fraction_per_runner: 1.0,
+        reconcile_interval: Duration::ZERO,
     }
 }
 
@@ -164,18 +173,27 @@ impl JobSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CoordState {
     Pending,
-    /// Handed out to a runner.
+    /// Handed out to a runner, waiting for its confirmation (two-phase
+    /// commit): still reserved for it, its log and failure reports refused.
+    Assigned,
+    /// Confirmed by the runner.
     Running,
     Success,
     Failed(FailureKind),
     Cancelled,
     /// Failed by the coordinator: still running at the job timeout.
     TimedOut,
+    /// Failed by the coordinator (`runner_provisioning_timeout`): handed out
+    /// but not confirmed within the window.
+    Dropped,
 }
 
 impl CoordState {
     pub fn is_over(self) -> bool {
-        !matches!(self, CoordState::Pending | CoordState::Running)
+        !matches!(
+            self,
+            CoordState::Pending | CoordState::Assigned | CoordState::Running
+        )
     }
 }
 
@@ -207,6 +225,9 @@ pub struct ModelJob {
     pub inner_starts: u32,
     pub inner: Option<InnerRunner>,
     pub handed_out_at: Option<Instant>,
+    pub confirmed_at: Option<Instant>,
+    /// Confirmations answered (`Confirmed` or `Gone`, not the failed ones).
+    pub confirmations: u32,
 }
 
 /// An in-memory coordinator: pending jobs per runner, job logs, failure
@@ -216,6 +237,8 @@ pub struct ModelCoordinator {
     start: Instant,
     /// Running jobs fail by themselves after this (GitLab's job timeout).
     pub job_timeout: Duration,
+    /// Jobs handed out and not confirmed within this are dropped.
+    pub confirm_window: Duration,
     pub jobs: BTreeMap<JobKey, ModelJob>,
     queues: Vec<VecDeque<JobKey>>,
 }
@@ -249,6 +272,8 @@ impl ModelCoordinator {
                     inner_starts: 0,
                     inner: None,
                     handed_out_at: None,
+                    confirmed_at: None,
+                    confirmations: 0,
                 },
             );
         }
@@ -262,6 +287,7 @@ impl ModelCoordinator {
         ModelCoordinator {
             start,
             job_timeout: secs(3600),
+            confirm_window: CONFIRM_WINDOW,
             jobs,
             queues,
         }
@@ -288,7 +314,7 @@ impl ModelCoordinator {
             }
             queue.pop_front();
             let job = self.jobs.get_mut(&key).expect("queued job exists");
-            job.state = CoordState::Running;
+            job.state = CoordState::Assigned;
             job.handed_out_at = Some(now);
             return Some(NewJob {
                 job_id: key.job_id,
@@ -313,8 +339,20 @@ impl ModelCoordinator {
             .count()
     }
 
-    /// Plays the inner runners and the users' cancellations up to `now`.
+    /// When the next unconfirmed job is dropped, if any.
+    pub fn next_drop(&self) -> Option<Instant> {
+        self.jobs
+            .values()
+            .filter(|job| job.state == CoordState::Assigned)
+            .filter_map(|job| job.handed_out_at)
+            .map(|at| at + self.confirm_window)
+            .min()
+    }
+
+    /// Plays the inner runners, the users' cancellations and the
+    /// confirmation windows up to `now`.
     pub fn advance(&mut self, now: Instant) {
+        let confirm_window = self.confirm_window;
         for job in self.jobs.values_mut() {
             loop {
                 if job.state.is_over() {
@@ -334,7 +372,11 @@ impl ModelCoordinator {
                     _ => (None, None),
                 };
                 let timeout_at = job.handed_out_at.map(|at| at + self.job_timeout);
-                let next = [cancel_at, start_at, finish_at, timeout_at]
+                let drop_at = match job.state {
+                    CoordState::Assigned => job.handed_out_at.map(|at| at + confirm_window),
+                    _ => None,
+                };
+                let next = [cancel_at, drop_at, start_at, finish_at, timeout_at]
                     .into_iter()
                     .flatten()
                     .filter(|at| *at <= now)
@@ -342,6 +384,11 @@ impl ModelCoordinator {
                 let Some(at) = next else { break };
                 if Some(at) == cancel_at {
                     job.state = CoordState::Cancelled;
+                } else if Some(at) == drop_at {
+                    job.state = CoordState::Dropped;
+                    job.log.push_str(
+                        "ERROR: Job failed (system failure): runner_provisioning_timeout\n",
+                    );
                 } else if Some(at) == timeout_at {
                     job.state = CoordState::TimedOut;
                     job.log
@@ -369,6 +416,23 @@ impl ModelCoordinator {
                 alive: true,
                 started_at: None,
             });
+        }
+    }
+
+    /// The runner confirms it runs the job (idempotent): `Gone` once the
+    /// job is over (cancelled, dropped by the window, finished).
+    fn confirm(&mut self, key: JobKey, now: Instant) -> ConfirmCheck {
+        let job = self.jobs.get_mut(&key).expect("confirming a known job");
+        job.confirmations += 1;
+        match job.state {
+            CoordState::Assigned => {
+                job.state = CoordState::Running;
+                job.confirmed_at = Some(now);
+                ConfirmCheck::Confirmed
+            }
+            CoordState::Running => ConfirmCheck::Confirmed,
+            CoordState::Pending => unreachable!("confirming a job never handed out"),
+            _ => ConfirmCheck::Gone,
         }
     }
 
@@ -402,7 +466,8 @@ impl ModelCoordinator {
 
     fn append(&mut self, key: JobKey, text: &str) -> bool {
         let job = self.jobs.get_mut(&key).expect("appending to a known job");
-        if job.state.is_over() {
+        // An unconfirmed job is `pending`: its log is closed (403).
+        if job.state != CoordState::Running {
             job.refused_writes += 1;
             return false;
         }
@@ -413,7 +478,7 @@ impl ModelCoordinator {
 
     fn report_failure(&mut self, key: JobKey, kind: FailureKind) -> bool {
         let job = self.jobs.get_mut(&key).expect("reporting a known job");
-        if job.state.is_over() {
+        if job.state != CoordState::Running {
             job.refused_writes += 1;
             return false;
         }
@@ -432,6 +497,13 @@ pub struct ModelApp {
     pub flavor: String,
     pub weight: f64,
     pub pushed: bool,
+    pub created_at: Instant,
+    /// Created behind the dispatcher's back (a leftover no record accounts
+    /// for, a creation that landed after its job was forgotten).
+    pub stray: bool,
+    /// A stray the dispatcher could not count when it took a job (it had
+    /// not listed it yet): the quota check of the cloud leaves it out.
+    pub excused: bool,
 }
 
 /// An in-memory cloud: applications by id (names are looked up by scan),
@@ -449,6 +521,10 @@ pub struct ModelCloud {
     pub pushes: BTreeMap<JobKey, u32>,
     pub deploys_to_missing_app: u64,
     pub max_live_weight: f64,
+    /// Strays that appeared (leftovers, late creations).
+    pub strays: u64,
+    /// Applications deleted by `DeleteOrphan`.
+    pub orphan_deletions: u64,
 }
 
 impl ModelCloud {
@@ -456,12 +532,70 @@ impl ModelCloud {
         self.apps.values().map(|app| app.weight).sum()
     }
 
+    /// Weight of the strays the dispatcher could not have counted.
+    pub fn excused_weight(&self) -> f64 {
+        self.apps
+            .values()
+            .filter(|app| app.excused)
+            .map(|app| app.weight)
+            .sum()
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.apps.values().map(|app| app.name.as_str()).collect()
+    }
+
+    /// An application created behind the dispatcher's back.
+    pub fn insert_stray(
+        &mut self,
+        name: &str,
+        job: JobKey,
+        flavor: &Flavor,
+        now: Instant,
+        excused: bool,
+    ) -> String {
+        self.next_id += 1;
+        let id = format!("app-{}", self.next_id);
+        self.apps.insert(
+            id.clone(),
+            ModelApp {
+                id: id.clone(),
+                name: name.to_owned(),
+                job,
+                flavor: flavor.name.clone(),
+                weight: flavor.weight(),
+                pushed: false,
+                created_at: now,
+                stray: true,
+                excused,
+            },
+        );
+        self.strays += 1;
+        self.max_live_weight = self.max_live_weight.max(self.live_weight());
+        id
+    }
+
+    /// The applications whose name starts with `prefix`, as the API lists
+    /// them (creation time in ms from `start`).
+    fn list(&self, prefix: &str, start: Instant) -> Vec<ListedApp> {
+        self.apps
+            .values()
+            .filter(|app| app.name.starts_with(prefix))
+            .map(|app| ListedApp {
+                id: app.id.clone(),
+                name: app.name.clone(),
+                weight: app.weight,
+                created_ms: Some((app.created_at - start).as_millis() as i64),
+            })
+            .collect()
+    }
+
     pub fn by_name(&self, name: &str) -> Option<&ModelApp> {
         self.apps.values().find(|app| app.name == name)
     }
 
     /// Creates the application, or adopts the one of that name.
-    fn create(&mut self, name: &str, job: JobKey, flavor: &Flavor) -> App {
+    fn create(&mut self, name: &str, job: JobKey, flavor: &Flavor, now: Instant) -> App {
         if let Some(app) = self.by_name(name) {
             let adopted = App {
                 id: app.id.clone(),
@@ -479,6 +613,9 @@ impl ModelCloud {
             flavor: flavor.name.clone(),
             weight: flavor.weight(),
             pushed: false,
+            created_at: now,
+            stray: false,
+            excused: false,
         };
         self.apps.insert(id.clone(), app);
         self.creations += 1;

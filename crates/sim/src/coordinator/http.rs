@@ -189,29 +189,50 @@ impl Drop for HeldPoll {
     }
 }
 
-/// The job request body as Rails declares it (only what it uses here; the
-/// runner's `info` and `features` are accepted and not checked).
+/// The job request body as Rails declares it (only what it uses here; of
+/// the runner's `info`, only `features.two_phase_job_commit` is read).
 #[derive(Deserialize)]
 struct JobRequestBody {
     token: Option<String>,
     last_update: Option<String>,
+    /// Read leniently: whatever its shape, only a literal `true` at
+    /// `features.two_phase_job_commit` counts.
+    #[serde(default)]
+    info: Option<serde_json::Value>,
 }
 
-/// Rails' `POST /api/v4/jobs/request`. Two-phase commit is not simulated:
-/// a runner asking for it still gets a running job, as with the Rails
-/// feature flag off.
+impl JobRequestBody {
+    fn advertises_two_phase_commit(&self) -> bool {
+        self.info
+            .as_ref()
+            .and_then(|info| info.get("features")?.get("two_phase_job_commit"))
+            == Some(&serde_json::Value::Bool(true))
+    }
+}
+
+/// Rails' `POST /api/v4/jobs/request`. A runner advertising
+/// `two_phase_job_commit`, with [`two_phase_commit`] on, gets a job that
+/// stays pending until it commits it (reference §2.6).
+///
+/// [`two_phase_commit`]: super::CoordinatorConfig::two_phase_commit
 fn rails_request_job(sim: &CoordinatorSim, body: &[u8]) -> Response {
     let request: JobRequestBody = match serde_json::from_slice(body) {
         Ok(request) => request,
         Err(_) => return grape_error("message body does not match declared format"),
     };
+    let two_phase = sim.inner.config.two_phase_commit && request.advertises_two_phase_commit();
     let Some(runner_token) = request.token else {
         return grape_error("token is missing");
     };
     let now = Instant::now();
     let response = {
         let mut state = sim.lock();
-        match state.request_job(&runner_token, request.last_update.as_deref(), now) {
+        match state.request_job(
+            &runner_token,
+            request.last_update.as_deref(),
+            two_phase,
+            now,
+        ) {
             RequestJob::Forbidden => message(StatusCode::FORBIDDEN, "403 Forbidden"),
             RequestJob::UpToDate { version } | RequestJob::NoJob { version } => {
                 let mut response = StatusCode::NO_CONTENT.into_response();
@@ -226,7 +247,7 @@ fn rails_request_job(sim: &CoordinatorSim, body: &[u8]) -> Response {
                 queue_depth,
             } => match state.job(job_id) {
                 Some(job) => {
-                    tracing::debug!(job_id, "job assigned");
+                    tracing::debug!(job_id, two_phase, "job assigned");
                     let payload = job_payload(&site(sim), job, now, queue_size, queue_depth);
                     (StatusCode::CREATED, Json(payload)).into_response()
                 }
@@ -359,7 +380,8 @@ async fn current_job(
     };
     let state = sim.lock();
     // Only a running job answers; the exact status set is UNVERIFIED
-    // (`canceling` presumably too, which is not simulated).
+    // (`canceling` presumably too, which is not simulated). A job awaiting
+    // its two-phase commit is pending: 401 (reference §7).
     match state.running_job_by_token(&token) {
         Some(job) => Json(job_entity(&site(&sim), job)).into_response(),
         None => message(StatusCode::UNAUTHORIZED, "401 Unauthorized"),

@@ -162,17 +162,20 @@ pub(crate) fn job_entity(site: &Site<'_>, job: &Job) -> Value {
     let record = &job.record;
     let project_id = job.spec.project_id;
     let created_at = site.date(record.queued_at);
-    let started_at = record.picked_at.map(|at| site.date(at));
+    // `started_at` is set when the job becomes running: under two-phase
+    // commit at the commit, so preparation time is neither in `duration`
+    // nor billed (reference §2.6).
+    let started_at = record.committed_at.map(|at| site.date(at));
     let finished_at = record.finished_at.map(|at| site.date(at));
-    let duration = record.picked_at.map(|picked| {
+    let duration = record.committed_at.map(|started| {
         record
             .finished_at
             .unwrap_or_else(Instant::now)
-            .saturating_duration_since(picked)
+            .saturating_duration_since(started)
             .as_secs_f64()
     });
     let queued_duration = record
-        .picked_at
+        .committed_at
         .unwrap_or_else(Instant::now)
         .saturating_duration_since(record.queued_at)
         .as_secs_f64();

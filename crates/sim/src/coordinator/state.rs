@@ -59,6 +59,11 @@ const TOUCH_AFTER: Duration = Duration::from_secs(15 * 60);
 /// version).
 const TIMEOUT_BUFFER: Duration = Duration::from_secs(15 * 60);
 
+/// Failure reason of a job whose two-phase commit window lapsed (reference
+/// §2.6). Server-set only, so not in [`FAILURE_REASONS`]; it is one of the
+/// newer values of the server enum (UNVERIFIED list, reference §16).
+pub(crate) const PROVISIONING_TIMEOUT: &str = "runner_provisioning_timeout";
+
 /// A job with what the coordinator keeps beside the public record.
 pub(crate) struct Job {
     pub record: JobRecord,
@@ -70,6 +75,18 @@ pub(crate) struct Job {
     pub pipeline_id: u64,
     /// Rails' `updated_at`, for the stuck-job rule.
     pub updated_at: Instant,
+    /// Set while the job waits for its runner's commit under two-phase job
+    /// commit (reference §2.6): assigned by a 201, still `pending`, out of
+    /// the queue and reserved for that runner until this deadline.
+    pub commit_deadline: Option<Instant>,
+}
+
+impl Job {
+    /// Whether the job was handed out under two-phase commit and its runner
+    /// has neither committed it nor let the window lapse.
+    pub fn awaits_commit(&self) -> bool {
+        self.commit_deadline.is_some()
+    }
 }
 
 /// What `POST /jobs/request` gets from Rails.
@@ -79,7 +96,8 @@ pub(crate) enum RequestJob {
     Forbidden,
     /// `last_update` equals the queue version: 204 at once, no queue scan.
     UpToDate { version: String },
-    /// The job was assigned (status running).
+    /// The job was assigned: running, or under two-phase commit pending and
+    /// reserved for the runner until it commits.
     Assigned {
         job_id: u64,
         queue_size: u64,
@@ -136,6 +154,9 @@ pub(crate) enum AppendTrace {
 
 pub(crate) struct State {
     runner_tokens: Vec<String>,
+    /// How long a job handed out under two-phase commit waits for the
+    /// runner's commit or keep-alive (Rails' `RUNNER_ACK_QUEUE_EXPIRY_TIME`).
+    ack_window: Duration,
     jobs: BTreeMap<u64, Job>,
     next_job_id: u64,
     /// Ids of pending jobs, oldest first (the queue Rails scans).
@@ -152,9 +173,10 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn new(runner_tokens: &[String], seed: u64) -> State {
+    pub fn new(runner_tokens: &[String], seed: u64, ack_window: Duration) -> State {
         let mut state = State {
             runner_tokens: runner_tokens.to_vec(),
+            ack_window,
             jobs: BTreeMap::new(),
             next_job_id: 1,
             pending: BTreeSet::new(),
@@ -198,6 +220,7 @@ impl State {
             runner_token_prefix: None,
             queued_at: now,
             picked_at: None,
+            committed_at: None,
             first_trace_at: None,
             finished_at: None,
             trace_writes: Vec::new(),
@@ -214,6 +237,7 @@ impl State {
                 before_sha,
                 pipeline_id: 1000 + id,
                 updated_at: now,
+                commit_deadline: None,
             },
         );
         self.pending.insert(id);
@@ -229,8 +253,10 @@ impl State {
         self.jobs.values()
     }
 
-    /// Cancels a pending or running job; returns whether anything changed.
+    /// Cancels a pending (possibly awaiting its commit) or running job;
+    /// returns whether anything changed.
     pub fn cancel(&mut self, id: u64, now: Instant) -> bool {
+        self.expire_commit_windows(now);
         let Some(status) = self.jobs.get(&id).map(|job| job.record.status) else {
             return false;
         };
@@ -284,12 +310,19 @@ impl State {
     }
 
     /// Rails' `POST /jobs/request` after authentication of the body.
+    ///
+    /// `two_phase`: the runner advertised `two_phase_job_commit` and the
+    /// feature flag is on. The job is then assigned but stays `pending`,
+    /// reserved for this runner for the ack window (reference §2.6);
+    /// otherwise it is running at once.
     pub fn request_job(
         &mut self,
         runner_token: &str,
         last_update: Option<&str>,
+        two_phase: bool,
         now: Instant,
     ) -> RequestJob {
+        self.expire_commit_windows(now);
         if !self.runner_tokens.iter().any(|known| known == runner_token) {
             return RequestJob::Forbidden;
         }
@@ -314,11 +347,19 @@ impl State {
             return RequestJob::NoJob { version };
         };
         self.pending.remove(&job_id);
-        self.set_status(job_id, JobStatus::Running);
+        if !two_phase {
+            self.set_status(job_id, JobStatus::Running);
+        }
+        let ack_window = self.ack_window;
         if let Some(job) = self.jobs.get_mut(&job_id) {
             job.record.picked_at = Some(now);
             job.record.runner_token_prefix = Some(runner_token.chars().take(8).collect());
             job.updated_at = now;
+            if two_phase {
+                job.commit_deadline = Some(now + ack_window);
+            } else {
+                job.record.committed_at = Some(now);
+            }
         }
         self.counters.jobs_assigned += 1;
         RequestJob::Assigned {
@@ -330,12 +371,18 @@ impl State {
 
     /// Rails' `authenticate_job!` for the runner job endpoints.
     pub fn authenticate_job(&self, id: u64, token: Option<&str>) -> Result<&Job, JobAuthError> {
+        let job = self.authenticate_job_token(id, token)?;
+        if job.record.status != JobStatus::Running {
+            return Err(JobAuthError::NotRunning(job.record.status));
+        }
+        Ok(job)
+    }
+
+    /// The token check of `authenticate_job!` alone.
+    fn authenticate_job_token(&self, id: u64, token: Option<&str>) -> Result<&Job, JobAuthError> {
         let job = self.jobs.get(&id).ok_or(JobAuthError::Forbidden)?;
         if token != Some(job.token.as_str()) {
             return Err(JobAuthError::Forbidden);
-        }
-        if job.record.status != JobStatus::Running {
-            return Err(JobAuthError::NotRunning(job.record.status));
         }
         Ok(job)
     }
@@ -348,15 +395,23 @@ impl State {
         update: JobUpdate,
         now: Instant,
     ) -> UpdateJob {
+        self.expire_commit_windows(now);
         let is_final = matches!(update.state.as_deref(), Some("success" | "failed"));
         if is_final {
             // Counted once the token is right, even if the job has already
-            // finished: tests use it to see repeated final updates.
+            // finished (or awaits its commit, which refuses it): tests use
+            // it to see repeated or premature final updates.
             if let Some(job) = self.jobs.get_mut(&id) {
                 if token == Some(job.token.as_str()) {
                     job.record.final_updates += 1;
                 }
             }
+        }
+        if self
+            .authenticate_job_token(id, token)
+            .is_ok_and(Job::awaits_commit)
+        {
+            return self.update_job_awaiting_commit(id, update.state.as_deref(), now);
         }
         if let Err(error) = self.authenticate_job(id, token) {
             return UpdateJob::Refused(error);
@@ -392,7 +447,48 @@ impl State {
         }
     }
 
+    /// `PUT /jobs/:id` for a job awaiting its commit (reference §2.6):
+    /// `pending` renews the window, `running` commits, anything else is 400.
+    ///
+    /// Rails answers 409 to `pending` for a waiting job that already has a
+    /// runner manager; here the reservation is the only link between a
+    /// waiting job and its runner, so that case does not arise.
+    fn update_job_awaiting_commit(
+        &mut self,
+        id: u64,
+        state: Option<&str>,
+        now: Instant,
+    ) -> UpdateJob {
+        let ack_window = self.ack_window;
+        match state {
+            Some("pending") => {
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.commit_deadline = Some(now + ack_window);
+                }
+                UpdateJob::Applied(JobStatus::Pending)
+            }
+            Some("running") => {
+                self.set_status(id, JobStatus::Running);
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.commit_deadline = None;
+                    job.record.committed_at = Some(now);
+                    job.updated_at = now;
+                }
+                UpdateJob::Applied(JobStatus::Running)
+            }
+            // Including final states: a runner that cannot place the job
+            // must commit it before failing it, or let the window lapse.
+            _ => UpdateJob::BadState,
+        }
+    }
+
     /// `PATCH /jobs/:id/trace` (`Ci::AppendBuildTraceService`).
+    ///
+    /// A job awaiting its commit is `pending`, so the log is refused with
+    /// 403 and `Job-Status: pending` like for any job that is not running.
+    /// UNVERIFIED: the reference does not say what Rails answers to a PATCH
+    /// of a job awaiting its commit; its `authenticate_job!` only lets
+    /// running jobs through.
     pub fn append_trace(
         &mut self,
         id: u64,
@@ -401,6 +497,7 @@ impl State {
         body: &[u8],
         now: Instant,
     ) -> AppendTrace {
+        self.expire_commit_windows(now);
         if let Err(error) = self.authenticate_job(id, token) {
             return AppendTrace::Refused(error);
         }
@@ -447,7 +544,8 @@ impl State {
         }
     }
 
-    /// The running job whose token this is (`GET /api/v4/job`).
+    /// The running job whose token this is (`GET /api/v4/job`). A job
+    /// awaiting its commit is `pending`, hence not found (401, reference §7).
     pub fn running_job_by_token(&self, token: &str) -> Option<&Job> {
         let id = self.job_ids_by_token.get(token)?;
         self.jobs
@@ -455,15 +553,23 @@ impl State {
             .filter(|job| job.record.status == JobStatus::Running)
     }
 
-    /// Drops running jobs past their timeout or without update for too
-    /// long. Returns whether any job changed.
+    /// Drops jobs whose commit window lapsed, and running jobs past their
+    /// timeout or without update for too long. Returns whether any job
+    /// changed.
     pub fn drop_timed_out_jobs(&mut self, now: Instant) -> bool {
+        let mut changed = self.expire_commit_windows(now);
         let mut dropped = Vec::new();
         for job in self.jobs.values() {
             if job.record.status != JobStatus::Running {
                 continue;
             }
-            let started = job.record.picked_at.unwrap_or(job.record.queued_at);
+            // The timeout counts from `started_at`, which two-phase commit
+            // sets at the commit.
+            let started = job
+                .record
+                .committed_at
+                .or(job.record.picked_at)
+                .unwrap_or(job.record.queued_at);
             let limit = Duration::from_secs(job.spec.timeout_secs) + TIMEOUT_BUFFER;
             if now.saturating_duration_since(started) > limit {
                 dropped.push((job.record.id, "job_execution_timeout"));
@@ -471,11 +577,37 @@ impl State {
                 dropped.push((job.record.id, "stuck_or_timeout_failure"));
             }
         }
-        let changed = !dropped.is_empty();
+        changed |= !dropped.is_empty();
         for (id, reason) in dropped {
             self.finish(id, JobStatus::Failed, Some(reason.to_string()), None, now);
         }
         changed
+    }
+
+    /// Drops the jobs whose two-phase commit window has passed, as
+    /// `runner_provisioning_timeout` (reference §2.6). Returns whether any
+    /// was dropped.
+    ///
+    /// GitLab then retries such a job automatically if its `retry:` allows
+    /// (a new job in the queue); jobs here have no `retry:`, so that is not
+    /// simulated.
+    pub fn expire_commit_windows(&mut self, now: Instant) -> bool {
+        let lapsed: Vec<u64> = self
+            .jobs
+            .values()
+            .filter(|job| job.commit_deadline.is_some_and(|deadline| now >= deadline))
+            .map(|job| job.record.id)
+            .collect();
+        for &id in &lapsed {
+            self.finish(
+                id,
+                JobStatus::Failed,
+                Some(PROVISIONING_TIMEOUT.to_string()),
+                None,
+                now,
+            );
+        }
+        !lapsed.is_empty()
     }
 
     fn finish(
@@ -489,6 +621,7 @@ impl State {
         self.pending.remove(&id);
         self.set_status(id, status);
         if let Some(job) = self.jobs.get_mut(&id) {
+            job.commit_deadline = None;
             job.record.failure_reason = failure_reason;
             job.record.exit_code = exit_code;
             job.record.finished_at = Some(now);
@@ -585,6 +718,8 @@ fn mask(data: &[u8], secret: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    const ACK_WINDOW: Duration = Duration::from_secs(120);
+
     #[test]
     fn content_range_is_read_like_rails() {
         assert_eq!(parse_content_range("0-9"), (0, Some(9)));
@@ -597,7 +732,7 @@ mod tests {
     #[test]
     fn running_jobs_are_dropped_after_timeout_or_silence() {
         let runner = "glrt-runner".to_string();
-        let mut state = State::new(std::slice::from_ref(&runner), 0);
+        let mut state = State::new(std::slice::from_ref(&runner), 0, ACK_WINDOW);
         let start = Instant::now();
         let short = state.enqueue(
             JobSpec {
@@ -608,7 +743,7 @@ mod tests {
         );
         let long = state.enqueue(JobSpec::default(), start);
         for _ in 0..2 {
-            let outcome = state.request_job(&runner, None, start);
+            let outcome = state.request_job(&runner, None, false, start);
             assert!(
                 matches!(outcome, RequestJob::Assigned { .. }),
                 "{outcome:?}"
@@ -633,6 +768,90 @@ mod tests {
         );
         assert_eq!(state.stats().failed, 2);
         assert_eq!(state.stats().running, 0);
+    }
+
+    fn reason(state: &State, id: u64) -> Option<String> {
+        state
+            .job(id)
+            .and_then(|job| job.record.failure_reason.clone())
+    }
+
+    fn put(state: &mut State, id: u64, token: &str, what: &str, now: Instant) -> UpdateJob {
+        let update = JobUpdate {
+            state: Some(what.to_string()),
+            ..JobUpdate::default()
+        };
+        state.update_job(id, Some(token), update, now)
+    }
+
+    #[test]
+    fn keep_alives_renew_the_commit_window_until_it_lapses() {
+        let runner = "glrt-runner".to_string();
+        let mut state = State::new(std::slice::from_ref(&runner), 0, ACK_WINDOW);
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        let id = state.enqueue(JobSpec::default(), start);
+        let outcome = state.request_job(&runner, None, true, start);
+        assert!(
+            matches!(outcome, RequestJob::Assigned { job_id, .. } if job_id == id),
+            "{outcome:?}"
+        );
+        let token = state.job(id).expect("job").token.clone();
+
+        let outcome = put(&mut state, id, &token, "pending", at(100));
+        assert!(
+            matches!(outcome, UpdateJob::Applied(JobStatus::Pending)),
+            "{outcome:?}"
+        );
+        // The window now ends at 220 s, not 120 s.
+        assert!(!state.drop_timed_out_jobs(at(219)));
+        assert_eq!(
+            state.job(id).map(|job| job.record.status),
+            Some(JobStatus::Pending)
+        );
+        // Each request applies the rule itself, before the sweep runs.
+        let outcome = put(&mut state, id, &token, "running", at(220));
+        assert!(
+            matches!(
+                outcome,
+                UpdateJob::Refused(JobAuthError::NotRunning(JobStatus::Failed))
+            ),
+            "{outcome:?}"
+        );
+        assert_eq!(reason(&state, id).as_deref(), Some(PROVISIONING_TIMEOUT));
+        assert!(!state.drop_timed_out_jobs(at(300)));
+        assert_eq!(state.stats().failed, 1);
+        assert_eq!(state.stats().pending, 0);
+    }
+
+    #[test]
+    fn the_job_timeout_counts_from_the_commit() {
+        let runner = "glrt-runner".to_string();
+        let mut state = State::new(std::slice::from_ref(&runner), 0, ACK_WINDOW);
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        let id = state.enqueue(
+            JobSpec {
+                timeout_secs: 60,
+                ..JobSpec::default()
+            },
+            start,
+        );
+        state.request_job(&runner, None, true, start);
+        let token = state.job(id).expect("job").token.clone();
+        put(&mut state, id, &token, "pending", at(100));
+        let outcome = put(&mut state, id, &token, "running", at(200));
+        assert!(
+            matches!(outcome, UpdateJob::Applied(JobStatus::Running)),
+            "{outcome:?}"
+        );
+        let record = &state.job(id).expect("job").record;
+        assert_eq!(record.picked_at, Some(start));
+        assert_eq!(record.committed_at, Some(at(200)));
+        // 60 s of timeout plus 15 min of buffer, from the commit.
+        assert!(!state.drop_timed_out_jobs(at(200 + 960)));
+        assert!(state.drop_timed_out_jobs(at(200 + 961)));
+        assert_eq!(reason(&state, id).as_deref(), Some("job_execution_timeout"));
     }
 
     #[test]

@@ -1,0 +1,893 @@
+//! The operators' status server (`listen_address`): Prometheus metrics,
+//! health checks, the live figures as JSON, and an HTML page with plots, all
+//! read from the [`Snapshot`]s the driver publishes.
+//!
+//! Nothing here mutates the driver's state: handlers read the latest snapshot
+//! from the watch channel, and one sampling task keeps a bounded history of
+//! figures (one [`Sample`] per period) for the plots.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::driver::Snapshot;
+
+/// Port used when `listen_address` names no port (gitlab-runner's default).
+pub const DEFAULT_PORT: u16 = 9252;
+/// Period of the history samples.
+pub const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
+/// Number of history samples kept: 15 minutes at one per second.
+pub const HISTORY_LEN: usize = 900;
+/// Jobs listed on the HTML page at most (all are in `/status.json`).
+pub const PAGE_JOB_ROWS: usize = 500;
+
+/// What the status server shows besides the snapshots.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    pub version: String,
+    pub system_id: String,
+    pub started_at: SystemTime,
+    pub sample_period: Duration,
+    pub history_len: usize,
+}
+
+impl StatusConfig {
+    /// This build's version, with the default history (15 minutes, 1 s).
+    pub fn new(system_id: impl Into<String>, started_at: SystemTime) -> StatusConfig {
+        StatusConfig {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            system_id: system_id.into(),
+            started_at,
+            sample_period: SAMPLE_PERIOD,
+            history_len: HISTORY_LEN,
+        }
+    }
+}
+
+/// The `host:port` to bind for a configured `listen_address`: as in
+/// gitlab-runner, the port defaults to [`DEFAULT_PORT`], and an empty host
+/// (`:9252`) means every interface.
+pub fn bind_address(listen_address: &str) -> String {
+    let address = listen_address.trim();
+    if let Ok(ip) = address.parse::<std::net::Ipv6Addr>() {
+        return format!("[{ip}]:{DEFAULT_PORT}");
+    }
+    if address.starts_with('[') {
+        return match address.rsplit_once("]:") {
+            Some((_, port)) if !port.is_empty() => address.to_owned(),
+            Some((host, _)) => format!("{host}]:{DEFAULT_PORT}"),
+            None => format!("{address}:{DEFAULT_PORT}"),
+        };
+    }
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, ""));
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    let port = if port.is_empty() {
+        DEFAULT_PORT.to_string()
+    } else {
+        port.to_owned()
+    };
+    format!("{host}:{port}")
+}
+
+/// Serves the status endpoints on `listener` and samples the history, until
+/// the listener fails or the future is dropped (with the process).
+pub async fn serve(
+    listener: TcpListener,
+    snapshots: watch::Receiver<Snapshot>,
+    config: StatusConfig,
+) -> std::io::Result<()> {
+    let (history_tx, history_rx) = watch::channel(History::new(config.history_len));
+    let sampler = sample_history(snapshots.clone(), history_tx, config.sample_period);
+    let state = AppState {
+        snapshots,
+        history: history_rx,
+        config: Arc::new(config),
+    };
+    let router = Router::new()
+        .route("/", get(page))
+        .route("/metrics", get(metrics))
+        .route("/status.json", get(status_json))
+        .route("/history.json", get(history_json))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .with_state(state);
+    tokio::select! {
+        result = axum::serve(listener, router) => result,
+        never = sampler => match never {},
+    }
+}
+
+/// One point of the plots.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Unix time, in seconds.
+    pub time_secs: f64,
+    pub quota: f64,
+    pub weight_used: f64,
+    pub weight_reserved: f64,
+    pub jobs: usize,
+    /// Queued, provisioning or launching.
+    pub starting: usize,
+    pub running: usize,
+    pub failing: usize,
+    pub failed_total: u64,
+}
+
+impl Sample {
+    pub fn of(snapshot: &Snapshot, time_secs: f64) -> Sample {
+        let stats = &snapshot.stats;
+        Sample {
+            time_secs,
+            quota: stats.quota,
+            weight_used: stats.weight,
+            weight_reserved: stats.reserved_weight,
+            jobs: stats.jobs,
+            starting: stats.queued + stats.provisioning + stats.launching,
+            running: stats.running,
+            failing: stats.failing,
+            failed_total: stats.failed_total,
+        }
+    }
+}
+
+/// The last samples, oldest first, at most `capacity`.
+#[derive(Debug, Clone)]
+pub struct History {
+    capacity: usize,
+    samples: VecDeque<Sample>,
+}
+
+impl History {
+    pub fn new(capacity: usize) -> History {
+        History {
+            capacity: capacity.max(1),
+            samples: VecDeque::with_capacity(capacity.max(1)),
+        }
+    }
+
+    pub fn push(&mut self, sample: Sample) {
+        if self.samples.len() == self.capacity {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(sample);
+    }
+
+    pub fn samples(&self) -> impl Iterator<Item = &Sample> {
+        self.samples.iter()
+    }
+}
+
+/// The Prometheus text exposition (format 0.0.4) of a snapshot.
+pub fn render_metrics(snapshot: &Snapshot, config: &StatusConfig) -> String {
+    let stats = &snapshot.stats;
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(Vec<(&str, &str)>, f64)]| {
+        let _ = writeln!(out, "# HELP paas_runner_{name} {help}");
+        let _ = writeln!(out, "# TYPE paas_runner_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = write!(out, "paas_runner_{name}");
+            if !labels.is_empty() {
+                let labels: Vec<String> = labels
+                    .iter()
+                    .map(|(key, value)| format!("{key}=\"{}\"", escape_label(value)))
+                    .collect();
+                let _ = write!(out, "{{{}}}", labels.join(","));
+            }
+            let _ = writeln!(out, " {}", prometheus_float(*value));
+        }
+    };
+    let scalar = |value: f64| [(Vec::new(), value)];
+    family(
+        "version_info",
+        "gauge",
+        "Version of this paas-runner (always 1).",
+        &[(vec![("version", config.version.as_str())], 1.0)],
+    );
+    family(
+        "start_time_seconds",
+        "gauge",
+        "Start time of the service, in seconds since the Unix epoch.",
+        &scalar(unix_secs(config.started_at)),
+    );
+    family(
+        "shutting_down",
+        "gauge",
+        "1 while the service stops: no job is acquired any more.",
+        &scalar(f64::from(u8::from(snapshot.shutting_down))),
+    );
+    family(
+        "quota",
+        "gauge",
+        "Weighted quota: the total weight jobs and polls may use.",
+        &scalar(stats.quota),
+    );
+    family(
+        "weight_used",
+        "gauge",
+        "Total weight of the tracked jobs.",
+        &scalar(stats.weight),
+    );
+    family(
+        "weight_reserved",
+        "gauge",
+        "Weight reserved by in-flight job requests.",
+        &scalar(stats.reserved_weight),
+    );
+    let stages = stage_counts(snapshot);
+    let stage_samples: Vec<_> = stages
+        .iter()
+        .map(|(stage, count)| (vec![("stage", *stage)], *count as f64))
+        .collect();
+    family("jobs", "gauge", "Tracked jobs by stage.", &stage_samples);
+    family(
+        "polls_in_flight",
+        "gauge",
+        "Job requests in flight to the coordinators.",
+        &scalar(stats.polls_in_flight as f64),
+    );
+    for (name, help, value) in [
+        (
+            "jobs_acquired_total",
+            "Jobs received from coordinators.",
+            stats.acquired_total,
+        ),
+        (
+            "jobs_launched_total",
+            "Jobs whose launch was confirmed.",
+            stats.launched_total,
+        ),
+        (
+            "jobs_failed_total",
+            "Jobs reported failed by this runner.",
+            stats.failed_total,
+        ),
+        (
+            "jobs_done_total",
+            "Jobs finished and forgotten.",
+            stats.done_total,
+        ),
+    ] {
+        family(name, "counter", help, &scalar(value as f64));
+    }
+    let per_runner = |value: fn(&crate::driver::RunnerView) -> f64| -> Vec<_> {
+        snapshot
+            .runners
+            .iter()
+            .map(|runner| {
+                (
+                    vec![
+                        ("runner", runner.name.as_str()),
+                        ("runner_key", runner.key.as_str()),
+                    ],
+                    value(runner),
+                )
+            })
+            .collect()
+    };
+    family(
+        "runner_jobs",
+        "gauge",
+        "Tracked jobs of each runner.",
+        &per_runner(|runner| runner.jobs as f64),
+    );
+    family(
+        "runner_weight",
+        "gauge",
+        "Total weight of the tracked jobs of each runner.",
+        &per_runner(|runner| runner.weight),
+    );
+    family(
+        "runner_max_job_weight",
+        "gauge",
+        "Weight of the largest job each runner may receive.",
+        &per_runner(|runner| runner.max_job_weight),
+    );
+    out
+}
+
+/// The snapshot as operators read it (no token, no job payload).
+pub fn status_value(snapshot: &Snapshot, config: &StatusConfig) -> Value {
+    let stats = &snapshot.stats;
+    let stages: serde_json::Map<String, Value> = stage_counts(snapshot)
+        .iter()
+        .map(|(stage, count)| ((*stage).to_owned(), json!(count)))
+        .collect();
+    json!({
+        "version": config.version,
+        "system_id": config.system_id,
+        "started_at": unix_secs(config.started_at),
+        "shutting_down": snapshot.shutting_down,
+        "stats": {
+            "quota": stats.quota,
+            "weight_used": stats.weight,
+            "weight_reserved": stats.reserved_weight,
+            "jobs": stats.jobs,
+            "stages": stages,
+            "polls_in_flight": stats.polls_in_flight,
+            "jobs_acquired_total": stats.acquired_total,
+            "jobs_launched_total": stats.launched_total,
+            "jobs_failed_total": stats.failed_total,
+            "jobs_done_total": stats.done_total,
+        },
+        "runners": snapshot.runners.iter().map(|runner| json!({
+            "name": runner.name,
+            "key": runner.key,
+            "jobs": runner.jobs,
+            "weight": runner.weight,
+            "max_job_weight": runner.max_job_weight,
+            "quota_max_fraction": runner.quota_max_fraction,
+        })).collect::<Vec<_>>(),
+        "jobs": snapshot.jobs.iter().map(|job| json!({
+            "runner": job.runner,
+            "job_id": job.job_id,
+            "stage": job.stage,
+            "flavor": job.flavor,
+            "weight": job.weight,
+            "app_id": job.app_id,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The history as JSON: the period and the samples, oldest first.
+pub fn history_value(history: &History, config: &StatusConfig) -> Value {
+    json!({
+        "period_secs": config.sample_period.as_secs_f64(),
+        "capacity": history.capacity,
+        "samples": history.samples().map(|sample| json!({
+            "time": sample.time_secs,
+            "quota": sample.quota,
+            "weight_used": sample.weight_used,
+            "weight_reserved": sample.weight_reserved,
+            "jobs": sample.jobs,
+            "starting": sample.starting,
+            "running": sample.running,
+            "failing": sample.failing,
+            "jobs_failed_total": sample.failed_total,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The HTML status page: self-contained, refreshed every 2 s by a few lines
+/// of script (a meta refresh without script).
+pub fn render_page(snapshot: &Snapshot, history: &History, config: &StatusConfig) -> String {
+    let stats = &snapshot.stats;
+    let mut html = String::with_capacity(16 * 1024);
+    html.push_str(PAGE_HEAD);
+    let _ = write!(
+        html,
+        "<header><h1>paas-runner</h1><span>version {} &middot; system {} &middot; started {} UTC</span>\
+         <span id=\"conn\"></span></header>\n<main id=\"main\">\n",
+        escape_html(&config.version),
+        escape_html(&config.system_id),
+        format_utc(config.started_at),
+    );
+    if snapshot.shutting_down {
+        html.push_str(
+            "<p class=\"banner\">Shutting down: no job is acquired any more; \
+             in-flight operations complete.</p>\n",
+        );
+    }
+
+    // Quota bar.
+    let free = (stats.quota - stats.weight - stats.reserved_weight).max(0.0);
+    let _ = writeln!(
+        html,
+        "<section><h2>Quota</h2><p class=\"figures\">\
+         <span class=\"used\">used {:.1}</span> &middot; <span class=\"reserved\">reserved {:.1}</span> \
+         &middot; <span class=\"free\">free {:.1}</span> &middot; quota {:.1}</p>",
+        stats.weight, stats.reserved_weight, free, stats.quota
+    );
+    let (used_pct, reserved_pct) = if stats.quota > 0.0 {
+        let used = (stats.weight / stats.quota * 100.0).clamp(0.0, 100.0);
+        let reserved = (stats.reserved_weight / stats.quota * 100.0).clamp(0.0, 100.0 - used);
+        (used, reserved)
+    } else {
+        (0.0, 0.0)
+    };
+    let _ = writeln!(
+        html,
+        "<div class=\"bar\" title=\"used {used_pct:.0}%, reserved {reserved_pct:.0}%\">\
+         <div class=\"used\" style=\"width:{used_pct:.2}%\"></div>\
+         <div class=\"reserved\" style=\"width:{reserved_pct:.2}%\"></div></div></section>"
+    );
+
+    // Jobs by stage and totals.
+    html.push_str("<section><h2>Jobs</h2><div class=\"tiles\">\n");
+    for (stage, count) in stage_counts(snapshot) {
+        let class = if stage == "failing" && count > 0 {
+            "tile alert"
+        } else {
+            "tile"
+        };
+        let _ = writeln!(html, "<div class=\"{class}\"><b>{count}</b>{stage}</div>");
+    }
+    let (failed_recently, window_minutes) =
+        match (history.samples().next(), history.samples().last()) {
+            (Some(first), Some(last)) => (
+                last.failed_total.saturating_sub(first.failed_total),
+                ((last.time_secs - first.time_secs) / 60.0).ceil().max(1.0),
+            ),
+            _ => (0, 1.0),
+        };
+    let _ = writeln!(
+        html,
+        "</div><p class=\"figures\">{} tracked &middot; {} polls in flight &middot; \
+         totals: {} acquired, {} launched, {} done, <span class=\"{}\">{} failed</span> \
+         ({failed_recently} in the last {window_minutes} min)</p></section>",
+        stats.jobs,
+        stats.polls_in_flight,
+        stats.acquired_total,
+        stats.launched_total,
+        stats.done_total,
+        if stats.failed_total > 0 { "bad" } else { "" },
+        stats.failed_total,
+    );
+
+    // Plots.
+    let window_secs = config.sample_period.as_secs_f64() * history.capacity as f64;
+    let samples: Vec<&Sample> = history.samples().collect();
+    let times: Vec<f64> = samples.iter().map(|sample| sample.time_secs).collect();
+    let quota = samples.last().map_or(stats.quota, |sample| sample.quota);
+    html.push_str("<section class=\"plots\"><div><h2>Weight</h2>\n");
+    html.push_str(&render_plot(
+        &times,
+        window_secs,
+        &[
+            Series {
+                label: "used + reserved",
+                class: "reserved",
+                values: samples
+                    .iter()
+                    .map(|sample| sample.weight_used + sample.weight_reserved)
+                    .collect(),
+                area: true,
+            },
+            Series {
+                label: "used",
+                class: "used",
+                values: samples.iter().map(|sample| sample.weight_used).collect(),
+                area: true,
+            },
+        ],
+        Some(quota),
+    ));
+    html.push_str("</div><div><h2>Jobs</h2>\n");
+    html.push_str(&render_plot(
+        &times,
+        window_secs,
+        &[
+            Series {
+                label: "tracked",
+                class: "total",
+                values: samples.iter().map(|sample| sample.jobs as f64).collect(),
+                area: false,
+            },
+            Series {
+                label: "running",
+                class: "used",
+                values: samples.iter().map(|sample| sample.running as f64).collect(),
+                area: false,
+            },
+            Series {
+                label: "starting",
+                class: "reserved",
+                values: samples
+                    .iter()
+                    .map(|sample| sample.starting as f64)
+                    .collect(),
+                area: false,
+            },
+            Series {
+                label: "failing",
+                class: "bad",
+                values: samples.iter().map(|sample| sample.failing as f64).collect(),
+                area: false,
+            },
+        ],
+        None,
+    ));
+    html.push_str("</div></section>\n");
+
+    // Runners.
+    html.push_str(
+        "<section><h2>Runners</h2><table><tr><th>runner</th><th>key</th><th>jobs</th>\
+         <th>weight</th><th>share of quota</th><th>max job weight</th><th>max fraction</th></tr>\n",
+    );
+    for runner in &snapshot.runners {
+        let share = if stats.quota > 0.0 {
+            (runner.weight / stats.quota * 100.0).clamp(0.0, 100.0)
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{:.1}</td>\
+             <td><div class=\"bar small\"><div class=\"used\" style=\"width:{share:.2}%\"></div></div></td>\
+             <td>{:.1}</td><td>{}</td></tr>",
+            escape_html(&runner.name),
+            escape_html(&runner.key),
+            runner.jobs,
+            runner.weight,
+            runner.max_job_weight,
+            runner.quota_max_fraction,
+        );
+    }
+    html.push_str("</table></section>\n");
+
+    // Jobs.
+    let _ = writeln!(
+        html,
+        "<section><h2>Tracked jobs ({})</h2><table><tr><th>runner</th><th>job</th><th>stage</th>\
+         <th>flavor</th><th>weight</th><th>application</th></tr>",
+        snapshot.jobs.len()
+    );
+    for job in snapshot.jobs.iter().take(PAGE_JOB_ROWS) {
+        let _ = writeln!(
+            html,
+            "<tr class=\"{stage}\"><td>{}</td><td>{}</td><td>{stage}</td><td>{}</td><td>{:.1}</td><td><code>{}</code></td></tr>",
+            escape_html(&job.runner),
+            job.job_id,
+            escape_html(&job.flavor),
+            job.weight,
+            escape_html(job.app_id.as_deref().unwrap_or("-")),
+            stage = escape_html(job.stage),
+        );
+    }
+    html.push_str("</table>\n");
+    if snapshot.jobs.len() > PAGE_JOB_ROWS {
+        let _ = writeln!(
+            html,
+            "<p>&hellip; and {} more in <a href=\"status.json\">status.json</a>.</p>",
+            snapshot.jobs.len() - PAGE_JOB_ROWS
+        );
+    }
+    html.push_str(
+        "</section>\n<footer><a href=\"metrics\">metrics</a> &middot; <a href=\"status.json\">status.json</a> \
+         &middot; <a href=\"history.json\">history.json</a></footer>\n</main>\n",
+    );
+    html.push_str(PAGE_TAIL);
+    html
+}
+
+// ----- private -----
+
+#[derive(Clone)]
+struct AppState {
+    snapshots: watch::Receiver<Snapshot>,
+    history: watch::Receiver<History>,
+    config: Arc<StatusConfig>,
+}
+
+impl AppState {
+    /// A copy, so that rendering never holds the channel's lock.
+    fn snapshot(&self) -> Snapshot {
+        self.snapshots.borrow().clone()
+    }
+}
+
+async fn sample_history(
+    snapshots: watch::Receiver<Snapshot>,
+    history: watch::Sender<History>,
+    period: Duration,
+) -> std::convert::Infallible {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        interval.tick().await;
+        let sample = Sample::of(&snapshots.borrow(), unix_secs(SystemTime::now()));
+        history.send_modify(|history| history.push(sample));
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = render_metrics(&state.snapshot(), &state.config);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn status_json(State(state): State<AppState>) -> Response {
+    no_store(Json(status_value(&state.snapshot(), &state.config)))
+}
+
+async fn history_json(State(state): State<AppState>) -> Response {
+    let history = state.history.borrow().clone();
+    no_store(Json(history_value(&history, &state.config)))
+}
+
+async fn page(State(state): State<AppState>) -> Response {
+    let history = state.history.borrow().clone();
+    no_store(Html(render_page(
+        &state.snapshot(),
+        &history,
+        &state.config,
+    )))
+}
+
+async fn live() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if state.snapshots.borrow().shutting_down {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else {
+        (StatusCode::OK, "ok")
+    }
+}
+
+fn no_store(response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The stages of [`paas_core::Stats`], in lifecycle order.
+fn stage_counts(snapshot: &Snapshot) -> [(&'static str, usize); 6] {
+    let stats = &snapshot.stats;
+    [
+        ("queued", stats.queued),
+        ("provisioning", stats.provisioning),
+        ("launching", stats.launching),
+        ("running", stats.running),
+        ("failing", stats.failing),
+        ("decommissioning", stats.decommissioning),
+    ]
+}
+
+fn unix_secs(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC (civil-from-days, Howard Hinnant's algorithm).
+fn format_utc(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A sample value: `NaN`, `+Inf` and `-Inf` are spelled as Prometheus reads them.
+fn prometheus_float(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_owned()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        format!("{value}")
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+struct Series<'a> {
+    label: &'a str,
+    /// CSS class giving its colour.
+    class: &'a str,
+    values: Vec<f64>,
+    /// Filled down to zero (drawn in order: later series on top).
+    area: bool,
+}
+
+const PLOT_WIDTH: f64 = 600.0;
+const PLOT_HEIGHT: f64 = 160.0;
+const PLOT_LEFT: f64 = 44.0;
+const PLOT_BOTTOM: f64 = 18.0;
+
+/// An inline SVG plot of `series` over the last `window_secs` (times in Unix
+/// seconds, the last one drawn at the right edge), with an optional dashed
+/// limit line.
+fn render_plot(
+    times: &[f64],
+    window_secs: f64,
+    series: &[Series<'_>],
+    limit: Option<f64>,
+) -> String {
+    let mut svg = String::new();
+    let width = PLOT_WIDTH - PLOT_LEFT;
+    let height = PLOT_HEIGHT - PLOT_BOTTOM;
+    let _ = write!(
+        svg,
+        "<svg class=\"plot\" viewBox=\"0 0 {PLOT_WIDTH} {PLOT_HEIGHT}\" role=\"img\" \
+         xmlns=\"http://www.w3.org/2000/svg\">"
+    );
+    let Some(&last_time) = times.last() else {
+        svg.push_str(
+            "<text x=\"50%\" y=\"50%\" text-anchor=\"middle\">no samples yet</text></svg>",
+        );
+        return svg;
+    };
+    let data_max = series
+        .iter()
+        .flat_map(|series| series.values.iter().copied())
+        .chain(limit)
+        .fold(0.0_f64, f64::max);
+    let y_max = nice_ceiling(data_max * 1.05);
+    let x_of = |time: f64| PLOT_LEFT + width * (1.0 - (last_time - time) / window_secs).max(0.0);
+    let y_of = |value: f64| height * (1.0 - value / y_max);
+    // Axes, grid and labels.
+    let _ = write!(
+        svg,
+        "<line class=\"grid\" x1=\"{PLOT_LEFT}\" y1=\"{mid:.1}\" x2=\"{PLOT_WIDTH}\" y2=\"{mid:.1}\"/>\
+         <line class=\"axis\" x1=\"{PLOT_LEFT}\" y1=\"{height}\" x2=\"{PLOT_WIDTH}\" y2=\"{height}\"/>\
+         <text x=\"{lx}\" y=\"10\" text-anchor=\"end\">{}</text>\
+         <text x=\"{lx}\" y=\"{mid_text:.1}\" text-anchor=\"end\">{}</text>\
+         <text x=\"{lx}\" y=\"{height}\" text-anchor=\"end\">0</text>\
+         <text x=\"{PLOT_LEFT}\" y=\"{PLOT_HEIGHT}\">-{} min</text>\
+         <text x=\"{PLOT_WIDTH}\" y=\"{PLOT_HEIGHT}\" text-anchor=\"end\">now</text>",
+        format_axis(y_max),
+        format_axis(y_max / 2.0),
+        (window_secs / 60.0).round(),
+        mid = height / 2.0,
+        mid_text = height / 2.0 + 4.0,
+        lx = PLOT_LEFT - 4.0,
+    );
+    for series in series {
+        let points: Vec<String> = times
+            .iter()
+            .zip(&series.values)
+            .map(|(&time, &value)| format!("{:.1},{:.1}", x_of(time), y_of(value)))
+            .collect();
+        if series.area {
+            let _ = write!(
+                svg,
+                "<polygon class=\"area {}\" points=\"{:.1},{height} {} {:.1},{height}\"><title>{}</title></polygon>",
+                series.class,
+                x_of(times[0]),
+                points.join(" "),
+                x_of(last_time),
+                series.label,
+            );
+        } else {
+            let _ = write!(
+                svg,
+                "<polyline class=\"line {}\" points=\"{}\"><title>{}</title></polyline>",
+                series.class,
+                points.join(" "),
+                series.label,
+            );
+        }
+    }
+    if let Some(limit) = limit {
+        let y = y_of(limit);
+        let _ = write!(
+            svg,
+            "<line class=\"limit\" x1=\"{PLOT_LEFT}\" y1=\"{y:.1}\" x2=\"{PLOT_WIDTH}\" y2=\"{y:.1}\">\
+             <title>quota {limit:.1}</title></line>"
+        );
+    }
+    svg.push_str("</svg>\n<p class=\"legend\">");
+    for series in series {
+        let _ = write!(
+            svg,
+            "<span class=\"key {}\"></span>{} ",
+            series.class, series.label
+        );
+    }
+    if limit.is_some() {
+        svg.push_str("<span class=\"key limit\"></span>quota");
+    }
+    svg.push_str("</p>\n");
+    svg
+}
+
+/// The smallest of 1, 2 or 5 times a power of ten at or above `value` (at
+/// least 1).
+fn nice_ceiling(value: f64) -> f64 {
+    if value.is_nan() || value <= 1.0 {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(value.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|step| step * magnitude)
+        .find(|candidate| *candidate >= value)
+        .unwrap_or(10.0 * magnitude)
+}
+
+fn format_axis(value: f64) -> String {
+    if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    }
+}
+
+const PAGE_HEAD: &str = r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>paas-runner status</title>
+<noscript><meta http-equiv="refresh" content="2"></noscript>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:0 auto;max-width:1280px;padding:0 16px;color:#222;background:#fafafa}
+header{display:flex;gap:16px;align-items:baseline;flex-wrap:wrap;border-bottom:1px solid #ddd}
+header h1{font-size:20px;margin:8px 0}header span{color:#666}#conn{color:#b00020;font-weight:bold}
+h2{font-size:15px;margin:16px 0 6px}
+.banner{background:#fff3cd;border:1px solid #e0c060;padding:8px;font-weight:bold}
+.figures{margin:4px 0}.used{color:#1b7f3b}.reserved{color:#a86b00}.free{color:#666}.bad{color:#b00020;font-weight:bold}
+.bar{display:flex;height:22px;background:#e4e4e4;border-radius:3px;overflow:hidden;max-width:900px}
+.bar.small{height:10px;width:120px}.bar .used{background:#2e9e55}.bar .reserved{background:#f0b030}
+.tiles{display:flex;gap:8px;flex-wrap:wrap}
+.tile{background:#fff;border:1px solid #ddd;border-radius:4px;padding:6px 12px;min-width:90px;color:#555}
+.tile b{display:block;font-size:22px;color:#222}.tile.alert{border-color:#b00020}.tile.alert b{color:#b00020}
+.plots{display:flex;gap:24px;flex-wrap:wrap}.plots>div{flex:1;min-width:320px}
+svg.plot{width:100%;height:auto;background:#fff;border:1px solid #ddd}
+svg text{font-size:10px;fill:#666}.axis{stroke:#999}.grid{stroke:#eee}
+.limit{stroke:#b00020;stroke-dasharray:5 4;stroke-width:1.5}
+.area{stroke:none}.area.used{fill:#2e9e55;opacity:.8}.area.reserved{fill:#f0b030;opacity:.8}
+.line{fill:none;stroke-width:1.5}.line.total{stroke:#333}.line.used{stroke:#2e9e55}.line.reserved{stroke:#e09a10}.line.bad{stroke:#b00020}
+.legend{margin:2px 0;color:#555}.key{display:inline-block;width:12px;height:4px;margin:0 4px 2px 8px;vertical-align:middle}
+.key.total{background:#333}.key.used{background:#2e9e55}.key.reserved{background:#f0b030}.key.bad{background:#b00020}
+.key.limit{background:repeating-linear-gradient(90deg,#b00020 0 5px,transparent 5px 9px)}
+table{border-collapse:collapse;background:#fff}th,td{border:1px solid #ddd;padding:3px 8px;text-align:left}
+th{background:#f0f0f0}tr.failing td{color:#b00020}footer{margin:24px 0;color:#666}
+</style></head><body>
+"#;
+
+const PAGE_TAIL: &str = r#"<script>
+setInterval(function () {
+  fetch(location.href, {cache: "no-store"})
+    .then(function (response) { if (!response.ok) throw response.status; return response.text(); })
+    .then(function (text) {
+      var next = new DOMParser().parseFromString(text, "text/html").getElementById("main");
+      document.getElementById("main").replaceWith(next);
+      document.getElementById("conn").textContent = "";
+    })
+    .catch(function () { document.getElementById("conn").textContent = "not updated: the service does not answer"; });
+}, 2000);
+</script>
+</body></html>
+"#;

@@ -1,0 +1,432 @@
+//! The status server (`listen_address`) in the test's process, fed with
+//! hand-made snapshots through a watch channel, over loopback HTTP.
+//!
+//! The binary has no library target: `status.rs` is compiled into this test
+//! with a stand-in `driver` module declaring the snapshot types it reads
+//! (the real ones are in `src/driver.rs`; the binary's build checks that
+//! `status.rs` agrees with them).
+
+#[allow(dead_code)]
+#[path = "../src/status.rs"]
+mod status;
+
+/// Stand-in for `src/driver.rs`: the published snapshot types only.
+mod driver {
+    pub use paas_core::Stats;
+
+    #[derive(Debug, Clone, Default)]
+    pub struct Snapshot {
+        pub stats: Stats,
+        pub runners: Vec<RunnerView>,
+        pub jobs: Vec<JobView>,
+        pub shutting_down: bool,
+    }
+
+    #[derive(Debug, Clone, Default)]
+    pub struct RunnerView {
+        pub name: String,
+        pub key: String,
+        pub jobs: usize,
+        pub weight: f64,
+        pub max_job_weight: f64,
+        pub quota_max_fraction: f64,
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct JobView {
+        pub runner: String,
+        pub job_id: u64,
+        pub stage: &'static str,
+        pub flavor: String,
+        pub weight: f64,
+        pub app_id: Option<String>,
+    }
+}
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use driver::{JobView, RunnerView, Snapshot};
+use paas_core::Stats;
+use status::{History, Sample, StatusConfig};
+use tokio::sync::watch;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn snapshot() -> Snapshot {
+    Snapshot {
+        stats: Stats {
+            queued: 1,
+            provisioning: 2,
+            launching: 0,
+            running: 3,
+            failing: 1,
+            decommissioning: 0,
+            jobs: 7,
+            weight: 12.5,
+            reserved_weight: 4.75,
+            quota: 45.25,
+            polls_in_flight: 2,
+            acquired_total: 40,
+            launched_total: 30,
+            failed_total: 5,
+            done_total: 27,
+        },
+        runners: vec![
+            RunnerView {
+                name: "shared".into(),
+                key: "glrt-abc".into(),
+                jobs: 5,
+                weight: 10.0,
+                max_job_weight: 9.5,
+                quota_max_fraction: 1.0,
+            },
+            RunnerView {
+                name: "we\"ird\\<name>".into(),
+                key: "12345678".into(),
+                jobs: 2,
+                weight: 2.5,
+                max_job_weight: 4.0,
+                quota_max_fraction: 0.5,
+            },
+        ],
+        jobs: vec![
+            JobView {
+                runner: "shared".into(),
+                job_id: 4242,
+                stage: "running",
+                flavor: "M".into(),
+                weight: 5.66,
+                app_id: Some("app_0123-abcd".into()),
+            },
+            JobView {
+                runner: "shared".into(),
+                job_id: 4243,
+                stage: "failing",
+                flavor: "XXL".into(),
+                weight: 0.0,
+                app_id: None,
+            },
+        ],
+        shutting_down: false,
+    }
+}
+
+fn config() -> StatusConfig {
+    StatusConfig {
+        system_id: "r_testsystem1".into(),
+        ..StatusConfig::new("ignored", UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+    }
+}
+
+struct Server {
+    address: SocketAddr,
+    snapshots: watch::Sender<Snapshot>,
+    http: reqwest::Client,
+}
+
+impl Server {
+    async fn start(snapshot: Snapshot) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (snapshots, receiver) = watch::channel(snapshot);
+        tokio::spawn(status::serve(listener, receiver, config()));
+        Server {
+            address,
+            snapshots,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String, String) {
+        let response = self
+            .http
+            .get(format!("http://{}{path}", self.address))
+            .timeout(DEADLINE)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        (status, content_type, response.text().await.expect("body"))
+    }
+
+    async fn json(&self, path: &str) -> serde_json::Value {
+        let (status, _, body) = self.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+}
+
+/// The sample lines (not comments) of an exposition, for exact comparison.
+fn sample_lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|line| !line.starts_with('#')).collect()
+}
+
+#[test]
+fn metrics_follow_the_text_format() {
+    let text = status::render_metrics(&snapshot(), &config());
+    let version = env!("CARGO_PKG_VERSION");
+    let expected = [
+        format!("paas_runner_version_info{{version=\"{version}\"}} 1"),
+        "paas_runner_start_time_seconds 1700000000".into(),
+        "paas_runner_shutting_down 0".into(),
+        "paas_runner_quota 45.25".into(),
+        "paas_runner_weight_used 12.5".into(),
+        "paas_runner_weight_reserved 4.75".into(),
+        "paas_runner_jobs{stage=\"queued\"} 1".into(),
+        "paas_runner_jobs{stage=\"provisioning\"} 2".into(),
+        "paas_runner_jobs{stage=\"launching\"} 0".into(),
+        "paas_runner_jobs{stage=\"running\"} 3".into(),
+        "paas_runner_jobs{stage=\"failing\"} 1".into(),
+        "paas_runner_jobs{stage=\"decommissioning\"} 0".into(),
+        "paas_runner_polls_in_flight 2".into(),
+        "paas_runner_jobs_acquired_total 40".into(),
+        "paas_runner_jobs_launched_total 30".into(),
+        "paas_runner_jobs_failed_total 5".into(),
+        "paas_runner_jobs_done_total 27".into(),
+        "paas_runner_runner_jobs{runner=\"shared\",runner_key=\"glrt-abc\"} 5".into(),
+        "paas_runner_runner_jobs{runner=\"we\\\"ird\\\\<name>\",runner_key=\"12345678\"} 2".into(),
+        "paas_runner_runner_weight{runner=\"shared\",runner_key=\"glrt-abc\"} 10".into(),
+        "paas_runner_runner_weight{runner=\"we\\\"ird\\\\<name>\",runner_key=\"12345678\"} 2.5".into(),
+        "paas_runner_runner_max_job_weight{runner=\"shared\",runner_key=\"glrt-abc\"} 9.5".into(),
+        "paas_runner_runner_max_job_weight{runner=\"we\\\"ird\\\\<name>\",runner_key=\"12345678\"} 4"
+            .into(),
+    ];
+    assert_eq!(
+        sample_lines(&text),
+        expected.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{text}"
+    );
+
+    // Every family has one HELP and one TYPE line, before its samples, and
+    // counters are named `_total`.
+    let mut families = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP name text");
+            assert!(!help.is_empty(), "{line}");
+            assert!(!families.contains(&name.to_owned()), "family {name} twice");
+            families.push(name.to_owned());
+            current = Some((name.to_owned(), String::new()));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            let (current_name, current_kind) = current.as_mut().expect("TYPE after HELP");
+            assert_eq!(name, current_name, "{line}");
+            assert!(matches!(kind, "gauge" | "counter"), "{line}");
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+            *current_kind = kind.to_owned();
+        } else {
+            let (name, current_kind) = current.as_ref().expect("sample after HELP");
+            assert!(!current_kind.is_empty(), "sample before TYPE: {line}");
+            let metric = line.split(['{', ' ']).next().expect("name");
+            assert_eq!(metric, name, "{line}");
+            let value = line.rsplit(' ').next().expect("value");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            assert!(
+                metric
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{line}"
+            );
+        }
+    }
+    assert!(text.ends_with('\n'));
+    assert_eq!(families.len(), 15, "{families:?}");
+}
+
+#[test]
+fn shutting_down_and_special_values_are_exposed() {
+    let mut snapshot = snapshot();
+    snapshot.shutting_down = true;
+    snapshot.stats.quota = f64::INFINITY;
+    snapshot.stats.weight = f64::NAN;
+    let text = status::render_metrics(&snapshot, &config());
+    let lines = sample_lines(&text);
+    assert!(lines.contains(&"paas_runner_shutting_down 1"), "{text}");
+    assert!(lines.contains(&"paas_runner_quota +Inf"), "{text}");
+    assert!(lines.contains(&"paas_runner_weight_used NaN"), "{text}");
+}
+
+#[test]
+fn listen_addresses_default_to_port_9252() {
+    for (configured, expected) in [
+        ("127.0.0.1:9252", "127.0.0.1:9252"),
+        ("127.0.0.1", "127.0.0.1:9252"),
+        ("localhost:8080", "localhost:8080"),
+        ("localhost", "localhost:9252"),
+        (":9000", "0.0.0.0:9000"),
+        ("[::]:8093", "[::]:8093"),
+        ("[::1]", "[::1]:9252"),
+        ("::1", "[::1]:9252"),
+        ("0.0.0.0:", "0.0.0.0:9252"),
+    ] {
+        assert_eq!(status::bind_address(configured), expected, "{configured}");
+    }
+}
+
+#[test]
+fn history_is_bounded_and_oldest_first() {
+    let mut history = History::new(3);
+    for second in 0..5 {
+        let mut sample = Sample::of(&snapshot(), f64::from(second));
+        sample.jobs = second as usize;
+        history.push(sample);
+    }
+    let times: Vec<f64> = history.samples().map(|sample| sample.time_secs).collect();
+    assert_eq!(times, [2.0, 3.0, 4.0]);
+    let sample = history.samples().last().copied().expect("sample");
+    assert_eq!(sample.starting, 3, "queued + provisioning + launching");
+    assert_eq!(sample.running, 3);
+    assert_eq!(sample.weight_reserved, 4.75);
+}
+
+#[test]
+fn page_shows_the_key_figures_and_escapes_names() {
+    let mut history = History::new(900);
+    let mut earlier = snapshot();
+    earlier.stats.failed_total = 2;
+    earlier.stats.weight = 3.0;
+    history.push(Sample::of(&earlier, 1_700_000_100.0));
+    history.push(Sample::of(&snapshot(), 1_700_000_101.0));
+    let page = status::render_page(&snapshot(), &history, &config());
+    for expected in [
+        "<!DOCTYPE html>",
+        "used 12.5",
+        "reserved 4.8",
+        "free 28.0",
+        "quota 45.2",
+        "r_testsystem1",
+        "2023-11-14 22:13:20 UTC",
+        "<b>3</b>running",
+        "<b>1</b>failing",
+        "40 acquired, 30 launched, 27 done",
+        "5 failed</span> (3 in the last 1 min)",
+        "we&quot;ird\\&lt;name&gt;",
+        "<td>4242</td><td>running</td><td>M</td><td>5.7</td><td><code>app_0123-abcd</code>",
+        "<td>4243</td><td>failing</td><td>XXL</td><td>0.0</td><td><code>-</code>",
+        "Tracked jobs (2)",
+        "<polygon class=\"area used\"",
+        "<polyline class=\"line total\"",
+        "<line class=\"limit\"",
+        "setInterval(",
+    ] {
+        assert!(page.contains(expected), "missing {expected:?} in\n{page}");
+    }
+    assert!(!page.contains("we\"ird"), "unescaped name");
+    assert!(!page.contains("src=\"http"), "external asset");
+    assert!(!page.contains("href=\"http"), "external asset");
+    assert!(!page.contains("Shutting down"));
+
+    let empty = status::render_page(&Snapshot::default(), &History::new(10), &config());
+    assert!(empty.contains("no samples yet"), "{empty}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_answers_every_endpoint() {
+    let server = Server::start(snapshot()).await;
+
+    let (status, content_type, body) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(
+        body.lines()
+            .any(|line| line == "paas_runner_weight_used 12.5"),
+        "{body}"
+    );
+
+    assert_eq!(server.get("/health/live").await.0, 200);
+    let (status, _, body) = server.get("/health/ready").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+
+    let json = server.json("/status.json").await;
+    assert_eq!(json["system_id"], "r_testsystem1");
+    assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(json["shutting_down"], false);
+    assert_eq!(json["stats"]["quota"], 45.25);
+    assert_eq!(json["stats"]["weight_used"], 12.5);
+    assert_eq!(json["stats"]["weight_reserved"], 4.75);
+    assert_eq!(json["stats"]["jobs"], 7);
+    assert_eq!(json["stats"]["stages"]["running"], 3);
+    assert_eq!(json["stats"]["stages"]["provisioning"], 2);
+    assert_eq!(json["stats"]["jobs_failed_total"], 5);
+    assert_eq!(json["runners"][0]["name"], "shared");
+    assert_eq!(json["runners"][0]["key"], "glrt-abc");
+    assert_eq!(json["runners"][1]["max_job_weight"], 4.0);
+    assert_eq!(json["jobs"][0]["job_id"], 4242);
+    assert_eq!(json["jobs"][0]["app_id"], "app_0123-abcd");
+    assert_eq!(json["jobs"][1]["app_id"], serde_json::Value::Null);
+    let job_keys: Vec<&String> = json["jobs"][0]
+        .as_object()
+        .expect("job object")
+        .keys()
+        .collect();
+    assert_eq!(
+        job_keys,
+        ["app_id", "flavor", "job_id", "runner", "stage", "weight"],
+        "no token nor payload"
+    );
+
+    let (status, content_type, page) = server.get("/").await;
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert!(page.contains("used 12.5"), "{page}");
+    assert!(page.contains("<td>4242</td>"), "{page}");
+
+    assert_eq!(server.get("/nowhere").await.0, 404);
+
+    // The sampler takes its first sample at start.
+    let deadline = Instant::now() + DEADLINE;
+    let history = loop {
+        let history = server.json("/history.json").await;
+        if !history["samples"].as_array().expect("samples").is_empty() {
+            break history;
+        }
+        assert!(Instant::now() < deadline, "no sample: {history}");
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(history["period_secs"], 1.0);
+    assert_eq!(history["capacity"], 900);
+    let sample = &history["samples"][0];
+    assert_eq!(sample["weight_used"], 12.5);
+    assert_eq!(sample["quota"], 45.25);
+    assert_eq!(sample["jobs"], 7);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let time = sample["time"].as_f64().expect("time");
+    assert!((now - time).abs() < 60.0, "sample time {time}, now {now}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_once_shutting_down() {
+    let server = Server::start(snapshot()).await;
+    assert_eq!(server.get("/health/ready").await.0, 200);
+
+    server
+        .snapshots
+        .send_modify(|snapshot| snapshot.shutting_down = true);
+    let (status, _, body) = server.get("/health/ready").await;
+    assert_eq!((status, body.as_str()), (503, "shutting down"));
+    assert_eq!(server.get("/health/live").await.0, 200, "still alive");
+
+    let (_, _, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "paas_runner_shutting_down 1"),
+        "{metrics}"
+    );
+    let (_, _, page) = server.get("/").await;
+    assert!(page.contains("Shutting down"), "{page}");
+    assert_eq!(server.json("/status.json").await["shutting_down"], true);
+}

@@ -1,0 +1,192 @@
+//! `listen_address` end to end: the real binary serves its status endpoints
+//! while it runs jobs from the simulators, and refuses to start when the
+//! address is taken.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Harness, DEADLINE, SIGTERM};
+use paas_sim::cluster::ClusterSettings;
+use paas_sim::vars;
+
+fn quick() -> ClusterSettings {
+    ClusterSettings {
+        long_poll: Duration::from_millis(500),
+        repo_ready_delay: Duration::from_millis(50),
+        boot_delay: Duration::from_millis(100),
+        ..ClusterSettings::default()
+    }
+}
+
+/// Pause between two looks at a condition polled with a deadline.
+const POLL_STEP: Duration = Duration::from_millis(50);
+
+/// The address the runner logged (`listen_address` asks for port 0).
+async fn logged_status_address(harness: &Harness) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let logs = strip_ansi(&harness.logs());
+        let address = logs
+            .lines()
+            .filter(|line| line.contains("status server listening"))
+            .find_map(|line| line.split("address=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next());
+        if let Some(address) = address {
+            return address.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no status address logged:\n{logs}"
+        );
+        tokio::time::sleep(POLL_STEP).await;
+    }
+}
+
+/// Polls `url` until `accept` holds for its status and body.
+async fn get_until(url: &str, accept: impl Fn(u16, &str) -> bool, harness: &Harness) -> String {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let answer = match http.get(url).timeout(DEADLINE).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                Some((status, response.text().await.unwrap_or_default()))
+            }
+            Err(_) => None,
+        };
+        if let Some((status, body)) = &answer {
+            if accept(*status, body) {
+                return body.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url}: last answer {answer:?}\n{}",
+            harness.logs()
+        );
+        tokio::time::sleep(POLL_STEP).await;
+    }
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_server_follows_the_running_service() {
+    let mut harness = Harness::start(quick(), |options| {
+        options.extra_global = "listen_address = \"127.0.0.1:0\"\n".into();
+    })
+    .await;
+    harness.spawn_runner();
+    let base = format!("http://{}", logged_status_address(&harness).await);
+
+    get_until(
+        &format!("{base}/health/ready"),
+        |status, body| status == 200 && body == "ok",
+        &harness,
+    )
+    .await;
+    let metrics = get_until(
+        &format!("{base}/metrics"),
+        |status, body| {
+            status == 200
+                && metric_value(body, "paas_runner_quota").is_some_and(|quota| quota > 0.0)
+        },
+        &harness,
+    )
+    .await;
+    assert!(
+        metrics.contains("paas_runner_runner_max_job_weight{runner=\"sim-runner-0\",runner_key=\""),
+        "{metrics}"
+    );
+
+    let id = harness.enqueue(&[(vars::FLAVOR, "S"), (vars::JOB_DURATION_MS, "200")]);
+    harness.wait_all_done(&[id]).await;
+    let metrics = get_until(
+        &format!("{base}/metrics"),
+        |_, body| metric_value(body, "paas_runner_jobs_done_total") == Some(1.0),
+        &harness,
+    )
+    .await;
+    assert_eq!(
+        metric_value(&metrics, "paas_runner_jobs_acquired_total"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "paas_runner_jobs_failed_total"),
+        Some(0.0),
+        "{metrics}"
+    );
+    let page = get_until(&format!("{base}/"), |status, _| status == 200, &harness).await;
+    assert!(page.contains("sim-runner-0"), "{page}");
+    let json = get_until(
+        &format!("{base}/status.json"),
+        |status, _| status == 200,
+        &harness,
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert!(
+        json["system_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("r_")),
+        "{json}"
+    );
+
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        harness.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_listen_address_stops_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let harness = Harness::start(quick(), |options| {
+        options.extra_global = format!("listen_address = \"{address}\"\n");
+    })
+    .await;
+    let output = tokio::time::timeout(
+        DEADLINE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+            .arg("run")
+            .arg(&harness.config_path)
+            .current_dir(harness.dir.path())
+            .output(),
+    )
+    .await
+    .expect("exits in time")
+    .expect("runs");
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("listen_address"), "{stderr}");
+    assert!(stderr.contains(&address), "{stderr}");
+    drop(taken);
+}

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Side-by-side measurement of heptapod-paas-runner 1.1.1 (the Python
+# reference, unmodified, from PyPI) and `paas-runner run` on the SAME
+# workload, each against a fresh `paas-runner sim` with the configuration it
+# writes (same check_interval, 0.5 s, for both).
+#
+# Usage: scripts/compare.sh [JOBS]      (default 40 jobs)
+#
+# The workload has JOBS jobs of flavors XS/S/M/L (40/30/20/10 %) lasting
+# 0.5-2.5 s, arriving over 10 s starting 3 s after the simulators start (so
+# that neither runner's start-up time counts in the pickup latency), without
+# Workhorse long polling (LONG_POLL_MS=2000 to turn it on: only paas-runner
+# uses it). Only valid flavors are used: the reference exits its whole
+# process when a job requests an unknown flavor.
+#
+# Figures: wall time, jobs and applications, maximum live weight and pickup
+# latency come from the sim's summary; peak RSS (VmHWM) and CPU seconds
+# (utime+stime) are read from /proc/<pid> of the runner process (for the
+# reference, its python process) just before stopping it with SIGTERM.
+# "CPU in children" is the CPU of reaped child processes (the reference runs
+# `git` to push deployments; paas-runner pushes in-process).
+#
+# Needs python3 (with venv), git and cargo; see scripts/common.sh for knobs.
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+source "$(dirname "$0")/common.sh"
+
+JOBS="${1:-40}"
+[[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || die "usage: $0 [JOBS]  (JOBS: a positive integer)"
+LONG_POLL_MS="${LONG_POLL_MS:-0}"
+SIM_TIMEOUT=$((120 + 2 * JOBS))   # seconds for the workload to be done
+STOP_GRACE=20                     # seconds for a runner to exit after SIGTERM
+
+setup_work_dir compare
+ensure_reference
+build_paas_runner
+
+# The workload: counts per flavor, the remainder going to XS.
+n_s=$((JOBS * 30 / 100)) n_m=$((JOBS * 20 / 100)) n_l=$((JOBS * 10 / 100))
+n_xs=$((JOBS - n_s - n_m - n_l))
+WORKLOAD="$WORK_DIR/workload.toml"
+{
+    printf 'seed = 2024\n[sim]\nlong_poll_ms = %d\nrequire_git_credentials = false\n' "$LONG_POLL_MS"
+    for group in "XS $n_xs" "S $n_s" "M $n_m" "L $n_l"; do
+        read -r flavor count <<<"$group"
+        ((count > 0)) || continue
+        printf '\n[[jobs]]\ncount = %d\nflavor = "%s"\nduration_ms = 500\n' "$count" "$flavor"
+        printf 'duration_spread_ms = 2000\nstart_after_ms = 3000\nspread_ms = 10000\n'
+    done
+} >"$WORKLOAD"
+log "workload: $JOBS jobs (XS $n_xs, S $n_s, M $n_m, L $n_l), long_poll_ms $LONG_POLL_MS"
+
+FAILURES=()
+
+# run_one NAME: runs the workload with runner NAME (reference|paas-runner);
+# sets R_<NAME>_* figures.
+run_one() {
+    local name=$1 dir="$WORK_DIR/$1" pid key ok=yes
+    mkdir -p "$dir"
+    start_sim "$WORKLOAD" "$dir"
+    case $name in
+        reference) "$HPR" "$dir/config.toml" >"$dir/runner.log" 2>&1 & ;;
+        paas-runner) "$PAAS_RUNNER" run "$dir/config.toml" >"$dir/runner.log" 2>&1 & ;;
+    esac
+    pid=$!
+    track_pid "$pid"
+    log "$name: running (pid $pid) against $SIM_URL"
+
+    local timed_out=no
+    if ! wait_pid_exit "$SIM_PID" "$SIM_TIMEOUT"; then
+        timed_out=yes
+    fi
+    local runner_alive=yes
+    alive "$pid" || runner_alive=no
+    local hwm=? cpu=? ccpu=?
+    if [[ $runner_alive == yes ]]; then
+        read -r hwm cpu ccpu < <(proc_usage "$pid")
+    fi
+    stop_pid "$pid" "$STOP_GRACE"
+    local stop="$STOP_RC after $STOP_SECS s"
+    [[ $runner_alive == yes ]] || stop="had exited ($STOP_RC)"
+    if [[ $timed_out == yes ]]; then
+        stop_pid "$SIM_PID" 10   # the sim prints its summary on SIGTERM
+    else
+        wait "$SIM_PID" || true
+    fi
+
+    S_WALL=? S_OK=? S_FAILED=? S_CREATED=? S_LEFT=? S_MAXW=? S_P50=? S_P95=? S_JOBS=?
+    parse_summary "$dir/sim.log" || ok=no
+    [[ $timed_out == no ]] || { ok=no; FAILURES+=("$name: workload not done after $SIM_TIMEOUT s"); }
+    [[ $runner_alive == yes ]] || { ok=no; FAILURES+=("$name: the runner had exited before the end"); }
+    [[ "$S_OK" == "$JOBS" ]] || { ok=no; FAILURES+=("$name: $S_OK of $JOBS jobs succeeded"); }
+    [[ "$S_LEFT" == 0 ]] || { ok=no; FAILURES+=("$name: $S_LEFT applications left"); }
+    if [[ $ok == no ]]; then
+        show_log "$dir/sim.log"
+        show_log "$dir/runner.log"
+    fi
+    log "$name: done (sim: ${S_WALL} s)"
+
+    key=${name//-/_}
+    local rss=?
+    [[ $hwm == "?" ]] || rss="$(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')"
+    printf -v "R_${key}_wall" '%s' "$S_WALL"
+    printf -v "R_${key}_jobs" '%s / %s' "$S_OK" "$S_FAILED"
+    printf -v "R_${key}_apps" '%s / %s' "$S_CREATED" "$S_LEFT"
+    printf -v "R_${key}_maxw" '%s' "$S_MAXW"
+    printf -v "R_${key}_pickup" '%s / %s' "$S_P50" "$S_P95"
+    printf -v "R_${key}_rss" '%s' "$rss"
+    printf -v "R_${key}_cpu" '%s' "$cpu"
+    printf -v "R_${key}_ccpu" '%s' "$ccpu"
+    printf -v "R_${key}_stop" '%s' "$stop"
+}
+
+run_one reference
+run_one paas-runner
+
+row() { printf '%-30s %-28s %-28s\n' "$1" "$2" "$3"; }
+echo
+echo "compare: $JOBS jobs (XS $n_xs, S $n_s, M $n_m, L $n_l; 0.5-2.5 s each; arrivals over 10 s after 3 s), check_interval 0.5 s, long_poll_ms $LONG_POLL_MS"
+row "" "heptapod-paas-runner $HPR_VERSION" "paas-runner"
+row "wall time (s)" "$R_reference_wall" "$R_paas_runner_wall"
+row "jobs succeeded / failed" "$R_reference_jobs" "$R_paas_runner_jobs"
+row "apps created / left" "$R_reference_apps" "$R_paas_runner_apps"
+row "max live weight" "$R_reference_maxw" "$R_paas_runner_maxw"
+row "pickup p50 / p95 (ms)" "$R_reference_pickup" "$R_paas_runner_pickup"
+row "peak RSS (MiB)" "$R_reference_rss" "$R_paas_runner_rss"
+row "CPU user+sys (s)" "$R_reference_cpu" "$R_paas_runner_cpu"
+row "CPU in children (s)" "$R_reference_ccpu" "$R_paas_runner_ccpu"
+row "SIGTERM: exit status" "$R_reference_stop" "$R_paas_runner_stop"
+echo
+
+if ((${#FAILURES[@]})); then
+    log "FAILED: $(printf '%s; ' "${FAILURES[@]}")"
+    exit 1
+fi
