@@ -201,7 +201,28 @@ async fn push_without_timeout(
     )
     .await?;
     if capabilities.iter().any(|c| *c == "report-status") {
-        parse_report(&report)?;
+        if let Err(error) = parse_report(&report) {
+            // A concurrent push created master first (a previous process,
+            // killed while its push was in flight, for this same job): the
+            // job is deployed, and must not be deployed twice.
+            if let PushError::Rejected { .. } = error {
+                let body = exchange(
+                    http.get(repo.info_refs.clone()).header(ACCEPT, "*/*"),
+                    &authorization,
+                    "ref advertisement",
+                    Some("application/x-git-receive-pack-advertisement"),
+                    &repo,
+                )
+                .await?;
+                if let Some(head) = parse_advertisement(&body)?.head(MASTER) {
+                    tracing::warn!(repo = %repo.display, head, "push refused but master exists: deployed by an earlier push");
+                    return Ok(PushOutcome::AlreadyDeployed {
+                        head: head.to_owned(),
+                    });
+                }
+            }
+            return Err(error);
+        }
     } else {
         // Without report-status a server that accepted the request has
         // nothing to say; HTTP success is all there is to go by.

@@ -263,6 +263,9 @@ struct Orphan {
     weight: f64,
     created_ms: Option<i64>,
     busy: bool,
+    /// Its last deletion failed: tried again at the next reconciliation
+    /// only (not at every drive, which would hammer a failing API).
+    failed: bool,
 }
 
 /// Result of a job request.
@@ -335,6 +338,8 @@ struct RunnerState {
     /// Weight reserved for the job the in-flight poll may bring.
     reserved: f64,
     next_poll_at: Option<Instant>,
+    /// When the in-flight (or last) poll was sent.
+    poll_sent_at: Option<Instant>,
     consecutive_errors: u32,
 }
 
@@ -359,6 +364,10 @@ pub struct Dispatcher {
     /// Next reconciliation, and whether one is under way per runner.
     next_reconcile_at: Option<Instant>,
     listing: Vec<bool>,
+    /// Runners whose first listing (in this process) has not been
+    /// answered: no runner polls before, so that applications left by an
+    /// earlier process count in the quota before anything new is taken.
+    unlisted: Vec<bool>,
     shutting_down: bool,
     acquired_total: u64,
     launched_total: u64,
@@ -378,6 +387,7 @@ impl Dispatcher {
                     poll_in_flight: false,
                     reserved: 0.0,
                     next_poll_at: None,
+                    poll_sent_at: None,
                     consecutive_errors: 0,
                 })
                 .collect(),
@@ -391,6 +401,7 @@ impl Dispatcher {
             orphans: BTreeMap::new(),
             next_reconcile_at: None,
             listing: vec![false; runner_count],
+            unlisted: vec![true; runner_count],
             shutting_down: false,
             acquired_total: 0,
             launched_total: 0,
@@ -617,7 +628,11 @@ impl Dispatcher {
             }
             PollOutcome::NoJob => {
                 state.consecutive_errors = 0;
-                state.next_poll_at = Some(now + check_interval);
+                // One poll per check_interval, counted from when it was sent:
+                // a request the coordinator held (long polling) already
+                // waited, and is followed by the next one at once.
+                let due = state.poll_sent_at.map_or(now, |sent| sent + check_interval);
+                state.next_poll_at = Some(due.max(now));
             }
             PollOutcome::Error { transient } => {
                 state.consecutive_errors = state.consecutive_errors.saturating_add(1);
@@ -947,6 +962,9 @@ impl Dispatcher {
         if let Some(listing) = self.listing.get_mut(runner) {
             *listing = false;
         }
+        if let Some(unlisted) = self.unlisted.get_mut(runner) {
+            *unlisted = false;
+        }
         let Some(apps) = apps else {
             self.drive(now);
             return;
@@ -1008,6 +1026,7 @@ impl Dispatcher {
                         weight: app.weight,
                         created_ms: app.created_ms,
                         busy: false,
+                        failed: false,
                     },
                 );
             }
@@ -1022,6 +1041,7 @@ impl Dispatcher {
             self.orphans.remove(app_id);
         } else if let Some(orphan) = self.orphans.get_mut(app_id) {
             orphan.busy = false;
+            orphan.failed = true;
         }
         self.drive(now);
     }
@@ -1045,16 +1065,8 @@ impl Dispatcher {
                 self.commands.push_back(Command::ListApps { runner });
             }
         }
-        for (app_id, orphan) in self.orphans.iter_mut() {
-            if !orphan.busy {
-                orphan.busy = true;
-                self.commands.push_back(Command::DeleteOrphan {
-                    runner: orphan.runner,
-                    app_id: app_id.clone(),
-                    name: orphan.name.clone(),
-                    created_ms: orphan.created_ms,
-                });
-            }
+        for orphan in self.orphans.values_mut() {
+            orphan.failed = false;
         }
     }
 
@@ -1064,7 +1076,7 @@ impl Dispatcher {
             return;
         }
         for (app_id, orphan) in self.orphans.iter_mut() {
-            if !orphan.busy {
+            if !orphan.busy && !orphan.failed {
                 orphan.busy = true;
                 self.commands.push_back(Command::DeleteOrphan {
                     runner: orphan.runner,
@@ -1411,6 +1423,7 @@ impl Dispatcher {
                 runner.poll_in_flight = true;
                 runner.reserved = reserve;
                 runner.next_poll_at = None;
+                runner.poll_sent_at = Some(now);
                 self.poll_cursor = idx + 1;
                 self.commands.push_back(Command::RequestJob { runner: idx });
             } else if self.runners[idx].next_poll_at.is_some_and(|at| at <= now) {
@@ -1430,6 +1443,11 @@ impl Dispatcher {
         let min_weight = runner.spec.max_job_weight();
         if min_weight <= 0.0 {
             // No flavor known yet: nothing could be provisioned.
+            return false;
+        }
+        if !self.config.reconcile_interval.is_zero() && self.unlisted.iter().any(|u| *u) {
+            // Leftovers of any runner count in the shared quota: wait for
+            // every first listing (a failed one lets polls go on).
             return false;
         }
         let in_flight = self.runners.iter().filter(|r| r.poll_in_flight).count();

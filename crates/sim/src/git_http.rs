@@ -47,10 +47,21 @@ pub(crate) async fn serve(State(sim): State<CleverSim>, request: Request) -> Res
     }
     let app_id = app_id.to_owned();
     let rest = rest.to_owned();
-    match run_backend(&sim, &app_id, &rest, remote_user, request).await {
-        Ok(response) => response,
-        Err(error) => {
+    // Detached from the connection: a client that disconnects after the
+    // server received its pack (e.g. a runner killed mid-push) must not stop
+    // the deployment that Clever Cloud starts for an updated master.
+    let backend = tokio::spawn(async move {
+        let result = run_backend(&sim, &app_id, &rest, remote_user, request).await;
+        (app_id, result)
+    });
+    match backend.await {
+        Ok((_, Ok(response))) => response,
+        Ok((app_id, Err(error))) => {
             tracing::error!(%error, app_id, "git http-backend failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "git backend failure\n").into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, "git http-backend task failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "git backend failure\n").into_response()
         }
     }
