@@ -112,8 +112,7 @@ pub async fn reap(config_path: &Path, yes: bool) -> ExitCode {
 }
 
 async fn reap_inner(config: &paas_config::Config, yes: bool) -> anyhow::Result<()> {
-    let store = open_store(config)?;
-    let records = store.load()?;
+    let records = tracked_records(config)?;
     // Applications a tracked job accounts for, by id and (when its creation
     // outcome is unknown) by name.
     let tracked_ids: HashSet<String> = records.iter().filter_map(|r| r.app_id.clone()).collect();
@@ -160,4 +159,17 @@ async fn reap_inner(config: &paas_config::Config, yes: bool) -> anyhow::Result<(
         println!("{found} orphan application(s); run again with --yes to delete them");
     }
     Ok(())
+}
+
+/// Records of the store, or none when the service never ran.
+fn tracked_records(config: &paas_config::Config) -> anyhow::Result<Vec<paas_core::JobRecord>> {
+    let path = match &config.state_file {
+        Some(state_file) => paas_store::store_path(state_file),
+        None => std::path::PathBuf::from("paas-runner-state.db"),
+    };
+    if !path.exists() {
+        println!("no state database at {}: no job is tracked", path.display());
+        return Ok(Vec::new());
+    }
+    Ok(Store::open(&path)?.load()?)
 }

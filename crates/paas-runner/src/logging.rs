@@ -19,9 +19,12 @@ pub fn init(level: &str, format: LogFormat, quiet_default: bool) -> anyhow::Resu
     };
     let filter = EnvFilter::try_new(level)
         .map_err(|error| anyhow::anyhow!("invalid --log-level {level:?}: {error}"))?;
+    // No colour codes in files and journals.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

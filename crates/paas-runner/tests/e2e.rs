@@ -299,3 +299,109 @@ async fn quota_too_small_for_the_largest_flavor_is_refused_at_start() {
     assert!(stderr.contains("could never take a job"), "{stderr}");
     assert!(stderr.contains("cc_max_flavor"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_are_listed_by_reap_and_deleted_at_start() {
+    let mut harness = Harness::start(quick(), |_| {}).await;
+    // An application of this runner that no job accounts for (left by a
+    // lost state file, say), and one of another runner that must stay.
+    let clever = paas_clever::api::CleverClient::new(
+        &harness.cluster.clever.api_url(),
+        &harness.cluster.clever.config().orga_id,
+        paas_core::Secret::new(harness.cluster.clever.config().token.clone()),
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    let version = clever.docker_instance_version().await.unwrap();
+    let spec = |name: &str| paas_clever::api::CreateApp {
+        name: name.into(),
+        zone: "par".into(),
+        instance_version: version.clone(),
+        instance_variant: "70d676a0-a775-4dc9-a43d-3121036e8515".into(),
+        flavor_api_name: "heptapod-runner-XS".into(),
+    };
+    let orphan = clever
+        .create_app(&spec("hpd-job-glrt-000-424242"))
+        .await
+        .unwrap();
+    let foreign = clever
+        .create_app(&spec("hpd-job-otherrun-7"))
+        .await
+        .unwrap();
+
+    let reap = tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+        .arg("reap")
+        .arg(&harness.config_path)
+        .current_dir(harness.dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&reap.stdout);
+    assert!(
+        reap.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&reap.stderr)
+    );
+    assert!(stdout.contains(&orphan.id), "{stdout}");
+    assert!(!stdout.contains(&foreign.id), "{stdout}");
+    assert!(stdout.contains("--yes"), "{stdout}");
+    assert_eq!(
+        harness.cluster.clever.stats().apps_live,
+        2,
+        "reap without --yes deletes nothing"
+    );
+
+    harness.spawn_runner();
+    let orphan_id = orphan.id.clone();
+    let gone = harness
+        .cluster
+        .clever
+        .wait_until(
+            move |sim| sim.app(&orphan_id).is_some_and(|app| !app.is_live()),
+            DEADLINE,
+        )
+        .await;
+    assert!(gone, "orphan not deleted\n{}", harness.logs());
+    assert!(
+        harness.cluster.clever.app(&foreign.id).unwrap().is_live(),
+        "another runner's application stays"
+    );
+    let logs = harness.logs();
+    assert!(
+        logs.contains("deleting an application no job accounts for") && logs.contains("age="),
+        "{logs}"
+    );
+
+    // `state` shows tracked jobs without their tokens.
+    let id = harness.enqueue(&[(vars::JOB_DURATION_MS, "20000")]);
+    let started = harness
+        .cluster
+        .coordinator
+        .wait_until(
+            move |sim| sim.job(id).is_some_and(|job| job.first_trace_at.is_some()),
+            DEADLINE,
+        )
+        .await;
+    assert!(started, "{}", harness.logs());
+    let state = tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+        .arg("state")
+        .arg(&harness.config_path)
+        .current_dir(harness.dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&state.stdout);
+    assert!(state.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("1 tracked job(s)")
+            && stdout.contains(&id.to_string())
+            && (stdout.contains("running") || stdout.contains("launching")),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("glcbt-") && !stdout.contains("glrt-000sim"),
+        "no token in `state`: {stdout}"
+    );
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(status.success());
+}
