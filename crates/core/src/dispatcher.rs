@@ -38,7 +38,7 @@ macro_rules! outcome_job {
 const EPSILON: f64 = 1e-9;
 
 /// Attempts for a step whose failures are transient (cloud 5xx, timeouts).
-pub const STEP_ATTEMPTS: u32 = 3;
+pub const STEP_ATTEMPTS: u32 = 5;
 /// Attempts to report a failure to the coordinator.
 pub const REPORT_ATTEMPTS: u32 = 5;
 /// Cap of the backoff between attempts.

@@ -159,6 +159,7 @@ pub fn cluster_settings(workload: &Workload, runners: usize) -> ClusterSettings 
     settings.coordinator_faults.api_error_rate = sim.coordinator_error_rate;
     settings.coordinator_faults.latency = Duration::from_millis(sim.latency_ms);
     settings.clever_faults.error_rate = sim.cloud_error_rate;
+    settings.clever_faults.error_after_effect_rate = sim.cloud_error_after_effect_rate;
     settings.clever_faults.latency = Duration::from_millis(sim.latency_ms);
     settings
 }

@@ -425,17 +425,11 @@ impl Driver {
             Command::ConfirmJob { job, token } => {
                 self.spawn(move |runners| async move {
                     let runner = &runners[job.runner];
-                    let check = match runner.coordinator.confirm_job(job.job_id, &token).await {
-                        Ok(ConfirmOutcome::Confirmed) => ConfirmCheck::Confirmed,
-                        Ok(ConfirmOutcome::Gone { status, job_status }) => {
-                            warn!(runner = %runner.name, job_id = job.job_id, status, job_status = job_status.as_deref().unwrap_or("-"), "the coordinator withdrew the job before it started");
-                            ConfirmCheck::Gone
-                        }
-                        Err(error) => {
-                            warn!(runner = %runner.name, job_id = job.job_id, %error, "could not confirm the job to the coordinator");
-                            ConfirmCheck::Error
-                        }
-                    };
+                    let check = confirm_check(
+                        runner,
+                        job,
+                        runner.coordinator.confirm_job(job.job_id, &token).await,
+                    );
                     Event::Confirmed { job, check }
                 });
             }
@@ -712,6 +706,41 @@ async fn check_launch(
         Err(error) => {
             debug!(runner = %runner.name, job_id = job.job_id, %error, "could not read job log");
             LaunchCheck::NotYet
+        }
+    }
+}
+
+/// What a confirmation answer means. Only clear signs that the job is not
+/// ours (403 "not running", 409, a final `Job-Status`) withdraw it: a job
+/// dropped by mistake would stay stuck on the coordinator, while one run by
+/// mistake is refused by the coordinator and cleaned up.
+fn confirm_check(
+    runner: &crate::runners::RunnerIo,
+    job: JobKey,
+    answer: Result<ConfirmOutcome, paas_gitlab::GitlabError>,
+) -> ConfirmCheck {
+    match answer {
+        Ok(ConfirmOutcome::Confirmed) => ConfirmCheck::Confirmed,
+        Ok(ConfirmOutcome::Gone { status, job_status }) => {
+            let final_status = matches!(
+                job_status.as_deref(),
+                Some("canceled" | "failed" | "success")
+            );
+            if status == 403 || status == 409 || final_status {
+                warn!(runner = %runner.name, job_id = job.job_id, status, job_status = job_status.as_deref().unwrap_or("-"), "the coordinator withdrew the job before it started");
+                ConfirmCheck::Gone
+            } else {
+                warn!(runner = %runner.name, job_id = job.job_id, status, "unexpected answer to the job confirmation; running the job anyway");
+                ConfirmCheck::Confirmed
+            }
+        }
+        Err(error) if error.is_transient() => {
+            warn!(runner = %runner.name, job_id = job.job_id, %error, "could not confirm the job to the coordinator");
+            ConfirmCheck::Error
+        }
+        Err(error) => {
+            warn!(runner = %runner.name, job_id = job.job_id, %error, "unexpected answer to the job confirmation; running the job anyway");
+            ConfirmCheck::Confirmed
         }
     }
 }

@@ -80,7 +80,14 @@ pub async fn serve(
         }
     };
     let http = setup::http_client()?;
-    let (dispatcher, runners) = setup::prepare(config, config_path, http).await?;
+    tokio::pin!(shutdown);
+    let (dispatcher, runners) = tokio::select! {
+        prepared = setup::prepare(config, config_path, http) => prepared?,
+        () = &mut shutdown => {
+            info!("stopped before the service was ready");
+            return Ok(());
+        }
+    };
     info!(store = %store_path.display(), %system_id, runners = runners.len(), "paas-runner started");
     let started_at = std::time::SystemTime::now();
     let mut driver = Driver::new(dispatcher, runners, store, system_id.clone());

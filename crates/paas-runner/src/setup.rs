@@ -11,9 +11,6 @@ use tracing::{info, warn};
 
 use crate::runners::{RunnerIo, Runners};
 
-/// Attempts to read a flavor catalogue at start.
-const CATALOGUE_ATTEMPTS: u32 = 5;
-
 /// A configuration that can never work, found once the catalogue is known.
 /// The binary exits with status 2 on it.
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +69,11 @@ async fn read_catalogue(io: &RunnerIo) -> anyhow::Result<FlavorTable> {
                 io.config.cc.api_url,
                 io.config.cc.flavor_name_prefix
             ),
-            Err(error) if error.is_transient() && attempt < CATALOGUE_ATTEMPTS => {
+            // The cloud may be down when the service starts: wait for it
+            // rather than exit (a stop signal still ends the wait).
+            Err(error) if error.is_transient() => {
                 let delay = paas_core::backoff(attempt);
-                warn!(runner = %io.name, %error, "reading the flavor catalogue: retrying ({}/{CATALOGUE_ATTEMPTS}) in {delay:?}", attempt + 1);
+                warn!(runner = %io.name, %error, "reading the flavor catalogue: retrying (attempt {}) in {delay:?}", attempt + 1);
                 tokio::time::sleep(delay).await;
             }
             Err(error) => anyhow::bail!(

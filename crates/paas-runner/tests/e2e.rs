@@ -405,3 +405,47 @@ async fn orphans_are_listed_by_reap_and_deleted_at_start() {
     let status = harness.signal_and_wait(SIGTERM).await;
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_both_apis_leak_nothing_and_lose_no_job() {
+    let mut settings = quick();
+    settings.seed = 17;
+    settings.coordinator_faults.request_job_unavailable_rate = 0.10;
+    settings.coordinator_faults.api_error_rate = 0.10;
+    settings.clever_faults.error_rate = 0.05;
+    settings.clever_faults.error_after_effect_rate = 0.05;
+    let mut harness = Harness::start(settings, |_| {}).await;
+    harness.spawn_runner();
+    let ids: Vec<u64> = (0..30)
+        .map(|n| {
+            harness.enqueue(&[
+                (vars::FLAVOR, ["XS", "S", "M"][n % 3]),
+                (vars::JOB_DURATION_MS, "300"),
+            ])
+        })
+        .collect();
+    harness.wait_all_done(&ids).await;
+    let failed: Vec<String> = ids
+        .iter()
+        .map(|id| harness.job(*id))
+        .filter(|job| job.status != JobStatus::Success)
+        .map(|job| {
+            format!(
+                "{} {:?} {}",
+                job.id,
+                job.failure_reason,
+                String::from_utf8_lossy(&job.trace)
+            )
+        })
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}\n{}", harness.logs());
+    let stats = harness.cluster.clever.stats();
+    assert!(stats.api_errors_injected > 0, "{stats:?}");
+    assert_eq!(stats.apps_live, 0, "{stats:?}");
+    assert_eq!(stats.pushes, 30, "one deployment per job: {stats:?}");
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(
+        status.success(),
+        "the process never exits on its own, and stops cleanly"
+    );
+}

@@ -55,6 +55,9 @@ pub struct SimSettings {
     pub coordinator_error_rate: f64,
     /// Share of cloud API requests failing.
     pub cloud_error_rate: f64,
+    /// Share of cloud API requests failing with 500 AFTER taking effect
+    /// (e.g. an application created, but the client is told it failed).
+    pub cloud_error_after_effect_rate: f64,
     /// Whether the deployment git repository demands credentials. Off by
     /// default: heptapod-paas-runner sends none to a plain-http repository
     /// (it only puts them in `https://` URLs), and must be able to run
@@ -72,6 +75,7 @@ impl Default for SimSettings {
             long_poll_ms: 2000,
             coordinator_error_rate: 0.0,
             cloud_error_rate: 0.0,
+            cloud_error_after_effect_rate: 0.0,
             require_git_credentials: false,
             latency_ms: 0,
         }
