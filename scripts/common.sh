@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # globals set here are read by callers
 # Helpers shared by scripts/reference-check.sh and scripts/compare.sh.
 # Source it; it defines functions and variables only.
 #

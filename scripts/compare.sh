@@ -51,11 +51,12 @@ WORKLOAD="$WORK_DIR/workload.toml"
 log "workload: $JOBS jobs (XS $n_xs, S $n_s, M $n_m, L $n_l), long_poll_ms $LONG_POLL_MS"
 
 FAILURES=()
+declare -A R   # R[name.figure]: the figures of each run
 
 # run_one NAME: runs the workload with runner NAME (reference|paas-runner);
-# sets R_<NAME>_* figures.
+# fills R[NAME.*].
 run_one() {
-    local name=$1 dir="$WORK_DIR/$1" pid key ok=yes
+    local name=$1 dir="$WORK_DIR/$1" pid ok=yes
     mkdir -p "$dir"
     start_sim "$WORKLOAD" "$dir"
     case $name in
@@ -72,7 +73,7 @@ run_one() {
     fi
     local runner_alive=yes
     alive "$pid" || runner_alive=no
-    local hwm=? cpu=? ccpu=?
+    local hwm="?" cpu="?" ccpu="?"
     if [[ $runner_alive == yes ]]; then
         read -r hwm cpu ccpu < <(proc_usage "$pid")
     fi
@@ -85,7 +86,7 @@ run_one() {
         wait "$SIM_PID" || true
     fi
 
-    S_WALL=? S_OK=? S_FAILED=? S_CREATED=? S_LEFT=? S_MAXW=? S_P50=? S_P95=? S_JOBS=?
+    S_WALL="?" S_OK="?" S_FAILED="?" S_CREATED="?" S_LEFT="?" S_MAXW="?" S_P50="?" S_P95="?"
     parse_summary "$dir/sim.log" || ok=no
     [[ $timed_out == no ]] || { ok=no; FAILURES+=("$name: workload not done after $SIM_TIMEOUT s"); }
     [[ $runner_alive == yes ]] || { ok=no; FAILURES+=("$name: the runner had exited before the end"); }
@@ -97,18 +98,17 @@ run_one() {
     fi
     log "$name: done (sim: ${S_WALL} s)"
 
-    key=${name//-/_}
-    local rss=?
+    local rss="?"
     [[ $hwm == "?" ]] || rss="$(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')"
-    printf -v "R_${key}_wall" '%s' "$S_WALL"
-    printf -v "R_${key}_jobs" '%s / %s' "$S_OK" "$S_FAILED"
-    printf -v "R_${key}_apps" '%s / %s' "$S_CREATED" "$S_LEFT"
-    printf -v "R_${key}_maxw" '%s' "$S_MAXW"
-    printf -v "R_${key}_pickup" '%s / %s' "$S_P50" "$S_P95"
-    printf -v "R_${key}_rss" '%s' "$rss"
-    printf -v "R_${key}_cpu" '%s' "$cpu"
-    printf -v "R_${key}_ccpu" '%s' "$ccpu"
-    printf -v "R_${key}_stop" '%s' "$stop"
+    R[$name.wall]="$S_WALL"
+    R[$name.jobs]="$S_OK / $S_FAILED"
+    R[$name.apps]="$S_CREATED / $S_LEFT"
+    R[$name.maxw]="$S_MAXW"
+    R[$name.pickup]="$S_P50 / $S_P95"
+    R[$name.rss]="$rss"
+    R[$name.cpu]="$cpu"
+    R[$name.ccpu]="$ccpu"
+    R[$name.stop]="$stop"
 }
 
 run_one reference
@@ -118,15 +118,15 @@ row() { printf '%-30s %-28s %-28s\n' "$1" "$2" "$3"; }
 echo
 echo "compare: $JOBS jobs (XS $n_xs, S $n_s, M $n_m, L $n_l; 0.5-2.5 s each; arrivals over 10 s after 3 s), check_interval 0.5 s, long_poll_ms $LONG_POLL_MS"
 row "" "heptapod-paas-runner $HPR_VERSION" "paas-runner"
-row "wall time (s)" "$R_reference_wall" "$R_paas_runner_wall"
-row "jobs succeeded / failed" "$R_reference_jobs" "$R_paas_runner_jobs"
-row "apps created / left" "$R_reference_apps" "$R_paas_runner_apps"
-row "max live weight" "$R_reference_maxw" "$R_paas_runner_maxw"
-row "pickup p50 / p95 (ms)" "$R_reference_pickup" "$R_paas_runner_pickup"
-row "peak RSS (MiB)" "$R_reference_rss" "$R_paas_runner_rss"
-row "CPU user+sys (s)" "$R_reference_cpu" "$R_paas_runner_cpu"
-row "CPU in children (s)" "$R_reference_ccpu" "$R_paas_runner_ccpu"
-row "SIGTERM: exit status" "$R_reference_stop" "$R_paas_runner_stop"
+row "wall time (s)" "${R[reference.wall]}" "${R[paas-runner.wall]}"
+row "jobs succeeded / failed" "${R[reference.jobs]}" "${R[paas-runner.jobs]}"
+row "apps created / left" "${R[reference.apps]}" "${R[paas-runner.apps]}"
+row "max live weight" "${R[reference.maxw]}" "${R[paas-runner.maxw]}"
+row "pickup p50 / p95 (ms)" "${R[reference.pickup]}" "${R[paas-runner.pickup]}"
+row "peak RSS (MiB)" "${R[reference.rss]}" "${R[paas-runner.rss]}"
+row "CPU user+sys (s)" "${R[reference.cpu]}" "${R[paas-runner.cpu]}"
+row "CPU in children (s)" "${R[reference.ccpu]}" "${R[paas-runner.ccpu]}"
+row "SIGTERM: exit status" "${R[reference.stop]}" "${R[paas-runner.stop]}"
 echo
 
 if ((${#FAILURES[@]})); then

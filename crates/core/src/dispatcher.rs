@@ -361,6 +361,8 @@ pub struct Dispatcher {
     poll_cursor: usize,
     /// Applications no job accounts for, by id, until deleted.
     orphans: BTreeMap<String, Orphan>,
+    /// Untracked applications already reported while resources are kept.
+    kept_reported: BTreeSet<String>,
     /// Next reconciliation, and whether one is under way per runner.
     next_reconcile_at: Option<Instant>,
     listing: Vec<bool>,
@@ -399,6 +401,7 @@ impl Dispatcher {
             commands: VecDeque::new(),
             poll_cursor: 0,
             orphans: BTreeMap::new(),
+            kept_reported: BTreeSet::new(),
             next_reconcile_at: None,
             listing: vec![false; runner_count],
             unlisted: vec![true; runner_count],
@@ -1012,6 +1015,18 @@ impl Dispatcher {
                 // Its job already deletes every application of that name.
                 continue;
             }
+            if self.config.keep_resources || !self.config.decommission_launch_failures {
+                // Applications are kept on purpose in this mode: report
+                // them once, neither count nor delete them.
+                if self.kept_reported.insert(app.id.clone()) {
+                    self.commands.push_back(Command::Notice(Notice::Orphan {
+                        runner,
+                        app_id: app.id.clone(),
+                        name: app.name.clone(),
+                    }));
+                }
+                continue;
+            }
             if !self.orphans.contains_key(&app.id) {
                 self.commands.push_back(Command::Notice(Notice::Orphan {
                     runner,
@@ -1290,13 +1305,16 @@ impl Dispatcher {
 
     /// Issues the next command of one job, if any.
     fn step(&mut self, key: JobKey, now: Instant) {
-        if self.shutting_down {
-            return;
-        }
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
         if job.busy || job.next_step_at.is_some_and(|at| at > now) {
+            return;
+        }
+        // A job that arrived as the service stops is still confirmed: the
+        // coordinator would otherwise drop it if the restart takes longer
+        // than its two-phase commit window.
+        if self.shutting_down && job.confirmed {
             return;
         }
         if !job.confirmed {

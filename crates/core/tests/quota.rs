@@ -141,6 +141,11 @@ fn setup(mix: &Mix) -> Setup {
     config.max_provisioning = mix.max_provisioning;
     config.min_between_launches = Duration::from_millis(mix.min_between_launches_ms);
     config.repoll_immediately = mix.repoll_immediately;
+    // Half the cases reconcile (a listing before the first poll, then
+    // every interval); the seed decides, to keep the strategy's tuple small.
+    if mix.seed % 2 == 0 {
+        config.reconcile_interval = RECONCILE_INTERVAL;
+    }
     for &(runner, choice, arrival_ms, boot_ms, duration_ms) in &mix.jobs {
         let mut spec = JobSpec::new(runner % mix.runners.len());
         spec.flavor = requested_flavor(choice);
@@ -158,8 +163,8 @@ fn setup(mix: &Mix) -> Setup {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
-    /// At every step: tracked weight + reserved poll weight and the cloud's
-    /// live weight within the quota, each runner within its share, jobs
+    /// With or without reconciliation, at every step: tracked weight +
+    /// reserved poll weight and the cloud's live weight within the quota, each runner within its share, jobs
     /// within `concurrent` and `max_provisioning`. At the end: nothing
     /// leaked, every job launched or failed with a message, none deployed
     /// twice, and flavor mistakes reported as the user's.

@@ -3,20 +3,30 @@
 //! answers are lost, their effects stay) and graceful restarts, checked
 //! against the invariants of the design.
 //!
-//! A failing seed replays alone, with its full trace:
+//! The coordinator drops jobs not confirmed within its window (a crash
+//! between a job's hand-out and its record leaves it to that), creations may
+//! take effect although they failed, and applications no record accounts
+//! for appear while the process is down or land after their job is over:
+//! reconciliation must remove every one.
+//!
+//! `PAAS_SIM_SEEDS=<count>` sets the number of seeds (300 by default, CI runs
+//! 10000), `PAAS_SIM_SEED_START=<first>` the first one. A failing seed
+//! replays alone, with its full trace:
 //! `PAAS_SIM_SEED=<seed> cargo test -p paas-core --test simulation -- --nocapture`
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
-use paas_core::LaunchWatch;
+use paas_core::{LaunchWatch, Notice};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-/// Seeds run by the test; each is a different workload.
-const SEEDS: u64 = 300;
+/// Seeds run by default; each is a different workload.
+const DEFAULT_SEEDS: u64 = 300;
+/// Job ids of leftovers: above every workload's.
+const LEFTOVER_IDS: u64 = 1000;
 /// Steps after which a seed counts as a livelock.
 const MAX_STEPS: u64 = 200_000;
 
@@ -28,6 +38,9 @@ struct Chaos {
     /// Share of the stops that are crashes rather than graceful.
     crash_share: f64,
     max_restarts: u32,
+    /// Chance, per stop, that applications no record accounts for appear
+    /// while the process is down.
+    leftover_rate: f64,
 }
 
 fn random_setup(seed: u64) -> (Setup, Chaos) {
@@ -65,6 +78,29 @@ fn random_setup(seed: u64) -> (Setup, Chaos) {
     } else {
         rng.gen_range(0.3..=1.0)
     };
+    // Mostly the deployment's interval; sometimes a quicker or slower one,
+    // sometimes none (then nothing may appear behind the dispatcher's back).
+    let reconciling = rng.gen_bool(0.9);
+    config.reconcile_interval = match rng.gen_range(0..10) {
+        _ if !reconciling => Duration::ZERO,
+        0..=6 => secs(30),
+        _ => secs(rng.gen_range(5..=90)),
+    };
+    setup.confirm_window = if rng.gen_bool(0.7) {
+        CONFIRM_WINDOW
+    } else {
+        secs(rng.gen_range(10..=120))
+    };
+    setup.job_over_watch = rng.gen_bool(0.5);
+    if reconciling && setup.job_over_watch {
+        setup.late_create_rate = rng.gen_range(0.0..=1.0);
+    }
+    // Users cancel jobs, early ones mostly while they are provisioned.
+    let cancel_rate = if setup.job_over_watch {
+        rng.gen_range(0.05..0.3)
+    } else {
+        0.08
+    };
     // Quota: room for `count` jobs of a reference flavor, mostly enough for
     // every runner to take its largest job.
     let (reference, _, _) = FLAVORS[rng.gen_range(0..FLAVORS.len())];
@@ -101,8 +137,9 @@ fn random_setup(seed: u64) -> (Setup, Chaos) {
             _ => None,
         };
         spec.duration = Duration::from_millis(rng.gen_range(1000..=300_000));
-        if rng.gen_bool(0.05) {
-            spec.cancel_after = Some(secs(rng.gen_range(0..=200)));
+        if rng.gen_bool(cancel_rate) {
+            let within_ms = if rng.gen_bool(0.5) { 30_000 } else { 200_000 };
+            spec.cancel_after = Some(Duration::from_millis(rng.gen_range(0..=within_ms)));
         }
         setup.jobs.push(spec);
     }
@@ -120,25 +157,90 @@ fn random_setup(seed: u64) -> (Setup, Chaos) {
         // scenario tests), which would lose the message.
         faults.max_consecutive.insert(Kind::AppendLog, 2);
         faults.max_consecutive.insert(Kind::ReportFailure, 2);
+        // Confirmations too, mostly: after five failures the dispatcher
+        // goes on unconfirmed, and the coordinator drops the job.
+        if rng.gen_bool(0.9) {
+            faults.max_consecutive.insert(Kind::Confirm, 2);
+        } else {
+            faults
+                .transient_rate
+                .insert(Kind::Confirm, rng.gen_range(0.2..0.6));
+        }
+        faults.max_consecutive.insert(Kind::List, 3);
+        faults.max_consecutive.insert(Kind::DeleteOrphan, 3);
+    }
+    if setup.job_over_watch {
+        // Creations that fail without effect may land late once dropped.
+        setup
+            .faults
+            .transient_rate
+            .insert(Kind::Create, rng.gen_range(0.1..0.4));
     }
     if rng.gen_bool(0.7) {
         setup.delays.random_max = Some(Duration::from_millis(rng.gen_range(1..=4000)));
     }
+    if rng.gen_bool(if setup.job_over_watch { 0.7 } else { 0.3 }) {
+        // Creations and pushes that take a while, as on the real cloud.
+        setup
+            .delays
+            .fixed
+            .insert(Kind::Create, secs(rng.gen_range(1..=20)));
+        setup
+            .delays
+            .fixed
+            .insert(Kind::Deploy, secs(rng.gen_range(1..=20)));
+    }
 
+    let leftover_rate = if reconciling {
+        rng.gen_range(0.0..0.6)
+    } else {
+        0.0
+    };
+    if reconciling && rng.gen_bool(0.2) {
+        // Left by an earlier deployment.
+        let runner = rng.gen_range(0..runner_count);
+        let flavor = FLAVORS[rng.gen_range(0..3)].0;
+        if weight(flavor) < config.quota {
+            setup = setup.leftover(runner, LEFTOVER_IDS, flavor);
+        }
+    }
     let chaos = if rng.gen_bool(0.2) {
         Chaos {
             restart_rate: 0.0,
             crash_share: 0.0,
             max_restarts: 0,
+            leftover_rate,
         }
     } else {
         Chaos {
             restart_rate: rng.gen_range(0.0005..0.01),
             crash_share: 0.75,
             max_restarts: rng.gen_range(1..=8),
+            leftover_rate,
         }
     };
     (setup, chaos)
+}
+
+/// Leaves one or two applications no record accounts for, as long as they
+/// fit beside what the records will count: the dispatcher must count them
+/// before it takes another job, and delete them.
+fn add_leftovers(harness: &mut Harness, rng: &mut SmallRng) {
+    for _ in 0..rng.gen_range(1..=2) {
+        let room = harness.config.quota - harness.committed_weight();
+        let fitting: Vec<&str> = FLAVORS
+            .iter()
+            .map(|(name, _, _)| *name)
+            .filter(|name| weight(name) <= room - EPSILON)
+            .collect();
+        if fitting.is_empty() {
+            return;
+        }
+        let flavor = fitting[rng.gen_range(0..fitting.len())];
+        let runner = rng.gen_range(0..harness.runners.len());
+        let job_id = LEFTOVER_IDS + 1 + harness.cloud.strays;
+        harness.add_leftover(runner, job_id, flavor);
+    }
 }
 
 /// Runs one seed to the end; the harness holds every violation found.
@@ -174,6 +276,9 @@ fn run_seed(seed: u64, tracing: bool) -> Harness {
                 }
             }
             harness.advance_clock(Duration::from_millis(rng.gen_range(0..=20_000)));
+            if chaos.leftover_rate > 0.0 && rng.gen_bool(chaos.leftover_rate) {
+                add_leftovers(&mut harness, &mut rng);
+            }
             harness.restart();
             continue;
         }
@@ -195,10 +300,83 @@ fn run_seed(seed: u64, tracing: bool) -> Harness {
     harness
 }
 
+/// Figures over a run of many seeds (what the simulation exercised).
+#[derive(Debug, Default)]
+struct Figures {
+    seeds: u64,
+    crashes: u64,
+    graceful_stops: u64,
+    jobs_taken: u64,
+    dropped: u64,
+    withdrawn: u64,
+    confirm_given_up: u64,
+    faults: u64,
+    created: u64,
+    adopted: u64,
+    orphans: u64,
+    strays: u64,
+    late_creations: u64,
+    jobs_over: u64,
+    steps: u64,
+}
+
+impl Figures {
+    fn merge(&mut self, other: &Figures) {
+        self.seeds += other.seeds;
+        self.crashes += other.crashes;
+        self.graceful_stops += other.graceful_stops;
+        self.jobs_taken += other.jobs_taken;
+        self.dropped += other.dropped;
+        self.withdrawn += other.withdrawn;
+        self.confirm_given_up += other.confirm_given_up;
+        self.faults += other.faults;
+        self.created += other.created;
+        self.adopted += other.adopted;
+        self.orphans += other.orphans;
+        self.strays += other.strays;
+        self.late_creations += other.late_creations;
+        self.jobs_over += other.jobs_over;
+        self.steps += other.steps;
+    }
+
+    fn add(&mut self, harness: &Harness) {
+        self.seeds += 1;
+        self.crashes += u64::from(harness.crashes);
+        self.graceful_stops += u64::from(harness.restarts - harness.crashes);
+        self.jobs_taken += harness.delivered.len() as u64;
+        self.dropped += harness.dropped() as u64;
+        for (_, notice) in &harness.notices {
+            match notice {
+                Notice::Withdrawn { .. } => self.withdrawn += 1,
+                Notice::GaveUp {
+                    step: "confirm job",
+                    ..
+                } => self.confirm_given_up += 1,
+                Notice::Adopted { .. } => self.adopted += 1,
+                Notice::Orphan { .. } => self.orphans += 1,
+                _ => {}
+            }
+        }
+        self.faults += harness.faults_injected;
+        self.created += harness.cloud.creations;
+        self.strays += harness.cloud.strays;
+        self.late_creations += harness.late_creations;
+        self.jobs_over += harness.job_overs;
+        self.steps += harness.steps;
+    }
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|value| {
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is a number, not {value:?}"))
+    })
+}
+
 #[test]
 fn seeded_workloads_with_faults_and_crashes_keep_the_invariants() {
-    if let Ok(seed) = std::env::var("PAAS_SIM_SEED") {
-        let seed: u64 = seed.parse().expect("PAAS_SIM_SEED is a number");
+    if let Some(seed) = env_number("PAAS_SIM_SEED") {
         let harness = run_seed(seed, true);
         println!("{}", harness.trace_tail(usize::MAX));
         println!("{:?}", random_setup(seed).1);
@@ -209,29 +387,102 @@ fn seeded_workloads_with_faults_and_crashes_keep_the_invariants() {
         );
         return;
     }
+    let count = env_number("PAAS_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let first = env_number("PAAS_SIM_SEED_START").unwrap_or(0);
+    let seeds = first..first + count;
+    // Only to report how long the run took.
+    #[allow(clippy::disallowed_methods)]
+    let started = Instant::now();
+    // Seeds are independent: spread them over the cores; each worker
+    // keeps its figures and failures, merged in seed order.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |cores| cores.get())
+        .min(usize::try_from(count).unwrap_or(1).max(1));
+    let results: Vec<(Figures, Vec<(u64, String)>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|worker| {
+                let seeds = seeds.clone();
+                scope.spawn(move || {
+                    let mut figures = Figures::default();
+                    let mut failures = Vec::new();
+                    for seed in seeds.skip(worker).step_by(workers) {
+                        let harness = run_seed(seed, false);
+                        figures.add(&harness);
+                        if let Some(first) = harness.violations.first() {
+                            failures.push((seed, format!("seed {seed}: {first}")));
+                        }
+                    }
+                    (figures, failures)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("simulation worker panicked"))
+            .collect()
+    });
+    let mut figures = Figures::default();
     let mut failures = Vec::new();
-    let mut totals = (0u32, 0u64, 0u64, 0usize);
-    for seed in 0..SEEDS {
-        let harness = run_seed(seed, false);
-        totals.0 += harness.crashes;
-        totals.1 += harness.cloud.creations;
-        totals.2 += harness.steps;
-        totals.3 += harness.delivered.len();
-        if let Some(first) = harness.violations.first() {
-            failures.push(format!("seed {seed}: {first}"));
-        }
+    for (worker_figures, worker_failures) in &results {
+        figures.merge(worker_figures);
+        failures.extend(worker_failures.iter().cloned());
     }
+    failures.sort();
+    let failures: Vec<String> = failures.into_iter().map(|(_, text)| text).collect();
+    let f = &figures;
     println!(
-        "{SEEDS} seeds: {} crashes, {} applications created, {} jobs taken, {} steps",
-        totals.0, totals.1, totals.3, totals.2
+        "seeds {}..{} ({} seeds, {workers} threads) in {:.1?}: {} crashes, {} graceful stops; {} jobs taken, \
+         {} dropped by the coordinator, {} withdrawn, {} confirmations given up; {} faults \
+         injected; {} applications created, {} adopted, {} orphans found, {} strays \
+         ({} late creations), {} jobs over mid-step; {} steps",
+        seeds.start,
+        seeds.end,
+        f.seeds,
+        started.elapsed(),
+        f.crashes,
+        f.graceful_stops,
+        f.jobs_taken,
+        f.dropped,
+        f.withdrawn,
+        f.confirm_given_up,
+        f.faults,
+        f.created,
+        f.adopted,
+        f.orphans,
+        f.strays,
+        f.late_creations,
+        f.jobs_over,
+        f.steps,
     );
     assert!(
         failures.is_empty(),
-        "{} of {SEEDS} seeds failed (replay one with PAAS_SIM_SEED=<seed>):\n{}",
+        "{} of {count} seeds failed (replay one with PAAS_SIM_SEED=<seed>):\n{}",
         failures.len(),
         failures.join("\n")
     );
-    // The simulation must exercise what it claims to.
-    assert!(totals.0 > 50, "too few crashes: {}", totals.0);
-    assert!(totals.1 > 1000, "too few applications: {}", totals.1);
+    // The simulation must exercise what it claims to (figures of the
+    // default 300 seeds, scaled).
+    let at_least = |per_300: u64| per_300 * count / DEFAULT_SEEDS;
+    assert!(f.crashes > at_least(50), "too few crashes: {}", f.crashes);
+    assert!(
+        f.created > at_least(1000),
+        "too few applications: {}",
+        f.created
+    );
+    assert!(
+        f.dropped > at_least(3),
+        "too few dropped jobs: {}",
+        f.dropped
+    );
+    assert!(f.adopted > at_least(3), "too few adoptions: {}", f.adopted);
+    assert!(f.orphans > at_least(20), "too few orphans: {}", f.orphans);
+    assert!(
+        f.jobs_over > at_least(5),
+        "too few jobs over mid-step: {}",
+        f.jobs_over
+    );
+    assert!(
+        f.confirm_given_up > 0 || count < 100,
+        "no confirmation given up"
+    );
 }

@@ -664,6 +664,7 @@ impl ModelCloud {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Poll,
+    Confirm,
     Create,
     Deploy,
     CheckLaunch,
@@ -671,10 +672,13 @@ pub enum Kind {
     AppendLog,
     ReportFailure,
     Delete,
+    List,
+    DeleteOrphan,
 }
 
-pub const ALL_KINDS: [Kind; 8] = [
+pub const ALL_KINDS: [Kind; 11] = [
     Kind::Poll,
+    Kind::Confirm,
     Kind::Create,
     Kind::Deploy,
     Kind::CheckLaunch,
@@ -682,6 +686,8 @@ pub const ALL_KINDS: [Kind; 8] = [
     Kind::AppendLog,
     Kind::ReportFailure,
     Kind::Delete,
+    Kind::List,
+    Kind::DeleteOrphan,
 ];
 
 /// A failed command. `effect`: the command took effect all the same (a
@@ -735,6 +741,15 @@ pub struct Delays {
     pub random_max: Option<Duration>,
 }
 
+/// An application left in the cloud before the run (by an earlier process
+/// whose records are lost): runner, job id, flavor.
+#[derive(Debug, Clone)]
+pub struct Leftover {
+    pub runner: RunnerIdx,
+    pub job_id: u64,
+    pub flavor: String,
+}
+
 /// Everything needed to build a [`Harness`].
 #[derive(Debug, Clone)]
 pub struct Setup {
@@ -745,6 +760,16 @@ pub struct Setup {
     pub delays: Delays,
     pub seed: u64,
     pub label: String,
+    /// The model coordinator's two-phase commit window.
+    pub confirm_window: Duration,
+    /// Tell the dispatcher when a job is over while its creation or
+    /// deployment is under way (`handle_job_over`), like a driver watching
+    /// the job: the step's answer is then never delivered.
+    pub job_over_watch: bool,
+    /// Chance that a creation dropped that way, which had not taken effect
+    /// yet, lands later all the same (when its answer was due).
+    pub late_create_rate: f64,
+    pub leftovers: Vec<Leftover>,
 }
 
 impl Default for Setup {
@@ -764,7 +789,26 @@ impl Setup {
             delays: Delays::default(),
             seed: 0,
             label: "scenario".to_owned(),
+            confirm_window: CONFIRM_WINDOW,
+            job_over_watch: false,
+            late_create_rate: 0.0,
+            leftovers: Vec::new(),
         }
+    }
+
+    /// Reconciliation every [`RECONCILE_INTERVAL`].
+    pub fn reconciling(mut self) -> Setup {
+        self.config.reconcile_interval = RECONCILE_INTERVAL;
+        self
+    }
+
+    pub fn leftover(mut self, runner: RunnerIdx, job_id: u64, flavor: &str) -> Setup {
+        self.leftovers.push(Leftover {
+            runner,
+            job_id,
+            flavor: flavor.to_owned(),
+        });
+        self
     }
 
     pub fn job(mut self, spec: JobSpec) -> Setup {
@@ -786,6 +830,7 @@ impl Setup {
 #[derive(Debug, Clone)]
 enum Outcome {
     Poll(RunnerIdx, PollOutcome),
+    Confirmed(JobKey, ConfirmCheck),
     Created(JobKey, StepOutcome<App>),
     Deployed(JobKey, StepOutcome<()>),
     Launch(JobKey, LaunchCheck),
@@ -793,6 +838,32 @@ enum Outcome {
     Appended(JobKey, StepOutcome<()>),
     Reported(JobKey, StepOutcome<()>),
     Deleted(JobKey, StepOutcome<()>),
+    /// The driver learnt the job is over while a step was under way.
+    JobOver(JobKey),
+    AppList(RunnerIdx, Option<Vec<ListedApp>>),
+    OrphanDeleted(String, bool),
+    /// Not an answer: a creation request that lands in the cloud late.
+    LateCreate(LateCreate),
+}
+
+impl Outcome {
+    /// Answers of the outside world that a settled run may leave behind.
+    fn is_idle(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Poll(_, PollOutcome::NoJob)
+                | Outcome::AppList(..)
+                | Outcome::OrphanDeleted(..)
+        )
+    }
+}
+
+/// A creation that has not taken effect yet.
+#[derive(Debug, Clone)]
+struct LateCreate {
+    job: JobKey,
+    name: String,
+    flavor: Flavor,
 }
 
 #[derive(Debug)]
@@ -800,6 +871,8 @@ struct InFlight {
     at: Instant,
     seq: u64,
     outcome: Outcome,
+    /// For a creation that failed without effect: it may land later.
+    late: Option<LateCreate>,
 }
 
 /// One line of the harness's trace.
@@ -873,6 +946,30 @@ pub struct Harness {
     pub steps: u64,
     consecutive_faults: BTreeMap<(Kind, JobKey), u32>,
     stalled_timeouts: u32,
+    pub job_over_watch: bool,
+    pub late_create_rate: f64,
+    /// Jobs the dispatcher may act on: confirmed by the coordinator, or
+    /// given up confirming (then it proceeds as if confirmed).
+    pub cleared: BTreeSet<JobKey>,
+    /// When each job was handed to a dispatcher.
+    pub delivered_at: BTreeMap<JobKey, Instant>,
+    /// Failed confirmations delivered, per job.
+    pub confirm_errors: BTreeMap<JobKey, u32>,
+    /// Applications listed to the current process (it may count them).
+    pub listed: BTreeSet<String>,
+    /// Runners whose listing failed in the current process.
+    pub failed_listings: BTreeSet<RunnerIdx>,
+    /// When the last orphan deletion of each application failed.
+    orphan_failed_at: BTreeMap<String, Instant>,
+    /// When processes stopped (crash or graceful).
+    pub stop_times: Vec<Instant>,
+    /// Faults injected into commands.
+    pub faults_injected: u64,
+    /// `handle_job_over` calls, and creations that landed after one.
+    pub job_overs: u64,
+    pub late_creations: u64,
+    /// Largest live weight of the cloud, excused strays left out.
+    pub max_accountable_weight: f64,
 }
 
 impl Harness {
@@ -880,8 +977,25 @@ impl Harness {
         // The only reading of the real clock: a base for virtual time.
         #[allow(clippy::disallowed_methods)]
         let start = Instant::now();
-        let coordinator = ModelCoordinator::new(start, setup.runners.len(), &setup.jobs);
+        let mut coordinator = ModelCoordinator::new(start, setup.runners.len(), &setup.jobs);
+        coordinator.confirm_window = setup.confirm_window;
         let runner_count = setup.runners.len();
+        let mut cloud = ModelCloud::default();
+        for leftover in &setup.leftovers {
+            let spec = &setup.runners[leftover.runner];
+            let key = JobKey {
+                runner: leftover.runner,
+                job_id: leftover.job_id,
+            };
+            // Known to be there before the process starts: it must count.
+            cloud.insert_stray(
+                &spec.app_name(leftover.job_id),
+                key,
+                &flavor(&leftover.flavor),
+                start,
+                false,
+            );
+        }
         let mut dispatcher = Dispatcher::new(setup.config.clone(), setup.runners.clone());
         // A fresh dispatcher has no timer: the driver kicks it once.
         dispatcher.handle_timeout(start);
@@ -893,7 +1007,7 @@ impl Harness {
             start,
             now: start,
             coordinator,
-            cloud: ModelCloud::default(),
+            cloud,
             store: BTreeMap::new(),
             faults: setup.faults,
             delays: setup.delays,
@@ -920,6 +1034,19 @@ impl Harness {
             steps: 0,
             consecutive_faults: BTreeMap::new(),
             stalled_timeouts: 0,
+            job_over_watch: setup.job_over_watch,
+            late_create_rate: setup.late_create_rate,
+            cleared: BTreeSet::new(),
+            delivered_at: BTreeMap::new(),
+            confirm_errors: BTreeMap::new(),
+            listed: BTreeSet::new(),
+            failed_listings: BTreeSet::new(),
+            orphan_failed_at: BTreeMap::new(),
+            stop_times: Vec::new(),
+            faults_injected: 0,
+            job_overs: 0,
+            late_creations: 0,
+            max_accountable_weight: 0.0,
         }
     }
 
@@ -964,7 +1091,14 @@ impl Harness {
             self.deliver(in_flight.outcome);
             return Step::Outcome;
         }
-        let next_outcome = self.in_flight.iter().map(|in_flight| in_flight.at).min();
+        // The coordinator's own deadlines (windows lapsing) move the clock
+        // too, or a run could wait forever for a job to be dropped.
+        let next_outcome = self
+            .in_flight
+            .iter()
+            .map(|in_flight| in_flight.at)
+            .chain(self.coordinator.next_drop())
+            .min();
         let timeout = self.dispatcher.poll_timeout();
         let next = match (timeout, next_outcome) {
             (None, None) => return Step::Idle,
@@ -1006,7 +1140,12 @@ impl Harness {
     pub fn is_in_flight(&self, kind: Kind, job_id: u64) -> bool {
         self.in_flight.iter().any(|in_flight| {
             let (outcome_kind, key) = match &in_flight.outcome {
-                Outcome::Poll(..) => return false,
+                Outcome::Poll(..)
+                | Outcome::AppList(..)
+                | Outcome::OrphanDeleted(..)
+                | Outcome::JobOver(_)
+                | Outcome::LateCreate(_) => return false,
+                Outcome::Confirmed(key, _) => (Kind::Confirm, key),
                 Outcome::Created(key, _) => (Kind::Create, key),
                 Outcome::Deployed(key, _) => (Kind::Deploy, key),
                 Outcome::Launch(key, _) => (Kind::CheckLaunch, key),
@@ -1036,6 +1175,65 @@ impl Harness {
     fn set_clock(&mut self, at: Instant) {
         self.now = at;
         self.coordinator.advance(at);
+        if self.job_over_watch {
+            self.watch_jobs_over();
+        }
+    }
+
+    /// A driver watching the jobs under creation or deployment learns at
+    /// once when one is over: the step's answer is dropped and
+    /// `handle_job_over` delivered instead. A creation still under way may
+    /// land later: one that failed without effect, or one that succeeded
+    /// but that no listing has seen yet (the model made it at once; it is
+    /// taken back and lands when its answer was due).
+    fn watch_jobs_over(&mut self) {
+        let now = self.now;
+        let mut late = Vec::new();
+        for index in 0..self.in_flight.len() {
+            let key = match &self.in_flight[index].outcome {
+                Outcome::Created(key, _) | Outcome::Deployed(key, _) => *key,
+                _ => continue,
+            };
+            if !self.coordinator.jobs[&key].state.is_over() {
+                continue;
+            }
+            let lands_late =
+                self.late_create_rate > 0.0 && self.rng.gen_bool(self.late_create_rate);
+            let in_flight = &mut self.in_flight[index];
+            if let Some(create) = in_flight.late.take() {
+                if lands_late {
+                    late.push((in_flight.at, create));
+                }
+            } else if let Outcome::Created(_, StepOutcome::Done(app)) = &in_flight.outcome {
+                let unseen = self
+                    .cloud
+                    .apps
+                    .get(&app.id)
+                    .is_some_and(|model| !model.pushed && !model.stray);
+                if lands_late && unseen && !self.listed.contains(&app.id) {
+                    let model = self.cloud.apps.remove(&app.id).expect("checked above");
+                    late.push((
+                        in_flight.at,
+                        LateCreate {
+                            job: key,
+                            name: model.name,
+                            flavor: flavor(&model.flavor),
+                        },
+                    ));
+                }
+            }
+            in_flight.outcome = Outcome::JobOver(key);
+            in_flight.at = now;
+        }
+        for (at, create) in late {
+            self.seq += 1;
+            self.in_flight.push(InFlight {
+                at,
+                seq: self.seq,
+                outcome: Outcome::LateCreate(create),
+                late: None,
+            });
+        }
     }
 
     /// Moves the clock forward with nothing else happening (process down).
@@ -1114,7 +1312,9 @@ impl Harness {
     }
 
     /// Runs until every job that can be taken has been taken and is over,
-    /// nothing is in flight and the dispatcher tracks no job.
+    /// no job awaits its confirmation window, nothing is in flight and the
+    /// dispatcher tracks no job; with reconciliation on, until the cloud is
+    /// empty too.
     pub fn drive_bounded(&mut self, max_steps: u64) -> Result<(), String> {
         self.drive_until(max_steps, Harness::is_settled)
     }
@@ -1132,11 +1332,14 @@ impl Harness {
     pub fn is_settled(&self) -> bool {
         self.in_flight
             .iter()
-            .all(|in_flight| matches!(in_flight.outcome, Outcome::Poll(_, PollOutcome::NoJob)))
+            .all(|in_flight| in_flight.outcome.is_idle())
             && self.dispatcher.jobs().next().is_none()
-            && self.coordinator.jobs.values().all(|job| {
-                job.state != CoordState::Pending || !self.runner_can_poll(job.key.runner)
+            && self.coordinator.jobs.values().all(|job| match job.state {
+                CoordState::Pending => !self.runner_can_poll(job.key.runner),
+                CoordState::Assigned => false,
+                _ => true,
             })
+            && (self.config.reconcile_interval.is_zero() || self.cloud.apps.is_empty())
     }
 
     /// Whether the limits let `runner` poll at all (else its jobs stay
@@ -1165,6 +1368,7 @@ impl Harness {
         self.drain();
         self.dispatcher.shutdown();
         self.shutting_down = true;
+        self.stop_times.push(self.now);
         self.note(None, "SHUTDOWN".to_owned());
     }
 
@@ -1189,7 +1393,13 @@ impl Harness {
     /// The process dies: the dispatcher and its queued commands vanish, and
     /// so do the answers of the commands in flight (whose effects stay).
     pub fn crash(&mut self) {
-        for in_flight in self.in_flight.drain(..) {
+        // Creations landing late are the cloud's doing: they stay.
+        let (late, lost): (Vec<InFlight>, Vec<InFlight>) = self
+            .in_flight
+            .drain(..)
+            .partition(|in_flight| matches!(in_flight.outcome, Outcome::LateCreate(_)));
+        self.in_flight = late;
+        for in_flight in lost {
             if let Outcome::Poll(_, PollOutcome::Job(job)) = &in_flight.outcome {
                 let key = self
                     .coordinator
@@ -1207,14 +1417,71 @@ impl Harness {
             }
         }
         self.crashes += 1;
+        self.stop_times.push(self.now);
         self.note(None, "CRASH".to_owned());
         self.dispatcher = Dispatcher::new(self.config.clone(), self.runners.clone());
+        self.listed.clear();
+        self.failed_listings.clear();
         self.shutting_down = false;
+    }
+
+    /// While the process is down, an application no record accounts for
+    /// appears (a creation of an earlier process landing late, records
+    /// lost): one of `flavor` for job `job_id` (ids no workload job has).
+    pub fn add_leftover(&mut self, runner: RunnerIdx, job_id: u64, flavor_name: &str) -> String {
+        let name = self.runners[runner].app_name(job_id);
+        let key = JobKey { runner, job_id };
+        let now = self.now;
+        let id = self
+            .cloud
+            .insert_stray(&name, key, &flavor(flavor_name), now, false);
+        self.note(Some(key), format!("LEFTOVER {id} {name}"));
+        id
+    }
+
+    /// While the process runs, a second application of job `job_id`'s name
+    /// appears (a creation racing another, a listing lagging): the
+    /// dispatcher can only learn of it by listing, so it is excused from the
+    /// cloud's quota check.
+    pub fn add_duplicate(&mut self, job_id: u64, flavor_name: &str) -> String {
+        let key = self.key(job_id);
+        let name = self.runners[key.runner].app_name(job_id);
+        let now = self.now;
+        let id = self
+            .cloud
+            .insert_stray(&name, key, &flavor(flavor_name), now, true);
+        self.note(Some(key), format!("DUPLICATE {id} {name}"));
+        id
+    }
+
+    /// Weight the stored records will count once restored, plus the strays
+    /// of the cloud: what a leftover must fit beside under the quota.
+    pub fn committed_weight(&self) -> f64 {
+        let records: f64 = self
+            .store
+            .values()
+            .map(|record| match (&record.app_id, record.stage) {
+                (Some(_), _) => record.app_weight,
+                (None, StageRecord::Queued | StageRecord::Provisioning) => record.expected_weight,
+                (None, _) if record.app_maybe => record.expected_weight,
+                (None, _) => 0.0,
+            })
+            .sum();
+        let strays: f64 = self
+            .cloud
+            .apps
+            .values()
+            .filter(|app| app.stray)
+            .map(|app| app.weight)
+            .sum();
+        records + strays
     }
 
     /// A new process takes back the stored records.
     pub fn restart(&mut self) {
         self.dispatcher = Dispatcher::new(self.config.clone(), self.runners.clone());
+        self.listed.clear();
+        self.failed_listings.clear();
         self.shutting_down = false;
         self.restarts += 1;
         self.note(None, format!("RESTART with {} records", self.store.len()));
@@ -1233,8 +1500,18 @@ impl Harness {
     fn execute(&mut self, command: Command) {
         let description = self.describe(&command);
         let job = command_job(&command);
-        if self.shutting_down && has_effect(&command) {
+        // Confirming a job that arrived as the service stops is allowed: it
+        // keeps the coordinator from dropping it during a slow restart.
+        let confirm = matches!(command, Command::ConfirmJob { .. });
+        if self.shutting_down && has_effect(&command) && !confirm {
             self.violation(format!("command after shutdown(): {description}"));
+        }
+        if let (Some(key), Some(kind)) = (job, command_kind(&command)) {
+            // Nothing is created, written or reported for a job before the
+            // coordinator confirmed it is ours (or confirming was given up).
+            if kind != Kind::Confirm && kind != Kind::DeleteOrphan && !self.cleared.contains(&key) {
+                self.violation(format!("before the job was confirmed: {description}"));
+            }
         }
         if let Some(kind) = command_kind(&command) {
             if kind != Kind::Poll {
@@ -1259,10 +1536,91 @@ impl Harness {
                 self.store.remove(&(runner_key(key.runner), key.job_id));
             }
             Command::Notice(notice) => {
+                if let Notice::GaveUp {
+                    job,
+                    step: "confirm job",
+                } = notice
+                {
+                    self.cleared.insert(job);
+                }
                 let at = self.elapsed();
                 self.notices.push((at, notice));
             }
+            Command::ConfirmJob { job, .. } => {
+                let check = match self.fault(Kind::Confirm, job) {
+                    Some(fault) => {
+                        if fault.effect() {
+                            self.coordinator.confirm(job, now);
+                        }
+                        ConfirmCheck::Error
+                    }
+                    None => self.coordinator.confirm(job, now),
+                };
+                self.schedule(Kind::Confirm, Outcome::Confirmed(job, check));
+            }
+            Command::ListApps { runner } => {
+                let list_key = JobKey {
+                    runner,
+                    job_id: u64::MAX,
+                };
+                let apps = match self.fault(Kind::List, list_key) {
+                    Some(_) => None,
+                    None => {
+                        let prefix = format!("hpd-job-{}-", self.runners[runner].key);
+                        Some(self.cloud.list(&prefix, self.start))
+                    }
+                };
+                self.schedule(Kind::List, Outcome::AppList(runner, apps));
+            }
+            Command::DeleteOrphan {
+                runner,
+                app_id,
+                name,
+                ..
+            } => {
+                let owner = self
+                    .dispatcher
+                    .jobs()
+                    .find(|job| job.app_id() == Some(app_id.as_str()))
+                    .map(|job| job.key.job_id);
+                if let Some(job_id) = owner {
+                    self.violation(format!(
+                        "orphan deletion of {app_id}, the application of tracked j{job_id}"
+                    ));
+                }
+                if !name.starts_with(&format!("hpd-job-{}-", self.runners[runner].key)) {
+                    self.violation(format!("orphan {name} deleted for runner {runner}"));
+                }
+                let orphan_key = JobKey {
+                    runner,
+                    job_id: name
+                        .rsplit('-')
+                        .next()
+                        .and_then(|id| id.parse().ok())
+                        .unwrap_or(u64::MAX),
+                };
+                if self.orphan_failed_at.get(&app_id) == Some(&now) {
+                    // A failed deletion waits for the next reconciliation.
+                    self.violation(format!(
+                        "orphan deletion of {app_id} retried at once after a failure"
+                    ));
+                }
+                let fault = self.fault(Kind::DeleteOrphan, orphan_key);
+                if fault.is_none_or(Fault::effect) {
+                    // Deleting what is gone already succeeds (404).
+                    if let Some(app) = self.cloud.apps.remove(&app_id) {
+                        self.cloud.deletions += 1;
+                        self.cloud.orphan_deletions += 1;
+                        self.coordinator.kill(app.job, &app.id);
+                    }
+                }
+                self.schedule(
+                    Kind::DeleteOrphan,
+                    Outcome::OrphanDeleted(app_id, fault.is_none()),
+                );
+            }
             Command::RequestJob { runner } => {
+                self.check_poll_room();
                 let poll_key = JobKey {
                     runner,
                     job_id: u64::MAX,
@@ -1281,7 +1639,12 @@ impl Harness {
             Command::CreateApp { job, name, flavor } => {
                 let fault = self.fault(Kind::Create, job);
                 let app = (fault.is_none_or(Fault::effect))
-                    .then(|| self.cloud.create(&name, job, &flavor));
+                    .then(|| self.cloud.create(&name, job, &flavor, now));
+                let late = app.is_none().then(|| LateCreate {
+                    job,
+                    name: name.clone(),
+                    flavor: flavor.clone(),
+                });
                 let outcome = match (fault, app) {
                     (None, Some(app)) => StepOutcome::Done(app),
                     (Some(fault), _) if fault.transient() => StepOutcome::Failed {
@@ -1294,7 +1657,7 @@ impl Harness {
                             .to_owned(),
                     },
                 };
-                self.schedule(Kind::Create, Outcome::Created(job, outcome));
+                self.schedule_with(Kind::Create, Outcome::Created(job, outcome), late);
             }
             Command::Deploy { job, app_id, .. } => {
                 let fault = self.fault(Kind::Deploy, job);
@@ -1375,6 +1738,12 @@ impl Harness {
 
     /// Whether this command fails, and how.
     fn fault(&mut self, kind: Kind, key: JobKey) -> Option<Fault> {
+        let fault = self.pick_fault(kind, key);
+        self.faults_injected += u64::from(fault.is_some());
+        fault
+    }
+
+    fn pick_fault(&mut self, kind: Kind, key: JobKey) -> Option<Fault> {
         if let Some(script) = self.faults.script.get_mut(&kind) {
             if let Some(scripted) = script.pop_front() {
                 return scripted;
@@ -1422,6 +1791,10 @@ impl Harness {
     }
 
     fn schedule(&mut self, kind: Kind, outcome: Outcome) {
+        self.schedule_with(kind, outcome, None);
+    }
+
+    fn schedule_with(&mut self, kind: Kind, outcome: Outcome, late: Option<LateCreate>) {
         let mut delay = self.delays.fixed.get(&kind).copied().unwrap_or_default();
         if let Some(max) = self.delays.random_max {
             let max_ms = max.as_millis() as u64;
@@ -1432,6 +1805,7 @@ impl Harness {
             at: self.now + delay,
             seq: self.seq,
             outcome,
+            late,
         });
     }
 
@@ -1442,12 +1816,50 @@ impl Harness {
         match outcome {
             Outcome::Poll(runner, outcome) => {
                 if let PollOutcome::Job(job) = &outcome {
-                    self.delivered.insert(JobKey {
+                    let key = JobKey {
                         runner,
                         job_id: job.job_id,
-                    });
+                    };
+                    self.delivered.insert(key);
+                    self.delivered_at.entry(key).or_insert(now);
                 }
                 self.dispatcher.handle_poll(runner, outcome, now);
+            }
+            Outcome::Confirmed(key, check) => {
+                match check {
+                    ConfirmCheck::Confirmed => {
+                        self.cleared.insert(key);
+                    }
+                    ConfirmCheck::Error => *self.confirm_errors.entry(key).or_default() += 1,
+                    ConfirmCheck::Gone => {}
+                }
+                self.dispatcher.handle_confirmed(key, check, now);
+            }
+            Outcome::JobOver(key) => {
+                self.job_overs += 1;
+                self.dispatcher.handle_job_over(key, now);
+            }
+            Outcome::AppList(runner, apps) => {
+                match &apps {
+                    Some(apps) => self.listed.extend(apps.iter().map(|app| app.id.clone())),
+                    None => {
+                        self.failed_listings.insert(runner);
+                    }
+                }
+                self.dispatcher.handle_app_list(runner, apps, now);
+            }
+            Outcome::OrphanDeleted(app_id, deleted) => {
+                if !deleted {
+                    self.orphan_failed_at.insert(app_id.clone(), now);
+                }
+                self.dispatcher.handle_orphan_deleted(&app_id, deleted, now);
+            }
+            Outcome::LateCreate(create) => {
+                self.late_creations += 1;
+                // Created without looking for the name: the request was
+                // sent before the job's other steps.
+                self.cloud
+                    .insert_stray(&create.name, create.job, &create.flavor, now, true);
             }
             Outcome::Created(key, outcome) => self.dispatcher.handle_created(key, outcome, now),
             Outcome::Deployed(key, outcome) => self.dispatcher.handle_deployed(key, outcome, now),
@@ -1475,28 +1887,68 @@ impl Harness {
         self.violations.push(line);
     }
 
+    /// When a poll starts: the weight it reserves fits beside the jobs and
+    /// the orphans the dispatcher knows of. Applications left before the
+    /// process started must have been listed, unless their listing failed
+    /// (then, like creations landing late, they are excused from the
+    /// cloud's quota check).
+    fn check_poll_room(&mut self) {
+        let stats = self.dispatcher.stats();
+        let quota = self.config.quota;
+        if stats.weight + stats.reserved_weight > quota + EPSILON {
+            let orphans = self.dispatcher.orphan_weight();
+            self.violation(format!(
+                "poll with tracked weight {:.3} (orphans {orphans:.3}) + reserved {:.3} over quota {quota:.3}",
+                stats.weight, stats.reserved_weight
+            ));
+        }
+        let mut uncounted = Vec::new();
+        for app in self.cloud.apps.values_mut() {
+            if app.stray && !app.excused && !self.listed.contains(&app.id) {
+                if !self.failed_listings.contains(&app.job.runner) {
+                    uncounted.push(app.id.clone());
+                }
+                app.excused = true;
+            }
+        }
+        for id in uncounted {
+            self.violation(format!(
+                "poll before the leftover {id} was listed (nor its listing failed)"
+            ));
+        }
+    }
+
     /// The invariants that hold after every step.
     pub fn check_invariants(&mut self) {
         let stats = self.dispatcher.stats();
         let quota = self.config.quota;
         let mut found = Vec::new();
-        if stats.weight + stats.reserved_weight > quota + EPSILON {
+        let tracked: f64 = self.dispatcher.jobs().map(|job| job.weight()).sum();
+        // Orphans found while the quota was full may push the total over
+        // it (they cannot be undone): what the dispatcher took must fit.
+        if tracked + stats.reserved_weight > quota + EPSILON {
             found.push(format!(
-                "tracked weight {:.3} + reserved {:.3} over quota {quota:.3}",
-                stats.weight, stats.reserved_weight
+                "tracked job weight {tracked:.3} + reserved {:.3} over quota {quota:.3}",
+                stats.reserved_weight
             ));
         }
-        let tracked: f64 = self.dispatcher.jobs().map(|job| job.weight()).sum();
-        if (tracked - stats.weight).abs() > EPSILON {
+        let orphans = self.dispatcher.orphan_weight();
+        if (tracked + orphans - stats.weight).abs() > EPSILON {
             found.push(format!(
-                "stats weight {:.3} differs from the jobs' {tracked:.3}",
+                "stats weight {:.3} differs from the jobs' {tracked:.3} + orphans' {orphans:.3}",
                 stats.weight
             ));
         }
-        let live = self.cloud.live_weight();
-        if live > quota + EPSILON {
-            found.push(format!("cloud live weight {live:.3} over quota {quota:.3}"));
+        // Every application of the cloud counts, orphans included, but
+        // strays the dispatcher could not have listed before taking a job.
+        let accountable = self.cloud.live_weight() - self.cloud.excused_weight();
+        if accountable > quota + EPSILON {
+            found.push(format!(
+                "cloud live weight {accountable:.3} (excused strays left out) over quota {quota:.3}: {:?}",
+                self.cloud.names()
+            ));
         }
+        self.max_accountable_weight = self.max_accountable_weight.max(accountable);
         if stats.jobs + stats.polls_in_flight > self.config.concurrent {
             found.push(format!(
                 "{} jobs + {} polls over concurrent {}",
@@ -1559,10 +2011,10 @@ impl Harness {
         if !self.store.is_empty() {
             found.push(format!("{} records left in the store", self.store.len()));
         }
-        if self.cloud.max_live_weight > self.config.quota + EPSILON {
+        if self.max_accountable_weight > self.config.quota + EPSILON {
             found.push(format!(
                 "cloud live weight reached {:.3} over quota {:.3}",
-                self.cloud.max_live_weight, self.config.quota
+                self.max_accountable_weight, self.config.quota
             ));
         }
         for job in self.coordinator.jobs.values() {
@@ -1578,6 +2030,16 @@ impl Harness {
             if job.state == CoordState::Pending {
                 if self.runner_can_poll(key.runner) {
                     found.push(format!("j{id} never taken"));
+                }
+                continue;
+            }
+            if matches!(job.state, CoordState::Assigned | CoordState::Running) {
+                found.push(format!("j{id} stuck {:?} on the coordinator", job.state));
+                continue;
+            }
+            if job.state == CoordState::Dropped {
+                if let Some(text) = self.unexcused_drop(job) {
+                    found.push(text);
                 }
                 continue;
             }
@@ -1614,11 +2076,44 @@ impl Harness {
                     job.state, job.log
                 ));
             }
-            if job.state == CoordState::Running {
-                found.push(format!("j{id} still running on the coordinator"));
-            }
         }
         found
+    }
+
+    /// Jobs the coordinator dropped (handed out, never confirmed in time).
+    pub fn dropped(&self) -> usize {
+        self.coordinator
+            .jobs
+            .values()
+            .filter(|job| job.state == CoordState::Dropped)
+            .count()
+    }
+
+    /// A dropped job is fine when no process had it in time (its answer
+    /// lost, or delivered after the window), when a process stopped during
+    /// its window (one shutting down when the job arrives records it but
+    /// takes no new step), or when its confirmations failed; otherwise the
+    /// dispatcher sat on it.
+    fn unexcused_drop(&self, job: &ModelJob) -> Option<String> {
+        let key = job.key;
+        let handed_out = job.handed_out_at?;
+        let deadline = handed_out + self.coordinator.confirm_window;
+        // Never delivered: its answer was lost in a crash.
+        let &delivered = self.delivered_at.get(&key)?;
+        let stopped = self
+            .stop_times
+            .iter()
+            .any(|at| (handed_out..=deadline).contains(at));
+        let errors = self.confirm_errors.get(&key).copied().unwrap_or(0);
+        if delivered > deadline || stopped || errors > 0 {
+            return None;
+        }
+        Some(format!(
+            "j{} dropped by the coordinator although delivered at {:?} and its window ran to {:?}",
+            key.job_id,
+            delivered - self.start,
+            deadline - self.start
+        ))
     }
 
     pub fn assert_no_violations(&self) {
@@ -1701,6 +2196,14 @@ impl Harness {
     pub fn describe(&self, command: &Command) -> String {
         match command {
             Command::RequestJob { runner } => format!("RequestJob r{runner}"),
+            Command::ConfirmJob { job, .. } => format!("ConfirmJob j{}", job.job_id),
+            Command::ListApps { runner } => format!("ListApps r{runner}"),
+            Command::DeleteOrphan {
+                runner,
+                app_id,
+                name,
+                ..
+            } => format!("DeleteOrphan r{runner} {app_id} {name}"),
             Command::Save(record) => format!("Save j{} {}", record.job_id, describe_record(record)),
             Command::Forget(key) => format!("Forget j{}", key.job_id),
             Command::CreateApp { job, name, flavor } => {
@@ -1758,6 +2261,9 @@ fn describe_record(record: &JobRecord) -> String {
     } else if record.app_maybe {
         text.push_str(" maybe");
     }
+    if !record.confirmed {
+        text.push_str(" unconfirmed");
+    }
     text
 }
 
@@ -1786,6 +2292,13 @@ fn describe_notice(notice: &Notice) -> String {
         ),
         Notice::Decommissioned { job } => format!("Notice decommissioned j{}", job.job_id),
         Notice::GaveUp { job, step } => format!("Notice gave up j{} {step}", job.job_id),
+        Notice::Withdrawn { job } => format!("Notice withdrawn j{}", job.job_id),
+        Notice::Adopted { job, app_id } => format!("Notice adopted j{} {app_id}", job.job_id),
+        Notice::Orphan {
+            runner,
+            app_id,
+            name,
+        } => format!("Notice orphan r{runner} {app_id} {name}"),
     }
 }
 
@@ -1817,6 +2330,35 @@ fn describe_outcome(outcome: &Outcome) -> (Option<JobKey>, String) {
             }
             PollOutcome::Cancelled => (None, format!("r{runner} cancelled")),
         },
+        Outcome::Confirmed(key, check) => {
+            (Some(*key), format!("j{} confirm {check:?}", key.job_id))
+        }
+        Outcome::JobOver(key) => (Some(*key), format!("j{} job over", key.job_id)),
+        Outcome::AppList(runner, apps) => (
+            None,
+            match apps {
+                None => format!("r{runner} listing failed"),
+                Some(apps) => {
+                    let ids: Vec<&str> = apps.iter().map(|app| app.id.as_str()).collect();
+                    format!("r{runner} apps {ids:?}")
+                }
+            },
+        ),
+        Outcome::OrphanDeleted(app_id, deleted) => (
+            None,
+            if *deleted {
+                format!("{app_id} deleted")
+            } else {
+                format!("{app_id} delete failed")
+            },
+        ),
+        Outcome::LateCreate(create) => (
+            Some(create.job),
+            format!(
+                "j{} creation landed late: {}",
+                create.job.job_id, create.name
+            ),
+        ),
         Outcome::Created(key, outcome) => {
             let text = match outcome {
                 StepOutcome::Done(app) => format!("j{} created {}", key.job_id, app.id),
@@ -1868,7 +2410,9 @@ fn describe_outcome(outcome: &Outcome) -> (Option<JobKey>, String) {
 /// The job a command is about.
 pub fn command_job(command: &Command) -> Option<JobKey> {
     match command {
-        Command::RequestJob { .. } => None,
+        Command::RequestJob { .. } | Command::ListApps { .. } | Command::DeleteOrphan { .. } => {
+            None
+        }
         Command::Save(record) => {
             // Runner keys are `runner-<idx>`.
             let runner = record
@@ -1881,7 +2425,8 @@ pub fn command_job(command: &Command) -> Option<JobKey> {
             })
         }
         Command::Forget(key) => Some(*key),
-        Command::CreateApp { job, .. }
+        Command::ConfirmJob { job, .. }
+        | Command::CreateApp { job, .. }
         | Command::Deploy { job, .. }
         | Command::CheckLaunch { job, .. }
         | Command::CheckStatus { job, .. }
@@ -1895,7 +2440,10 @@ pub fn command_job(command: &Command) -> Option<JobKey> {
             | Notice::Failed { job, .. }
             | Notice::Retrying { job, .. }
             | Notice::Decommissioned { job }
-            | Notice::GaveUp { job, .. } => *job,
+            | Notice::GaveUp { job, .. }
+            | Notice::Withdrawn { job }
+            | Notice::Adopted { job, .. } => *job,
+            Notice::Orphan { .. } => return None,
         }),
     }
 }
@@ -1904,6 +2452,9 @@ pub fn command_job(command: &Command) -> Option<JobKey> {
 pub fn command_kind(command: &Command) -> Option<Kind> {
     Some(match command {
         Command::RequestJob { .. } => Kind::Poll,
+        Command::ConfirmJob { .. } => Kind::Confirm,
+        Command::ListApps { .. } => Kind::List,
+        Command::DeleteOrphan { .. } => Kind::DeleteOrphan,
         Command::CreateApp { .. } => Kind::Create,
         Command::Deploy { .. } => Kind::Deploy,
         Command::CheckLaunch { .. } => Kind::CheckLaunch,
@@ -1948,7 +2499,7 @@ pub fn assert_before(trace: &str, first: &str, second: &str) {
             .lines()
             .position(|line| {
                 line.split_once(' ')
-                    .is_some_and(|(_, text)| text.starts_with(prefix))
+                    .is_some_and(|(_, text)| text.trim_start().starts_with(prefix))
             })
             .unwrap_or_else(|| panic!("no line starting with {prefix:?} in\n{trace}"))
     };
