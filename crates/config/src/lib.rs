@@ -58,6 +58,10 @@ pub struct Config {
     /// cloud's applications, to adopt or delete what no job accounts for;
     /// 0 turns them off.
     pub reconcile_interval: Duration,
+    /// `paas_slow_provisioning_notice` (ours): a job not launched after this
+    /// long gets one line in its log saying what is being prepared; 0 turns
+    /// it off.
+    pub slow_provisioning_notice: Duration,
     /// `paas_finished_jobs_keep_resources`: never delete job VMs (debugging).
     pub finished_jobs_keep_resources: bool,
     /// `paas_decommission_launch_failures` (the reference README says
@@ -122,6 +126,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     })
 }
 
+/// Default of `paas_slow_provisioning_notice`.
+pub const DEFAULT_SLOW_PROVISIONING_NOTICE: Duration = Duration::from_secs(120);
+
 /// Default of `paas_reconcile_interval`.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -141,6 +148,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "paas_repoll_same_runner_immediately",
     "paas_log_statistics",
     "paas_reconcile_interval",
+    "paas_slow_provisioning_notice",
     "listen_address",
     "runners",
 ];
@@ -241,6 +249,9 @@ fn parse_with(text: &str, path: &Path, read_file: ReadFile<'_>) -> Result<Config
             .bool("paas_repoll_same_runner_immediately")?
             .unwrap_or(true),
         log_statistics: root.bool("paas_log_statistics")?.unwrap_or(true),
+        slow_provisioning_notice: root
+            .seconds("paas_slow_provisioning_notice", true)?
+            .unwrap_or(DEFAULT_SLOW_PROVISIONING_NOTICE),
         reconcile_interval: root
             .seconds("paas_reconcile_interval", true)?
             .unwrap_or(DEFAULT_RECONCILE_INTERVAL),

@@ -76,6 +76,12 @@ pub struct DispatcherConfig {
     /// Time between reconciliations (listing the cloud's applications to
     /// adopt or delete what no job accounts for). Zero turns them off.
     pub reconcile_interval: Duration,
+    /// A job not launched this long after its acquisition gets one line in
+    /// its log saying what is being prepared (zero: never). Such bytes cost
+    /// the inner runner as many of its own first bytes (it starts writing at
+    /// offset 0 and skips to the end on a range mismatch), so this is only
+    /// for abnormally slow launches.
+    pub slow_notice_after: Duration,
 }
 
 /// What the dispatcher knows of one `[[runners]]` entry.
@@ -90,6 +96,8 @@ pub struct RunnerSpec {
     pub flavors: FlavorTable,
     /// Watch the job log to confirm launches (needs the watch token).
     pub launch_watch: Option<LaunchWatch>,
+    /// Cloud zone of the machines (for messages to users).
+    pub zone: String,
 }
 
 impl RunnerSpec {
@@ -155,10 +163,19 @@ pub enum Command {
         app_id: String,
         payload: String,
     },
-    /// Has the inner runner written to the job log yet?
+    /// Has the inner runner written to the job log yet, that is, is it
+    /// longer than the `own_log_bytes` we wrote ourselves?
     CheckLaunch {
         job: JobKey,
         project_id: Option<u64>,
+        own_log_bytes: u64,
+    },
+    /// Append an informative line to the log of a job that is slow to
+    /// start (not a failure).
+    AppendNotice {
+        job: JobKey,
+        token: Secret,
+        text: String,
     },
     /// Is the job still running on the coordinator?
     CheckStatus { job: JobKey, token: Secret },
@@ -363,6 +380,8 @@ pub struct Dispatcher {
     orphans: BTreeMap<String, Orphan>,
     /// Untracked applications already reported while resources are kept.
     kept_reported: BTreeSet<String>,
+    /// When jobs are due a slow-launch notice.
+    notice_wakeups: BTreeSet<(Instant, JobKey)>,
     /// Next reconciliation, and whether one is under way per runner.
     next_reconcile_at: Option<Instant>,
     listing: Vec<bool>,
@@ -402,6 +421,7 @@ impl Dispatcher {
             poll_cursor: 0,
             orphans: BTreeMap::new(),
             kept_reported: BTreeSet::new(),
+            notice_wakeups: BTreeSet::new(),
             next_reconcile_at: None,
             listing: vec![false; runner_count],
             unlisted: vec![true; runner_count],
@@ -476,7 +496,14 @@ impl Dispatcher {
                 attempts: 0,
                 failed: record.failed,
                 confirmed: record.confirmed,
+                acquired_at: now,
+                log_bytes: record.log_bytes,
+                slow_notice_sent: record.slow_notice_sent,
+                notice_busy: false,
             };
+            if !job.slow_notice_sent && job.stage.is_provisioning() && !job.failed {
+                self.schedule_notice(key, now);
+            }
             if job.stage == Stage::Queued && job.confirmed {
                 // Only the launch queue moves a queued job on.
                 self.launch_queue.push_back(key);
@@ -503,7 +530,7 @@ impl Dispatcher {
     /// Nothing in flight: safe to exit after a shutdown.
     pub fn is_quiescent(&self) -> bool {
         !self.runners.iter().any(|r| r.poll_in_flight)
-            && !self.jobs.values().any(|j| j.busy)
+            && !self.jobs.values().any(|j| j.busy || j.notice_busy)
             && !self.listing.iter().any(|listing| *listing)
             && !self.orphans.values().any(|orphan| orphan.busy)
     }
@@ -560,13 +587,25 @@ impl Dispatcher {
         } else {
             self.next_reconcile_at
         };
-        [job_wakeup, poll_wakeup, launch_wakeup, reconcile_wakeup]
-            .into_iter()
-            .flatten()
-            .min()
+        let notice_wakeup = if self.shutting_down {
+            None
+        } else {
+            self.notice_wakeups.iter().next().map(|(at, _)| *at)
+        };
+        [
+            job_wakeup,
+            poll_wakeup,
+            launch_wakeup,
+            reconcile_wakeup,
+            notice_wakeup,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.send_notices(now);
         while let Some(&(at, key)) = self.wakeups.iter().next() {
             if at > now {
                 break;
@@ -719,6 +758,7 @@ impl Dispatcher {
             return;
         };
         let watch = self.runners[key.runner].spec.launch_watch;
+        let job_flavor = job.flavor.clone();
         match check {
             LaunchCheck::Started => {
                 job.stage = Stage::Running;
@@ -741,7 +781,11 @@ impl Dispatcher {
                 if now.saturating_duration_since(since) >= watch.timeout {
                     let failure = Failure {
                         kind: FailureKind::System,
-                        message: messages::launch_timeout(watch.timeout.as_secs()),
+                        message: messages::launch_timeout(
+                            watch.timeout.as_secs(),
+                            self.runners[key.runner].spec.flavors.get(&job_flavor),
+                            &self.runners[key.runner].spec.zone,
+                        ),
                     };
                     self.fail(key, failure);
                     self.ready.insert(key);
@@ -1153,6 +1197,10 @@ impl Dispatcher {
             attempts: 0,
             failed: false,
             confirmed: false,
+            acquired_at: now,
+            log_bytes: 0,
+            slow_notice_sent: false,
+            notice_busy: false,
         };
         self.jobs.insert(key, job);
         self.acquired_total += 1;
@@ -1165,10 +1213,78 @@ impl Dispatcher {
         // we run it (see `step`); a confirmed job then joins the launch queue.
         if let Some(failure) = failure {
             self.fail(key, failure);
+        } else {
+            self.schedule_notice(key, now);
         }
         self.save(key);
         self.ready.insert(key);
-        let _ = now;
+    }
+
+    fn schedule_notice(&mut self, key: JobKey, now: Instant) {
+        if !self.config.slow_notice_after.is_zero() {
+            self.notice_wakeups
+                .insert((now + self.config.slow_notice_after, key));
+        }
+    }
+
+    /// Sends the slow-launch notices that are due.
+    fn send_notices(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.notice_wakeups.iter().next() {
+            if at > now {
+                break;
+            }
+            self.notice_wakeups.remove(&(at, key));
+            if self.shutting_down {
+                continue;
+            }
+            let Some(job) = self.jobs.get_mut(&key) else {
+                continue;
+            };
+            if job.slow_notice_sent || job.notice_busy || job.failed || !job.stage.is_provisioning()
+            {
+                continue;
+            }
+            if !job.confirmed {
+                // Nothing may be written before the confirmation.
+                self.notice_wakeups
+                    .insert((now + Duration::from_secs(1), key));
+                continue;
+            }
+            let spec = &self.runners[key.runner].spec;
+            let waited = now.saturating_duration_since(job.acquired_at);
+            let text = messages::yellow_lines(&messages::slow_launch(
+                spec.flavors.get(&job.flavor),
+                &spec.zone,
+                waited.as_secs(),
+                spec.launch_watch.map(|watch| watch.timeout.as_secs()),
+            ));
+            job.notice_busy = true;
+            let command = Command::AppendNotice {
+                job: key,
+                token: job.token.clone(),
+                text,
+            };
+            self.commands.push_back(command);
+        }
+    }
+
+    /// Outcome of a slow-launch notice: the log's length after it, if it
+    /// was written (a notice is not retried).
+    pub fn handle_notice_written(&mut self, key: JobKey, log_length: Option<u64>, now: Instant) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        job.notice_busy = false;
+        job.slow_notice_sent = true;
+        if let Some(length) = log_length {
+            // Only bytes written before the inner runner's count as ours:
+            // the log is still ours alone while the job is not launched.
+            if job.stage.is_provisioning() {
+                job.log_bytes = job.log_bytes.max(length);
+            }
+        }
+        self.save(key);
+        self.drive(now);
     }
 
     fn retry_or_fail(
@@ -1374,6 +1490,7 @@ impl Dispatcher {
             Stage::Launching { .. } => Some(Command::CheckLaunch {
                 job: key,
                 project_id: job.project_id,
+                own_log_bytes: job.log_bytes,
             }),
             Stage::Running => Some(Command::CheckStatus {
                 job: key,

@@ -133,6 +133,16 @@ pub struct Job {
     /// The coordinator was told we run the job (two-phase commit). Nothing
     /// is created for a job before that.
     pub confirmed: bool,
+    /// When the job was acquired (or taken back after a restart).
+    pub acquired_at: Instant,
+    /// Bytes of the job log we wrote ourselves before the launch (a
+    /// slow-launch notice): the inner runner has started once the log is
+    /// longer.
+    pub log_bytes: u64,
+    /// The slow-launch notice was written (or given up).
+    pub slow_notice_sent: bool,
+    /// A slow-launch notice is being written.
+    pub notice_busy: bool,
 }
 
 impl Job {

@@ -3,7 +3,7 @@
 //! Every message is one or more complete lines, coloured like gitlab-runner's
 //! own error lines so that they stand out in the GitLab job log.
 
-use crate::flavor::FlavorTable;
+use crate::flavor::{Flavor, FlavorTable};
 
 const RED: &str = "\x1b[31;1m";
 const YELLOW: &str = "\x1b[0;33m";
@@ -70,9 +70,67 @@ pub fn flavor_above_max(requested: &str, max_flavor: &str, table: &FlavorTable) 
     )
 }
 
-/// The inner runner never wrote to the job log.
-pub fn launch_timeout(timeout_secs: u64) -> String {
-    format!("Job not active (no log) after {timeout_secs} seconds")
+/// The inner runner never wrote to the job log. The first line is the one
+/// heptapod-paas-runner writes; the second says what it means.
+pub fn launch_timeout(timeout_secs: u64, flavor: Option<&Flavor>, zone: &str) -> String {
+    format!(
+        "Job not active (no log) after {timeout_secs} seconds\n\
+         The Clever Cloud machine prepared for this job ({}) did not start it. \
+         This is an infrastructure problem, not a problem of your job: retry it, \
+         and tell the administrators of this runner if it happens again.",
+        machine(flavor, zone)
+    )
+}
+
+/// A job is slow to start: what is being prepared, and what will happen.
+pub fn slow_launch(
+    flavor: Option<&Flavor>,
+    zone: &str,
+    waited_secs: u64,
+    timeout_secs: Option<u64>,
+) -> String {
+    let mut text = format!(
+        "Preparing a Clever Cloud machine for this job ({}): this is taking longer than usual ({}).",
+        machine(flavor, zone),
+        duration_text(waited_secs)
+    );
+    if let Some(timeout) = timeout_secs {
+        text.push_str(&format!(
+            " The job will be failed with an explanation if the machine has not started it after {}.",
+            duration_text(timeout)
+        ));
+    }
+    text
+}
+
+/// "flavor S: 2 vCPUs, 4 GiB of RAM, zone par".
+fn machine(flavor: Option<&Flavor>, zone: &str) -> String {
+    match flavor {
+        Some(flavor) => format!(
+            "flavor {}: {} vCPU{}, {} of RAM, zone {zone}",
+            flavor.name,
+            flavor.cpus,
+            if flavor.cpus == 1 { "" } else { "s" },
+            ram_text(flavor.ram_mib)
+        ),
+        None => format!("zone {zone}"),
+    }
+}
+
+fn ram_text(ram_mib: u64) -> String {
+    if ram_mib % 1024 == 0 {
+        format!("{} GiB", ram_mib / 1024)
+    } else {
+        format!("{ram_mib} MiB")
+    }
+}
+
+fn duration_text(secs: u64) -> String {
+    match (secs / 60, secs % 60) {
+        (0, s) => format!("{s} s"),
+        (m, 0) => format!("{m} min"),
+        (m, s) => format!("{m} min {s} s"),
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,9 @@ pub struct JobRecord {
     pub message_written: bool,
     pub failed: bool,
     pub confirmed: bool,
+    /// Bytes we wrote to the job log before its launch.
+    pub log_bytes: u64,
+    pub slow_notice_sent: bool,
 }
 
 impl JobRecord {
@@ -110,6 +113,8 @@ impl JobRecord {
             message_written,
             failed: job.failed,
             confirmed: job.confirmed,
+            log_bytes: job.log_bytes,
+            slow_notice_sent: job.slow_notice_sent,
         }
     }
 }

@@ -419,7 +419,10 @@ fn launch_timeout_writes_a_red_message_and_fails_the_job() {
     let job = harness.coordinator.job(1);
     assert_eq!(
         job.log,
-        "\x1b[31;1mJob not active (no log) after 60 seconds\x1b[0;m\n"
+        "\x1b[31;1mJob not active (no log) after 60 seconds\x1b[0;m\n\
+         \x1b[31;1mThe Clever Cloud machine prepared for this job (flavor S: 2 vCPUs, 4 GiB of RAM, \
+         zone par) did not start it. This is an infrastructure problem, not a problem of your job: \
+         retry it, and tell the administrators of this runner if it happens again.\x1b[0;m\n"
     );
     assert_eq!(job.failure_reports, [FailureKind::System]);
     assert_eq!(
@@ -1540,4 +1543,27 @@ fn keep_resources_applications_are_reported_not_deleted_by_reconciliation() {
         .count();
     assert_eq!(reports, 1, "reported once");
     assert_eq!(harness.dispatcher.orphan_weight(), 0.0);
+}
+
+#[test]
+fn a_slow_launch_gets_one_notice_and_the_launch_check_discounts_it() {
+    // The machine takes 90 s to start the job; the notice is due at 30 s.
+    let mut setup = Setup::new().job(JobSpec::new(0).boot(90));
+    setup.config.slow_notice_after = secs(30);
+    if let Some(watch) = setup.runners[0].launch_watch.as_mut() {
+        watch.timeout = secs(300);
+    }
+    let mut harness = setup.build();
+    harness.drive();
+    harness.assert_final();
+    let notices = harness.times_of("AppendNotice");
+    assert_eq!(notices.len(), 1, "one notice: {notices:?}");
+    assert_eq!(notices, [30], "due 30 s after the acquisition");
+    let job = harness.coordinator.job(1);
+    assert!(job.failure_reports.is_empty(), "the job still ran");
+    let record_trace = harness.trace_of(1);
+    assert!(
+        record_trace.contains("Launched") || record_trace.contains("CheckStatus"),
+        "{record_trace}"
+    );
 }

@@ -86,6 +86,12 @@ fn random_setup(seed: u64) -> (Setup, Chaos) {
         0..=6 => secs(30),
         _ => secs(rng.gen_range(5..=90)),
     };
+    // Slow-launch notices, sometimes due before the machines boot.
+    config.slow_notice_after = if rng.gen_bool(0.5) {
+        secs(rng.gen_range(5..=60))
+    } else {
+        Duration::ZERO
+    };
     setup.confirm_window = if rng.gen_bool(0.7) {
         CONFIRM_WINDOW
     } else {

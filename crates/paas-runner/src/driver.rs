@@ -82,6 +82,10 @@ enum Event {
         app_id: String,
         deleted: bool,
     },
+    Noticed {
+        job: JobKey,
+        length: Option<u64>,
+    },
 }
 
 /// Live figures published by the driver (progress displays, status page,
@@ -348,6 +352,7 @@ impl Driver {
             Event::Deleted { job, outcome } => self.core.handle_deleted(job, outcome, now),
             Event::Confirmed { job, check } => self.core.handle_confirmed(job, check, now),
             Event::JobOver { job } => self.core.handle_job_over(job, now),
+            Event::Noticed { job, length } => self.core.handle_notice_written(job, length, now),
             Event::AppList { runner, apps } => self.core.handle_app_list(runner, apps, now),
             Event::OrphanDeleted { app_id, deleted } => {
                 self.core.handle_orphan_deleted(&app_id, deleted, now)
@@ -415,11 +420,33 @@ impl Driver {
                     }
                 });
             }
-            Command::CheckLaunch { job, project_id } => {
+            Command::CheckLaunch {
+                job,
+                project_id,
+                own_log_bytes,
+            } => {
                 let token = self.job_token(job);
                 self.spawn(move |runners| async move {
-                    let check = check_launch(&runners, job, project_id, &token).await;
+                    let check =
+                        check_launch(&runners, job, project_id, own_log_bytes, &token).await;
                     Event::Launch { job, check }
+                });
+            }
+            Command::AppendNotice { job, token, text } => {
+                self.spawn(move |runners| async move {
+                    let runner = &runners[job.runner];
+                    let length = match runner.coordinator.append_trace(job.job_id, &token, 0, text.as_bytes()).await {
+                        Ok(appended) if !appended.not_running => {
+                            info!(runner = %runner.name, job_id = job.job_id, "slow launch: told the job log");
+                            Some(appended.new_offset)
+                        }
+                        Ok(_) => None,
+                        Err(error) => {
+                            warn!(runner = %runner.name, job_id = job.job_id, %error, "could not write the slow-launch notice");
+                            None
+                        }
+                    };
+                    Event::Noticed { job, length }
                 });
             }
             Command::ConfirmJob { job, token } => {
@@ -686,6 +713,7 @@ async fn check_launch(
     runners: &Runners,
     job: JobKey,
     project_id: Option<u64>,
+    own_log_bytes: u64,
     job_token: &Secret,
 ) -> LaunchCheck {
     let runner = &runners[job.runner];
@@ -701,7 +729,7 @@ async fn check_launch(
         .read_trace(project_id, job.job_id, token)
         .await
     {
-        Ok(trace) if !trace.is_empty() => LaunchCheck::Started,
+        Ok(trace) if trace.len() as u64 > own_log_bytes => LaunchCheck::Started,
         Ok(_) => LaunchCheck::NotYet,
         Err(error) => {
             debug!(runner = %runner.name, job_id = job.job_id, %error, "could not read job log");

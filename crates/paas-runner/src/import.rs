@@ -160,6 +160,8 @@ fn record(handle: Handle, job_data: Option<serde_json::Value>, stage: StageRecor
         failed: false,
         // The reference took these jobs without two-phase commit.
         confirmed: true,
+        log_bytes: 0,
+        slow_notice_sent: true,
     }
 }
 

@@ -141,6 +141,7 @@ pub fn plan(
             default_flavor: cc.default_flavor.clone(),
             max_flavor: cc.max_flavor.clone(),
             flavors,
+            zone: cc.zone.clone(),
             launch_watch: io.config.trace_watch.token.as_ref().map(|_| LaunchWatch {
                 timeout: io.config.trace_watch.timeout,
                 poll_step: io.config.trace_watch.poll_step,
@@ -195,6 +196,7 @@ pub fn plan(
         quota,
         allowed_fraction_per_runner: config.quota.allowed_fraction_per_runner,
         reconcile_interval: config.reconcile_interval,
+        slow_notice_after: config.slow_provisioning_notice,
     };
     Ok((dispatcher_config, specs))
 }

@@ -449,3 +449,34 @@ async fn faults_on_both_apis_leak_nothing_and_lose_no_job() {
         "the process never exits on its own, and stops cleanly"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_launch_gets_a_notice_and_the_job_still_runs() {
+    let mut settings = quick();
+    settings.boot_delay = Duration::from_millis(2500);
+    let mut harness = Harness::start(settings, |options| {
+        options.extra_global = "paas_slow_provisioning_notice = 1\n".into();
+    })
+    .await;
+    harness.spawn_runner();
+    let id = harness.enqueue(&[(vars::FLAVOR, "S"), (vars::JOB_DURATION_MS, "200")]);
+    harness.wait_all_done(&[id]).await;
+    let job = harness.job(id);
+    assert_eq!(job.status, JobStatus::Success, "{}", harness.logs());
+    let trace = harness.trace(id);
+    let notice_end = trace.find('\n').map(|i| i + 1).unwrap_or(0);
+    let notice = &trace[..notice_end];
+    assert!(notice.starts_with("\x1b[0;33mPreparing a Clever Cloud machine for this job (flavor S: 2 vCPUs, 4 GiB of RAM, zone par)"), "{trace:?}");
+    assert!(notice.contains("taking longer than usual"), "{notice:?}");
+    // The documented cost: the inner runner, which starts writing at offset
+    // 0, skips as many of its own bytes as the notice took.
+    let app = harness.cluster.clever.apps().into_iter().next().unwrap();
+    assert_eq!(
+        app.vm.log_bytes - app.vm.log_bytes_sent,
+        notice.len() as u64,
+        "{:?}",
+        app.vm
+    );
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(status.success());
+}

@@ -295,6 +295,10 @@ pub struct StoredJobV1 {
     /// Absent in records written before two-phase commit support.
     #[serde(default = "confirmed_by_default")]
     pub confirmed: bool,
+    #[serde(default)]
+    pub log_bytes: u64,
+    #[serde(default)]
+    pub slow_notice_sent: bool,
 }
 
 fn confirmed_by_default() -> bool {
@@ -324,6 +328,8 @@ impl From<&JobRecord> for StoredJobV1 {
             message_written: record.message_written,
             failed: record.failed,
             confirmed: record.confirmed,
+            log_bytes: record.log_bytes,
+            slow_notice_sent: record.slow_notice_sent,
         }
     }
 }
@@ -356,6 +362,8 @@ impl StoredJobV1 {
             message_written: self.message_written,
             failed: self.failed,
             confirmed: self.confirmed,
+            log_bytes: self.log_bytes,
+            slow_notice_sent: self.slow_notice_sent,
         })
     }
 }
@@ -384,6 +392,8 @@ mod tests {
             message_written: true,
             failed: true,
             confirmed: true,
+            log_bytes: 0,
+            slow_notice_sent: false,
         }
     }
 

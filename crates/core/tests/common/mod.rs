@@ -77,6 +77,7 @@ pub fn runner_spec(idx: RunnerIdx) -> RunnerSpec {
         default_flavor: "S".to_owned(),
         max_flavor: Some("2XL".to_owned()),
         flavors: flavor_table(),
+        zone: "par".to_owned(),
         launch_watch: Some(LaunchWatch {
             timeout: secs(60),
             poll_step: secs(5),
@@ -106,6 +107,7 @@ pub fn config() -> DispatcherConfig {
         quota: weight("2XL") * 4.0,
         allowed_fraction_per_runner: 1.0,
         reconcile_interval: Duration::ZERO,
+        slow_notice_after: Duration::ZERO,
     }
 }
 
@@ -842,6 +844,8 @@ enum Outcome {
     JobOver(JobKey),
     AppList(RunnerIdx, Option<Vec<ListedApp>>),
     OrphanDeleted(String, bool),
+    /// A slow-launch notice was written (the log's length) or not.
+    Noticed(JobKey, Option<u64>),
     /// Not an answer: a creation request that lands in the cloud late.
     LateCreate(LateCreate),
 }
@@ -1144,6 +1148,7 @@ impl Harness {
                 | Outcome::AppList(..)
                 | Outcome::OrphanDeleted(..)
                 | Outcome::JobOver(_)
+                | Outcome::Noticed(..)
                 | Outcome::LateCreate(_) => return false,
                 Outcome::Confirmed(key, _) => (Kind::Confirm, key),
                 Outcome::Created(key, _) => (Kind::Create, key),
@@ -1695,6 +1700,12 @@ impl Harness {
                 };
                 self.schedule(Kind::CheckStatus, Outcome::Status(job, check));
             }
+            Command::AppendNotice { job, text, .. } => {
+                // Notices are informative: the model log does not keep them.
+                let fault = self.fault(Kind::AppendLog, job);
+                let length = fault.is_none().then_some(text.len() as u64);
+                self.schedule(Kind::AppendLog, Outcome::Noticed(job, length));
+            }
             Command::AppendLog { job, text, .. } => {
                 let fault = self.fault(Kind::AppendLog, job);
                 let mut outcome = step_outcome(fault, "coordinator unavailable");
@@ -1872,6 +1883,9 @@ impl Harness {
                 self.dispatcher.handle_failure_reported(key, outcome, now)
             }
             Outcome::Deleted(key, outcome) => self.dispatcher.handle_deleted(key, outcome, now),
+            Outcome::Noticed(key, length) => {
+                self.dispatcher.handle_notice_written(key, length, now)
+            }
         }
     }
 
@@ -2213,6 +2227,7 @@ impl Harness {
             Command::CheckLaunch { job, .. } => format!("CheckLaunch j{}", job.job_id),
             Command::CheckStatus { job, .. } => format!("CheckStatus j{}", job.job_id),
             Command::AppendLog { job, text, .. } => format!("AppendLog j{} {text:?}", job.job_id),
+            Command::AppendNotice { job, .. } => format!("AppendNotice j{}", job.job_id),
             Command::ReportFailure { job, kind, .. } => {
                 format!("ReportFailure j{} {kind:?}", job.job_id)
             }
@@ -2316,6 +2331,10 @@ fn describe_step<T>(outcome: &StepOutcome<T>, done: &str, failed: &str) -> Strin
 
 fn describe_outcome(outcome: &Outcome) -> (Option<JobKey>, String) {
     match outcome {
+        Outcome::Noticed(key, length) => (
+            Some(*key),
+            format!("j{} notice written: {length:?}", key.job_id),
+        ),
         Outcome::Poll(runner, poll) => match poll {
             PollOutcome::Job(job) => (
                 Some(JobKey {
@@ -2431,6 +2450,7 @@ pub fn command_job(command: &Command) -> Option<JobKey> {
         | Command::CheckLaunch { job, .. }
         | Command::CheckStatus { job, .. }
         | Command::AppendLog { job, .. }
+        | Command::AppendNotice { job, .. }
         | Command::ReportFailure { job, .. }
         | Command::DeleteApp { job, .. } => Some(*job),
         Command::Notice(notice) => Some(match notice {
@@ -2459,7 +2479,7 @@ pub fn command_kind(command: &Command) -> Option<Kind> {
         Command::Deploy { .. } => Kind::Deploy,
         Command::CheckLaunch { .. } => Kind::CheckLaunch,
         Command::CheckStatus { .. } => Kind::CheckStatus,
-        Command::AppendLog { .. } => Kind::AppendLog,
+        Command::AppendLog { .. } | Command::AppendNotice { .. } => Kind::AppendLog,
         Command::ReportFailure { .. } => Kind::ReportFailure,
         Command::DeleteApp { .. } => Kind::Delete,
         Command::Save(_) | Command::Forget(_) | Command::Notice(_) => return None,
