@@ -817,22 +817,11 @@ impl Dispatcher {
     }
 
     pub fn handle_log_appended(&mut self, key: JobKey, outcome: StepOutcome<()>, now: Instant) {
-        let job = outcome_job!(self, key);
+        outcome_job!(self, key);
         let written = match outcome {
             StepOutcome::Done(()) => true,
             StepOutcome::Failed { transient, .. } => {
-                job.attempts += 1;
-                if transient && job.attempts < STEP_ATTEMPTS {
-                    let delay = backoff(job.attempts);
-                    let attempt = job.attempts;
-                    self.wake_at(key, now + delay);
-                    self.commands.push_back(Command::Notice(Notice::Retrying {
-                        job: key,
-                        step: "write job log",
-                        attempt,
-                        max_attempts: STEP_ATTEMPTS,
-                        delay,
-                    }));
+                if self.retry_later(key, "write job log", STEP_ATTEMPTS, transient, now) {
                     self.drive(now);
                     return;
                 }
@@ -859,20 +848,9 @@ impl Dispatcher {
     }
 
     pub fn handle_failure_reported(&mut self, key: JobKey, outcome: StepOutcome<()>, now: Instant) {
-        let job = outcome_job!(self, key);
+        outcome_job!(self, key);
         if let StepOutcome::Failed { transient, .. } = outcome {
-            job.attempts += 1;
-            if transient && job.attempts < REPORT_ATTEMPTS {
-                let delay = backoff(job.attempts);
-                let attempt = job.attempts;
-                self.wake_at(key, now + delay);
-                self.commands.push_back(Command::Notice(Notice::Retrying {
-                    job: key,
-                    step: "report failure",
-                    attempt,
-                    max_attempts: REPORT_ATTEMPTS,
-                    delay,
-                }));
+            if self.retry_later(key, "report failure", REPORT_ATTEMPTS, transient, now) {
                 self.drive(now);
                 return;
             }
@@ -927,7 +905,7 @@ impl Dispatcher {
     // ----- decisions -----
 
     pub fn handle_confirmed(&mut self, key: JobKey, check: ConfirmCheck, now: Instant) {
-        let job = outcome_job!(self, key);
+        outcome_job!(self, key);
         match check {
             ConfirmCheck::Confirmed => self.confirm(key),
             ConfirmCheck::Gone => {
@@ -937,19 +915,7 @@ impl Dispatcher {
                 self.finish(key);
             }
             ConfirmCheck::Error => {
-                job.attempts += 1;
-                if job.attempts < REPORT_ATTEMPTS {
-                    let delay = backoff(job.attempts);
-                    let attempt = job.attempts;
-                    self.wake_at(key, now + delay);
-                    self.commands.push_back(Command::Notice(Notice::Retrying {
-                        job: key,
-                        step: "confirm job",
-                        attempt,
-                        max_attempts: REPORT_ATTEMPTS,
-                        delay,
-                    }));
-                } else {
+                if !self.retry_later(key, "confirm job", REPORT_ATTEMPTS, true, now) {
                     // Without two-phase commit the job already runs on the
                     // coordinator: going on is the only way not to strand it.
                     // With it, the coordinator drops the job and the inner
@@ -1287,6 +1253,37 @@ impl Dispatcher {
         self.drive(now);
     }
 
+    /// Counts a failed attempt of `step`. A transient failure within
+    /// `max_attempts` is retried after a backoff (and said so); returns
+    /// whether it is.
+    fn retry_later(
+        &mut self,
+        key: JobKey,
+        step: &'static str,
+        max_attempts: u32,
+        transient: bool,
+        now: Instant,
+    ) -> bool {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return false;
+        };
+        job.attempts += 1;
+        if !transient || job.attempts >= max_attempts {
+            return false;
+        }
+        let attempt = job.attempts;
+        let delay = backoff(attempt);
+        self.wake_at(key, now + delay);
+        self.commands.push_back(Command::Notice(Notice::Retrying {
+            job: key,
+            step,
+            attempt,
+            max_attempts,
+            delay,
+        }));
+        true
+    }
+
     fn retry_or_fail(
         &mut self,
         key: JobKey,
@@ -1296,29 +1293,18 @@ impl Dispatcher {
         user_message: String,
         now: Instant,
     ) {
-        let Some(job) = self.jobs.get_mut(&key) else {
-            return;
-        };
-        job.attempts += 1;
-        if transient && job.attempts < max_attempts && !self.shutting_down {
-            let delay = backoff(job.attempts);
-            let attempt = job.attempts;
-            self.wake_at(key, now + delay);
-            self.commands.push_back(Command::Notice(Notice::Retrying {
-                job: key,
-                step,
-                attempt,
-                max_attempts,
-                delay,
-            }));
-            self.save(key);
-            return;
-        }
         if transient && self.shutting_down {
             // Leave the step to the next process rather than failing the job.
             self.save(key);
             return;
         }
+        if self.retry_later(key, step, max_attempts, transient, now) {
+            self.save(key);
+            return;
+        }
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
         job.attempts = 0;
         self.fail(
             key,
