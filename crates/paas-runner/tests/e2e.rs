@@ -480,3 +480,50 @@ async fn slow_launch_gets_a_notice_and_the_job_still_runs() {
     let status = harness.signal_and_wait(SIGTERM).await;
     assert!(status.success());
 }
+
+/// Cancels the job once its application exists, then expects the
+/// application gone within a few seconds.
+async fn cancel_during_provisioning(harness: &mut Harness, id: u64) {
+    let created = harness
+        .cluster
+        .clever
+        .wait_until(|sim| sim.stats().apps_created == 1, DEADLINE)
+        .await;
+    assert!(created, "{}", harness.logs());
+    harness.cluster.coordinator.cancel(id);
+    let cancelled_at = std::time::Instant::now();
+    let gone = harness
+        .cluster
+        .clever
+        .wait_until(|sim| sim.stats().apps_live == 0, DEADLINE)
+        .await;
+    assert!(gone, "{}", harness.logs());
+    let took = cancelled_at.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "application deleted {took:?} after the cancellation\n{}",
+        harness.logs()
+    );
+    assert_eq!(harness.job(id).status, JobStatus::Canceled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_while_the_repository_gets_ready_deletes_the_machine() {
+    let mut harness = Harness::start(quick(), |_| {}).await;
+    harness.cluster.clever.set_repo_never_ready("-");
+    harness.spawn_runner();
+    let id = harness.enqueue(&[]);
+    cancel_during_provisioning(&mut harness, id).await;
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_while_the_machine_boots_deletes_it() {
+    let mut harness = Harness::start(quick(), |options| options.watch_timeout_secs = 60.0).await;
+    harness.spawn_runner();
+    let id = harness.enqueue(&[(vars::VM_NEVER_STARTS, "true")]);
+    cancel_during_provisioning(&mut harness, id).await;
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(status.success());
+}
