@@ -4,7 +4,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{parse, parse_with, Config, ConfigError};
+use crate::{parse, parse_with, Config, ConfigError, RunnerConfig};
 
 const PATH: &str = "/etc/paas.toml";
 
@@ -125,13 +125,34 @@ fn parse_err(text: &str) -> ConfigError {
     }
 }
 
+/// Asserts that `shown`, an error message or a `Debug` output, shows none
+/// of `SECRET_VALUES`.
+fn assert_no_secret(shown: &str) {
+    for secret in SECRET_VALUES {
+        assert!(!shown.contains(secret), "{shown} shows the secret {secret}");
+    }
+}
+
+/// Checks the full message of `error`, got for `text`, and that it shows no
+/// secret.
+fn check_error(error: ConfigError, text: &str, expect: &str) {
+    let message = error.to_string();
+    assert_eq!(message, expect, "for input:\n{text}");
+    assert_no_secret(&message);
+}
+
 /// Checks the full message of the error of `text`, and that it shows no secret.
 fn check(text: &str, expect: &str) {
-    let message = parse_err(text).to_string();
-    assert_eq!(message, expect, "for input:\n{text}");
-    for secret in SECRET_VALUES {
-        assert!(!message.contains(secret), "{message} shows a secret");
-    }
+    check_error(parse_err(text), text, expect);
+}
+
+/// The token of the `paas_job_trace_watch` section of `runner`.
+fn watch_token(runner: &RunnerConfig) -> Option<&str> {
+    runner
+        .trace_watch
+        .token
+        .as_ref()
+        .map(|token| token.expose())
 }
 
 /// `BASE` with `old` replaced by `new`.
@@ -307,14 +328,7 @@ poll_step = 2
     assert_eq!(runner.quota_max_fraction, 0.5);
     assert_eq!(runner.heptapod_runner_main_image, "runner:1");
     assert_eq!(runner.paas_helper_image.as_deref(), Some("helper:1"));
-    assert_eq!(
-        runner
-            .trace_watch
-            .token
-            .as_ref()
-            .map(|token| token.expose()),
-        Some("watch-token")
-    );
+    assert_eq!(watch_token(runner), Some("watch-token"));
     assert_eq!(runner.trace_watch.timeout, Duration::from_millis(60_500));
     assert_eq!(runner.trace_watch.poll_step, Duration::from_secs(2));
     let cc = &runner.cc;
@@ -819,14 +833,7 @@ fn secrets_are_resolved() {
     let runner = &config.runners[0];
     assert_eq!(runner.token.expose(), "from-secrets-runner-token");
     assert_eq!(runner.cc.token.expose(), "from-secrets-cc-token");
-    assert_eq!(
-        runner
-            .trace_watch
-            .token
-            .as_ref()
-            .map(|token| token.expose()),
-        Some("from-secrets-watch-token")
-    );
+    assert_eq!(watch_token(runner), Some("from-secrets-watch-token"));
     let inner = &runner.inner_config;
     assert_eq!(
         inner.get("token").and_then(toml::Value::as_str),
@@ -846,10 +853,7 @@ fn secrets_are_resolved() {
             .and_then(toml::Value::as_str),
         Some("plain")
     );
-    let debug = format!("{config:?}");
-    for secret in SECRET_VALUES {
-        assert!(!debug.contains(secret), "Debug shows {secret}: {debug}");
-    }
+    assert_no_secret(&format!("{config:?}"));
 }
 
 #[test]
@@ -893,14 +897,11 @@ fn secrets_file_on_disk() {
 #[test]
 fn secrets_errors() {
     let check_secrets = |text: &str, files: &[(&str, &str)], expect: &str| {
-        let message = match parse_with_files(text, files) {
+        let error = match parse_with_files(text, files) {
             Ok(config) => panic!("unexpected success: {config:?}"),
-            Err(error) => error.to_string(),
+            Err(error) => error,
         };
-        assert_eq!(message, expect);
-        for secret in SECRET_VALUES {
-            assert!(!message.contains(secret), "{message} shows a secret");
-        }
+        check_error(error, text, expect);
     };
     let secrets = [("/etc/secrets.toml", SECRETS)];
     check_secrets(
@@ -1060,10 +1061,7 @@ fn debug_shows_no_token() {
         "{BASE}[runners.paas_job_trace_watch]\ntoken = \"glrt-second-token\"\n\
          [runners.cache.s3]\nSecretKey = \"from-secrets-s3-key\"\n"
     );
-    let config = parse_ok(&text);
-    let debug = format!("{config:?}");
-    for secret in SECRET_VALUES {
-        assert!(!debug.contains(secret), "Debug shows {secret}: {debug}");
-    }
+    let debug = format!("{:?}", parse_ok(&text));
+    assert_no_secret(&debug);
     assert!(debug.contains("[REDACTED]"));
 }

@@ -40,6 +40,20 @@ impl Recorded {
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("json request body")
     }
+
+    /// Checks the request line: `method` on `path`, with no query string
+    /// (a token there would show in logs and errors).
+    fn assert_line(&self, method: Method, path: &str) {
+        assert_eq!(self.method, method);
+        assert_eq!(self.uri.path(), path);
+        assert_eq!(self.uri.query(), None);
+    }
+
+    /// Checks the `Accept` and `User-Agent` headers of a JSON API call.
+    fn assert_json_api_headers(&self) {
+        assert_eq!(self.header("accept"), Some("application/json"));
+        assert_eq!(self.header("user-agent"), Some(USER_AGENT));
+    }
 }
 
 /// One scripted answer.
@@ -97,7 +111,7 @@ impl FakeCoordinator {
     }
 
     fn client(&self) -> CoordinatorClient {
-        CoordinatorClient::new(&self.url, http_client()).expect("client")
+        client_at(&self.url)
     }
 
     fn requests(&self) -> Vec<Recorded> {
@@ -142,6 +156,10 @@ fn http_client() -> reqwest::Client {
         .expect("reqwest client")
 }
 
+fn client_at(url: &str) -> CoordinatorClient {
+    CoordinatorClient::new(url, http_client()).expect("client")
+}
+
 fn runner_token() -> Secret {
     Secret::new(RUNNER_TOKEN)
 }
@@ -165,6 +183,15 @@ async fn request_job(
     client: &CoordinatorClient,
     last_update: Option<&str>,
 ) -> Result<JobRequestOutcome, GitlabError> {
+    request_job_polling(client, last_update, LONG_POLL).await
+}
+
+/// A job request that the coordinator may hold for `long_poll`.
+async fn request_job_polling(
+    client: &CoordinatorClient,
+    last_update: Option<&str>,
+    long_poll: Duration,
+) -> Result<JobRequestOutcome, GitlabError> {
     let token = runner_token();
     let request = JobRequest {
         token: &token,
@@ -172,7 +199,25 @@ async fn request_job(
         last_update,
     };
     assert_no_secret(&format!("{request:?}"));
-    client.request_job(&request, LONG_POLL).await
+    client.request_job(&request, long_poll).await
+}
+
+/// Appends `bytes` at `offset` to the log of job 9.
+async fn append_trace(
+    client: &CoordinatorClient,
+    offset: u64,
+    bytes: &[u8],
+) -> Result<AppendOutcome, GitlabError> {
+    client.append_trace(9, &job_token(), offset, bytes).await
+}
+
+/// What an append answered with a `Job-Status` header returns.
+fn appended(new_offset: u64, job_status: &str, not_running: bool) -> AppendOutcome {
+    AppendOutcome {
+        new_offset,
+        job_status: Some(job_status.to_owned()),
+        not_running,
+    }
 }
 
 fn expected_features() -> Value {
@@ -215,12 +260,9 @@ async fn job_request_sends_the_documented_body_and_headers() {
     );
 
     let request = coordinator.only_request();
-    assert_eq!(request.method, Method::POST);
-    assert_eq!(request.uri.path(), "/api/v4/jobs/request");
-    assert_eq!(request.uri.query(), None);
+    request.assert_line(Method::POST, "/api/v4/jobs/request");
     assert_eq!(request.header("content-type"), Some("application/json"));
-    assert_eq!(request.header("accept"), Some("application/json"));
-    assert_eq!(request.header("user-agent"), Some(USER_AGENT));
+    request.assert_json_api_headers();
     assert_eq!(
         USER_AGENT,
         format!("paas-runner/{}", env!("CARGO_PKG_VERSION"))
@@ -368,8 +410,7 @@ async fn job_request_statuses_are_classified() {
 #[tokio::test]
 async fn a_path_prefix_in_the_url_is_kept() {
     let coordinator = FakeCoordinator::start(vec![answer(204)]).await;
-    let client = CoordinatorClient::new(&format!("{}/heptapod/", coordinator.url), http_client())
-        .expect("client");
+    let client = client_at(&format!("{}/heptapod/", coordinator.url));
     assert_eq!(client.base_url(), format!("{}/heptapod", coordinator.url));
     request_job(&client, None).await.expect("answer");
     assert_eq!(
@@ -429,13 +470,10 @@ async fn job_status_uses_the_job_token_header_and_reads_401_as_finished() {
     assert_eq!(not_found.status(), Some(404));
 
     for request in coordinator.requests() {
-        assert_eq!(request.method, Method::GET);
-        assert_eq!(request.uri.path(), "/api/v4/job");
         // The token must not be in the URL, where logs and errors show it.
-        assert_eq!(request.uri.query(), None);
+        request.assert_line(Method::GET, "/api/v4/job");
         assert_eq!(request.header("job-token"), Some(JOB_TOKEN));
-        assert_eq!(request.header("accept"), Some("application/json"));
-        assert_eq!(request.header("user-agent"), Some(USER_AGENT));
+        request.assert_json_api_headers();
     }
 }
 
@@ -504,9 +542,7 @@ async fn fail_job_sends_the_failure_and_understands_the_answers() {
 
     let requests = coordinator.requests();
     let first = &requests[0];
-    assert_eq!(first.method, Method::PUT);
-    assert_eq!(first.uri.path(), "/api/v4/jobs/77");
-    assert_eq!(first.uri.query(), None);
+    first.assert_line(Method::PUT, "/api/v4/jobs/77");
     assert_eq!(first.header("content-type"), Some("application/json"));
     assert_eq!(first.header("job-token"), Some(JOB_TOKEN));
     assert_eq!(
@@ -543,12 +579,9 @@ async fn confirm_job_commits_with_a_running_update() {
         );
     }
     for request in coordinator.requests() {
-        assert_eq!(request.method, Method::PUT);
-        assert_eq!(request.uri.path(), "/api/v4/jobs/77");
-        assert_eq!(request.uri.query(), None);
+        request.assert_line(Method::PUT, "/api/v4/jobs/77");
         assert_eq!(request.header("content-type"), Some("application/json"));
-        assert_eq!(request.header("accept"), Some("application/json"));
-        assert_eq!(request.header("user-agent"), Some(USER_AGENT));
+        request.assert_json_api_headers();
         assert_eq!(request.header("job-token"), Some(JOB_TOKEN));
         assert_eq!(
             request.json(),
@@ -623,9 +656,7 @@ async fn confirm_job_errors_are_transient_when_the_coordinator_is_down() {
     );
 
     let (_listener, url) = silent_server().await;
-    let silent = CoordinatorClient::new(&url, http_client())
-        .expect("client")
-        .with_call_timeout(Duration::from_millis(200));
+    let silent = client_at(&url).with_call_timeout(Duration::from_millis(200));
     let error = silent.confirm_job(77, &token).await.expect_err("timeout");
     assert!(
         matches!(&error, GitlabError::Unavailable { status: None, .. }),
@@ -641,23 +672,12 @@ async fn append_trace_sends_an_inclusive_content_range() {
         .header("Job-Status", "running")
         .header("X-GitLab-Trace-Update-Interval", "60")])
     .await;
-    let outcome = coordinator
-        .client()
-        .append_trace(9, &job_token(), 10, b"hello")
+    let outcome = append_trace(&coordinator.client(), 10, b"hello")
         .await
         .expect("appended");
-    assert_eq!(
-        outcome,
-        AppendOutcome {
-            new_offset: 15,
-            job_status: Some("running".into()),
-            not_running: false,
-        }
-    );
+    assert_eq!(outcome, appended(15, "running", false));
     let request = coordinator.only_request();
-    assert_eq!(request.method, Method::PATCH);
-    assert_eq!(request.uri.path(), "/api/v4/jobs/9/trace");
-    assert_eq!(request.uri.query(), None);
+    request.assert_line(Method::PATCH, "/api/v4/jobs/9/trace");
     assert_eq!(request.header("content-range"), Some("10-14"));
     assert_eq!(request.header("content-type"), Some("text/plain"));
     assert_eq!(request.header("job-token"), Some(JOB_TOKEN));
@@ -673,19 +693,10 @@ async fn append_trace_resyncs_once_after_416() {
             .header("Job-Status", "canceling"),
     ])
     .await;
-    let outcome = coordinator
-        .client()
-        .append_trace(9, &job_token(), 0, b"abc")
+    let outcome = append_trace(&coordinator.client(), 0, b"abc")
         .await
         .expect("appended after resync");
-    assert_eq!(
-        outcome,
-        AppendOutcome {
-            new_offset: 23,
-            job_status: Some("canceling".into()),
-            not_running: false,
-        }
-    );
+    assert_eq!(outcome, appended(23, "canceling", false));
     let ranges: Vec<String> = coordinator
         .requests()
         .iter()
@@ -703,8 +714,7 @@ async fn append_trace_gives_up_after_a_second_416() {
     ])
     .await;
     let client = coordinator.client();
-    let error = client
-        .append_trace(9, &job_token(), 0, b"abc")
+    let error = append_trace(&client, 0, b"abc")
         .await
         .expect_err("second 416");
     assert!(
@@ -713,8 +723,7 @@ async fn append_trace_gives_up_after_a_second_416() {
     );
     assert_eq!(coordinator.requests().len(), 2);
 
-    let no_range = client
-        .append_trace(9, &job_token(), 0, b"abc")
+    let no_range = append_trace(&client, 0, b"abc")
         .await
         .expect_err("416 without Range");
     assert_eq!(no_range.status(), Some(416));
@@ -728,23 +737,12 @@ async fn append_trace_reports_jobs_that_stopped() {
         .body(r#"{"message":"403 Forbidden - Job is not running"}"#)])
     .await;
     let client = coordinator.client();
-    let outcome = client
-        .append_trace(9, &job_token(), 42, b"late")
+    let outcome = append_trace(&client, 42, b"late")
         .await
         .expect("403 is an outcome");
-    assert_eq!(
-        outcome,
-        AppendOutcome {
-            new_offset: 42,
-            job_status: Some("canceled".into()),
-            not_running: true,
-        }
-    );
+    assert_eq!(outcome, appended(42, "canceled", true));
     // Nothing to send: no request at all.
-    let empty = client
-        .append_trace(9, &job_token(), 42, b"")
-        .await
-        .expect("empty");
+    let empty = append_trace(&client, 42, b"").await.expect("empty");
     assert_eq!(empty.new_offset, 42);
     assert_eq!(coordinator.requests().len(), 1);
 }
@@ -775,9 +773,7 @@ async fn read_trace_returns_the_raw_log_with_the_private_token() {
         .is_transient());
 
     let request = &coordinator.requests()[0];
-    assert_eq!(request.method, Method::GET);
-    assert_eq!(request.uri.path(), "/api/v4/projects/3/jobs/9/trace");
-    assert_eq!(request.uri.query(), None);
+    request.assert_line(Method::GET, "/api/v4/projects/3/jobs/9/trace");
     assert_eq!(request.header("private-token"), Some(ADMIN_TOKEN));
     assert_eq!(request.header("job-token"), None);
 }
@@ -863,17 +859,8 @@ async fn silent_server() -> (TcpListener, String) {
 #[tokio::test]
 async fn a_silent_coordinator_times_out_as_transient() {
     let (_listener, url) = silent_server().await;
-    let client = CoordinatorClient::new(&url, http_client())
-        .expect("client")
-        .with_call_timeout(Duration::from_millis(200));
-    let token = runner_token();
-    let request = JobRequest {
-        token: &token,
-        system_id: SYSTEM_ID,
-        last_update: None,
-    };
-    let error = client
-        .request_job(&request, Duration::from_millis(200))
+    let client = client_at(&url).with_call_timeout(Duration::from_millis(200));
+    let error = request_job_polling(&client, None, Duration::from_millis(200))
         .await
         .expect_err("timeout");
     assert!(
@@ -900,15 +887,7 @@ async fn a_body_that_never_ends_times_out_as_transient() {
             connections.push(stream);
         }
     });
-    let client = CoordinatorClient::new(&url, http_client()).expect("client");
-    let token = runner_token();
-    let request = JobRequest {
-        token: &token,
-        system_id: SYSTEM_ID,
-        last_update: None,
-    };
-    let error = client
-        .request_job(&request, Duration::from_millis(300))
+    let error = request_job_polling(&client_at(&url), None, Duration::from_millis(300))
         .await
         .expect_err("timeout");
     assert!(error.is_transient(), "{error:?}");
@@ -919,8 +898,10 @@ async fn a_body_that_never_ends_times_out_as_transient() {
 async fn an_unreachable_coordinator_is_transient() {
     let (listener, url) = silent_server().await;
     drop(listener);
-    let client = CoordinatorClient::new(&url, http_client()).expect("client");
-    let error = client.job_status(&job_token()).await.expect_err("refused");
+    let error = client_at(&url)
+        .job_status(&job_token())
+        .await
+        .expect_err("refused");
     assert!(error.is_transient(), "{error:?}");
     assert_eq!(error.status(), None);
     assert_error_hides_secrets(&error);

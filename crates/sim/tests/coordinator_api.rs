@@ -1,106 +1,40 @@
 //! The coordinator simulator over real HTTP: statuses, headers and bodies of
 //! the runner API as `reference/gitlab-runner-api.md` describes them.
 
-use std::time::Duration;
+mod coordinator_support;
 
+use std::time::{Duration, Instant};
+
+use coordinator_support::{
+    assert_error, cancel_job, config, current_job, get_json, header, job_payload, patch_trace,
+    post_job_request, put_job, request_job, running_job, start, status_of, ADMIN, OTHER_RUNNER,
+    RUNNER, WAIT,
+};
 use paas_sim::coordinator::{
     CoordinatorConfig, CoordinatorFaults, CoordinatorSim, JobSpec, JobStatus,
 };
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
 
-const RUNNER: &str = "glrt-runner-one-0000000";
-const OTHER_RUNNER: &str = "glrt-runner-two-0000000";
-const ADMIN: &str = "glpat-admin-000000000000";
-const WAIT: Duration = Duration::from_secs(10);
-
-fn config() -> CoordinatorConfig {
-    CoordinatorConfig {
-        runner_tokens: vec![RUNNER.to_string(), OTHER_RUNNER.to_string()],
-        admin_token: ADMIN.to_string(),
-        ..CoordinatorConfig::default()
-    }
-}
-
-async fn start(config: CoordinatorConfig) -> CoordinatorSim {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    CoordinatorSim::start(listener, config)
-        .await
-        .expect("start coordinator")
-}
-
-async fn request_job(
+/// Sends a job request with the queue `version` in the background, and
+/// waits until the simulator holds it in a long poll.
+async fn held_request(
     client: &Client,
     sim: &CoordinatorSim,
-    token: &str,
-    last_update: Option<&str>,
-) -> Response {
-    let mut body = json!({
-        "token": token,
-        "system_id": "s_0123456789ab",
-        "info": {
-            "name": "gitlab-runner",
-            "version": "17.0.0",
-            "features": {"refspecs": true, "trace_reset": true, "cancelable": true},
-        },
+    version: &str,
+) -> JoinHandle<Response> {
+    let held = tokio::spawn({
+        let client = client.clone();
+        let sim = sim.clone();
+        let version = version.to_string();
+        async move { request_job(&client, &sim, RUNNER, Some(&version)).await }
     });
-    if let Some(last_update) = last_update {
-        body["last_update"] = json!(last_update);
-    }
-    client
-        .post(format!("{}/api/v4/jobs/request", sim.url()))
-        .json(&body)
-        .send()
-        .await
-        .expect("job request")
-}
-
-/// Enqueues a job and takes it as `RUNNER`; returns (job id, job token).
-async fn running_job(client: &Client, sim: &CoordinatorSim) -> (u64, String) {
-    let id = sim.enqueue(JobSpec::default());
-    let response = request_job(client, sim, RUNNER, None).await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let payload: Value = response.json().await.expect("payload");
-    assert_eq!(payload["id"], json!(id));
-    let token = payload["token"].as_str().expect("token").to_string();
-    (id, token)
-}
-
-async fn patch_trace(
-    client: &Client,
-    sim: &CoordinatorSim,
-    id: u64,
-    token: &str,
-    content_range: Option<&str>,
-    body: &'static [u8],
-) -> Response {
-    let mut request = client
-        .patch(format!("{}/api/v4/jobs/{id}/trace", sim.url()))
-        .header("JOB-TOKEN", token)
-        .header("Content-Type", "text/plain")
-        .body(body);
-    if let Some(range) = content_range {
-        request = request.header("Content-Range", range);
-    }
-    request.send().await.expect("patch trace")
-}
-
-async fn put_job(client: &Client, sim: &CoordinatorSim, id: u64, body: Value) -> Response {
-    client
-        .put(format!("{}/api/v4/jobs/{id}", sim.url()))
-        .json(&body)
-        .send()
-        .await
-        .expect("put job")
-}
-
-fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
-    response
-        .headers()
-        .get(name)
-        .and_then(|value| value.to_str().ok())
+    assert!(
+        sim.wait_until(|sim| sim.stats().long_polls_waiting == 1, WAIT)
+            .await
+    );
+    held
 }
 
 fn variable<'a>(payload: &'a Value, key: &str) -> Option<&'a Value> {
@@ -112,8 +46,7 @@ fn variable<'a>(payload: &'a Value, key: &str) -> Option<&'a Value> {
 
 #[tokio::test]
 async fn job_payload_has_the_fields_of_gitlab() {
-    let sim = start(config()).await;
-    let client = Client::new();
+    let (sim, client) = start(config()).await;
     let id = sim.enqueue(JobSpec {
         project_id: 42,
         name: "build".to_string(),
@@ -225,8 +158,7 @@ async fn job_payload_has_the_fields_of_gitlab() {
 
 #[tokio::test]
 async fn no_job_gives_204_with_the_queue_version() {
-    let sim = start(config()).await;
-    let client = Client::new();
+    let (sim, client) = start(config()).await;
 
     let response = request_job(&client, &sim, RUNNER, None).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
@@ -253,9 +185,7 @@ async fn no_job_gives_204_with_the_queue_version() {
     // A job for any runner does, and the stale version gets it.
     let id = sim.enqueue(JobSpec::default());
     let response = request_job(&client, &sim, RUNNER, Some(&version)).await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let payload: Value = response.json().await.expect("payload");
-    assert_eq!(payload["id"], json!(id));
+    job_payload(response, id).await;
 
     let response = request_job(&client, &sim, RUNNER, Some(&version)).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
@@ -265,33 +195,25 @@ async fn no_job_gives_204_with_the_queue_version() {
 
 #[tokio::test]
 async fn unknown_runner_token_gets_403() {
-    let sim = start(config()).await;
-    let client = Client::new();
+    let (sim, client) = start(config()).await;
     sim.enqueue(JobSpec::default());
     let response = request_job(&client, &sim, "glrt-nobody", None).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    let body: Value = response.json().await.expect("json error");
-    assert_eq!(body, json!({"message": "403 Forbidden"}));
+    assert_error(response, "403 Forbidden").await;
     assert_eq!(sim.stats().pending, 1);
 
-    let response = client
-        .post(format!("{}/api/v4/jobs/request", sim.url()))
-        .json(&json!({"info": {}}))
-        .send()
-        .await
-        .expect("request");
+    let response = post_job_request(&client, &sim, &json!({"info": {}})).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     sim.shutdown();
 }
 
 #[tokio::test]
 async fn long_poll_is_released_by_a_new_job_which_comes_on_the_next_request() {
-    let sim = start(CoordinatorConfig {
+    let (sim, client) = start(CoordinatorConfig {
         long_poll: Duration::from_secs(30),
         ..config()
     })
     .await;
-    let client = Client::new();
 
     let response = request_job(&client, &sim, RUNNER, None).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
@@ -300,30 +222,19 @@ async fn long_poll_is_released_by_a_new_job_which_comes_on_the_next_request() {
         .expect("Rails sets X-GitLab-Last-Update")
         .to_string();
 
-    let held = tokio::spawn({
-        let client = client.clone();
-        let sim = sim.clone();
-        let version = version.clone();
-        async move { request_job(&client, &sim, RUNNER, Some(&version)).await }
-    });
-    assert!(
-        sim.wait_until(|sim| sim.stats().long_polls_waiting == 1, WAIT)
-            .await
-    );
+    let held = held_request(&client, &sim, &version).await;
     let id = sim.enqueue(JobSpec::default());
 
     let response = held.await.expect("held request");
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&response, "gitlab-ci-builds-polling"), Some("yes"));
     assert_eq!(header(&response, "x-gitlab-last-update"), None);
-    assert_eq!(sim.job(id).map(|job| job.status), Some(JobStatus::Pending));
+    assert_eq!(status_of(&sim, id), Some(JobStatus::Pending));
 
     // The runner keeps its old version, which now differs: Rails answers.
     let response = request_job(&client, &sim, RUNNER, Some(&version)).await;
-    assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(header(&response, "gitlab-ci-builds-polling"), Some("yes"));
-    let payload: Value = response.json().await.expect("payload");
-    assert_eq!(payload["id"], json!(id));
+    job_payload(response, id).await;
     assert_eq!(sim.stats().long_polls, 1);
     sim.shutdown();
 }
@@ -331,28 +242,18 @@ async fn long_poll_is_released_by_a_new_job_which_comes_on_the_next_request() {
 #[tokio::test]
 async fn long_poll_ends_with_204_after_the_hold() {
     let hold = Duration::from_millis(300);
-    let sim = start(CoordinatorConfig {
+    let (sim, client) = start(CoordinatorConfig {
         long_poll: hold,
         ..config()
     })
     .await;
-    let client = Client::new();
     let response = request_job(&client, &sim, RUNNER, None).await;
     let version = header(&response, "x-gitlab-last-update")
         .expect("version")
         .to_string();
 
-    let started = std::time::Instant::now();
-    let held = tokio::spawn({
-        let client = client.clone();
-        let sim = sim.clone();
-        let version = version.clone();
-        async move { request_job(&client, &sim, RUNNER, Some(&version)).await }
-    });
-    assert!(
-        sim.wait_until(|sim| sim.stats().long_polls_waiting == 1, WAIT)
-            .await
-    );
+    let started = Instant::now();
+    let held = held_request(&client, &sim, &version).await;
     // Another runner's job does not end this runner's hold.
     sim.enqueue(JobSpec {
         runner_token: Some(OTHER_RUNNER.to_string()),
@@ -368,27 +269,20 @@ async fn long_poll_ends_with_204_after_the_hold() {
 
 #[tokio::test]
 async fn oversized_job_request_gets_413_from_workhorse() {
-    let sim = start(CoordinatorConfig {
+    let (sim, client) = start(CoordinatorConfig {
         long_poll: Duration::from_secs(1),
         ..config()
     })
     .await;
-    let client = Client::new();
     let body = json!({"token": RUNNER, "info": {"padding": "x".repeat(33 * 1024)}});
-    let response = client
-        .post(format!("{}/api/v4/jobs/request", sim.url()))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
+    let response = post_job_request(&client, &sim, &body).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     sim.shutdown();
 }
 
 #[tokio::test]
 async fn trace_ranges_follow_rails() {
-    let sim = start(config()).await;
-    let client = Client::new();
+    let (sim, client) = start(config()).await;
     let (id, token) = running_job(&client, &sim).await;
 
     let response = patch_trace(&client, &sim, id, &token, Some("0-9"), b"0123456789").await;
@@ -456,30 +350,18 @@ async fn trace_ranges_follow_rails() {
 
 #[tokio::test]
 async fn updates_of_a_finished_job_get_403_with_job_status() {
-    let sim = start(config()).await;
-    let client = Client::new();
+    let (sim, client) = start(config()).await;
     let (id, token) = running_job(&client, &sim).await;
+    let update = |body: Value| put_job(&client, &sim, id, body);
 
-    let response = put_job(
-        &client,
-        &sim,
-        id,
-        json!({"token": token, "state": "running"}),
-    )
-    .await;
+    let response = update(json!({"token": token, "state": "running"})).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().await.expect("body"), "200");
 
-    let response = put_job(&client, &sim, id, json!({"token": token, "state": "bogus"})).await;
+    let response = update(json!({"token": token, "state": "bogus"})).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
-    let response = put_job(
-        &client,
-        &sim,
-        id,
-        json!({"token": "glcbt-wrong", "state": "success"}),
-    )
-    .await;
+    let response = update(json!({"token": "glcbt-wrong", "state": "success"})).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let response = put_job(
         &client,
@@ -489,7 +371,7 @@ async fn updates_of_a_finished_job_get_403_with_job_status() {
     )
     .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    let response = put_job(&client, &sim, id, json!({"state": "success"})).await;
+    let response = update(json!({"state": "success"})).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
     let final_update = json!({
@@ -499,19 +381,15 @@ async fn updates_of_a_finished_job_get_403_with_job_status() {
         "exit_code": 2,
         "output": {"checksum": "crc32:00000000", "bytesize": 0},
     });
-    let response = put_job(&client, &sim, id, final_update.clone()).await;
+    let response = update(final_update.clone()).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "job-status"), Some("failed"));
     assert_eq!(response.text().await.expect("body"), "200");
 
-    let response = put_job(&client, &sim, id, final_update).await;
+    let response = update(final_update).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(header(&response, "job-status"), Some("failed"));
-    let body: Value = response.json().await.expect("json error");
-    assert_eq!(
-        body,
-        json!({"message": "403 Forbidden - Job is not running"})
-    );
+    assert_error(response, "403 Forbidden - Job is not running").await;
 
     let response = patch_trace(&client, &sim, id, &token, Some("0-2"), b"abc").await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -529,16 +407,10 @@ async fn updates_of_a_finished_job_get_403_with_job_status() {
 
 #[tokio::test]
 async fn current_job_answers_401_once_the_job_finished() {
-    let sim = start(config()).await;
-    let client = Client::new();
+    let (sim, client) = start(config()).await;
     let (id, token) = running_job(&client, &sim).await;
 
-    let response = client
-        .get(format!("{}/api/v4/job", sim.url()))
-        .header("JOB-TOKEN", &token)
-        .send()
-        .await
-        .expect("get job");
+    let response = current_job(&client, &sim, &token).await;
     assert_eq!(response.status(), StatusCode::OK);
     let entity: Value = response.json().await.expect("entity");
     assert_eq!(entity["id"], json!(id));
@@ -559,72 +431,43 @@ async fn current_job_answers_401_once_the_job_finished() {
         .expect("get job");
     assert_eq!(response.status(), StatusCode::OK);
 
-    let response = put_job(
-        &client,
-        &sim,
-        id,
-        json!({"token": token, "state": "success"}),
-    )
-    .await;
+    let success = json!({"token": token, "state": "success"});
+    let response = put_job(&client, &sim, id, success).await;
     assert_eq!(response.status(), StatusCode::OK);
 
-    let response = client
-        .get(format!("{}/api/v4/job", sim.url()))
-        .header("JOB-TOKEN", &token)
-        .send()
-        .await
-        .expect("get job");
+    let response = current_job(&client, &sim, &token).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let body: Value = response.json().await.expect("json error");
-    assert_eq!(body, json!({"message": "401 Unauthorized"}));
+    assert_error(response, "401 Unauthorized").await;
     sim.shutdown();
 }
 
 #[tokio::test]
 async fn admin_reads_the_whole_log_and_cancels() {
-    let sim = start(config()).await;
-    let client = Client::new();
+    let (sim, client) = start(config()).await;
     let (id, token) = running_job(&client, &sim).await;
     let response = patch_trace(&client, &sim, id, &token, Some("0-5"), b"hello\n").await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let trace_url =
-        |project: u64| format!("{}/api/v4/projects/{project}/jobs/{id}/trace", sim.url());
+    let read_trace = |project: u64, private_token: &str| {
+        client
+            .get(format!(
+                "{}/api/v4/projects/{project}/jobs/{id}/trace",
+                sim.url()
+            ))
+            .header("PRIVATE-TOKEN", private_token)
+            .send()
+    };
 
-    let response = client
-        .get(trace_url(1))
-        .header("PRIVATE-TOKEN", "glpat-wrong")
-        .send()
-        .await
-        .expect("trace");
+    let response = read_trace(1, "glpat-wrong").await.expect("trace");
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-
-    let response = client
-        .get(trace_url(2))
-        .header("PRIVATE-TOKEN", ADMIN)
-        .send()
-        .await
-        .expect("trace");
+    let response = read_trace(2, ADMIN).await.expect("trace");
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
-    let response = client
-        .get(trace_url(1))
-        .header("PRIVATE-TOKEN", ADMIN)
-        .send()
-        .await
-        .expect("trace");
+    let response = read_trace(1, ADMIN).await.expect("trace");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "content-type"), Some("text/plain"));
     assert_eq!(response.text().await.expect("log"), "hello\n");
 
-    let response = client
-        .post(format!("{}/api/v4/projects/1/jobs/{id}/cancel", sim.url()))
-        .header("PRIVATE-TOKEN", ADMIN)
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let entity: Value = response.json().await.expect("entity");
-    assert_eq!(entity["status"], json!("canceled"));
+    cancel_job(&client, &sim, id).await;
 
     let response = patch_trace(&client, &sim, id, &token, Some("6-8"), b"abc").await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -642,7 +485,7 @@ async fn admin_reads_the_whole_log_and_cancels() {
 #[tokio::test]
 async fn faults_are_deterministic_for_a_seed() {
     async fn statuses(seed: u64) -> (Vec<u16>, u64) {
-        let sim = start(CoordinatorConfig {
+        let (sim, client) = start(CoordinatorConfig {
             seed,
             faults: CoordinatorFaults {
                 request_job_unavailable_rate: 0.5,
@@ -652,7 +495,6 @@ async fn faults_are_deterministic_for_a_seed() {
             ..config()
         })
         .await;
-        let client = Client::new();
         let mut statuses = Vec::new();
         for _ in 0..40 {
             let response = request_job(&client, &sim, RUNNER, None).await;
@@ -677,8 +519,7 @@ async fn faults_are_deterministic_for_a_seed() {
 
 #[tokio::test]
 async fn control_endpoints_list_jobs_and_stats() {
-    let sim = start(config()).await;
-    let client = Client::new();
+    let (sim, client) = start(config()).await;
     let response = client
         .post(format!("{}/sim/jobs", sim.url()))
         .json(&json!({"name": "remote", "project_id": 3, "variables": {"A": "1"}}))
@@ -692,33 +533,19 @@ async fn control_endpoints_list_jobs_and_stats() {
     assert_eq!(record.name, "remote");
     assert_eq!(record.project_id, 3);
 
-    let jobs: Value = client
-        .get(format!("{}/sim/jobs", sim.url()))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let jobs = get_json(&client, &sim, "/sim/jobs").await;
     assert_eq!(jobs[0]["id"], json!(id));
     assert_eq!(jobs[0]["status"], json!("pending"));
     assert_eq!(jobs[0]["trace"], json!(""));
 
-    let stats: Value = client
-        .get(format!("{}/sim/stats", sim.url()))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = get_json(&client, &sim, "/sim/stats").await;
     assert_eq!(stats["pending"], json!(1));
     sim.shutdown();
 }
 
 #[tokio::test]
 async fn wait_until_gives_up_at_the_deadline() {
-    let sim = start(config()).await;
+    let (sim, _client) = start(config()).await;
     assert!(
         !sim.wait_until(|sim| sim.stats().success > 0, Duration::from_millis(50))
             .await

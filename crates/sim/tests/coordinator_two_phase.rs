@@ -2,119 +2,19 @@
 //! taken by a runner advertising `two_phase_job_commit` stay pending,
 //! reserved for it, until it commits them or the window lapses.
 
+mod coordinator_support;
+
 use std::time::Duration;
 
+use coordinator_support::{
+    assert_error, cancel_job, config, current_job, get_json, header, patch_trace, put_job,
+    put_state, request_job_two_phase, reserved_job, start, status_of, OTHER_RUNNER, RUNNER, WAIT,
+};
 use paas_sim::coordinator::{
     CoordinatorConfig, CoordinatorSim, JobSpec, JobStatus, DEFAULT_ACK_WINDOW,
 };
-use reqwest::{Client, Response, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-const RUNNER: &str = "glrt-runner-one-0000000";
-const OTHER_RUNNER: &str = "glrt-runner-two-0000000";
-const ADMIN: &str = "glpat-admin-000000000000";
-const WAIT: Duration = Duration::from_secs(10);
-
-fn config() -> CoordinatorConfig {
-    CoordinatorConfig {
-        runner_tokens: vec![RUNNER.to_string(), OTHER_RUNNER.to_string()],
-        admin_token: ADMIN.to_string(),
-        ..CoordinatorConfig::default()
-    }
-}
-
-async fn start(config: CoordinatorConfig) -> CoordinatorSim {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    CoordinatorSim::start(listener, config)
-        .await
-        .expect("start coordinator")
-}
-
-/// `POST /jobs/request` as gitlab-runner >= 18.5 sends it, with
-/// `two_phase_job_commit` set to `two_phase` (absent when `None`).
-async fn request_job(
-    client: &Client,
-    sim: &CoordinatorSim,
-    token: &str,
-    two_phase: Option<bool>,
-) -> Response {
-    let mut features = json!({"refspecs": true, "trace_reset": true, "cancelable": true});
-    if let Some(two_phase) = two_phase {
-        features["two_phase_job_commit"] = json!(two_phase);
-    }
-    client
-        .post(format!("{}/api/v4/jobs/request", sim.url()))
-        .json(&json!({
-            "token": token,
-            "system_id": "s_0123456789ab",
-            "info": {"name": "gitlab-runner", "version": "18.5.0", "features": features},
-        }))
-        .send()
-        .await
-        .expect("job request")
-}
-
-/// Enqueues a job and takes it as `RUNNER` advertising two-phase commit;
-/// returns (job id, job token).
-async fn reserved_job(client: &Client, sim: &CoordinatorSim) -> (u64, String) {
-    let id = sim.enqueue(JobSpec::default());
-    let response = request_job(client, sim, RUNNER, Some(true)).await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let payload: Value = response.json().await.expect("payload");
-    assert_eq!(payload["id"], json!(id));
-    let token = payload["token"].as_str().expect("token").to_string();
-    (id, token)
-}
-
-async fn put_state(
-    client: &Client,
-    sim: &CoordinatorSim,
-    id: u64,
-    token: &str,
-    state: &str,
-) -> Response {
-    client
-        .put(format!("{}/api/v4/jobs/{id}", sim.url()))
-        .header("JOB-TOKEN", token)
-        .json(&json!({"token": token, "state": state}))
-        .send()
-        .await
-        .expect("put job")
-}
-
-async fn patch_trace(client: &Client, sim: &CoordinatorSim, id: u64, token: &str) -> Response {
-    client
-        .patch(format!("{}/api/v4/jobs/{id}/trace", sim.url()))
-        .header("JOB-TOKEN", token)
-        .header("Content-Type", "text/plain")
-        .header("Content-Range", "0-2")
-        .body("abc")
-        .send()
-        .await
-        .expect("patch trace")
-}
-
-async fn current_job(client: &Client, sim: &CoordinatorSim, token: &str) -> Response {
-    client
-        .get(format!("{}/api/v4/job", sim.url()))
-        .header("JOB-TOKEN", token)
-        .send()
-        .await
-        .expect("get job")
-}
-
-fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
-    response
-        .headers()
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-}
-
-fn status_of(sim: &CoordinatorSim, id: u64) -> Option<JobStatus> {
-    sim.job(id).map(|job| job.status)
-}
 
 #[test]
 fn two_phase_commit_is_on_by_default_with_gitlabs_window() {
@@ -126,8 +26,7 @@ fn two_phase_commit_is_on_by_default_with_gitlabs_window() {
 
 #[tokio::test]
 async fn a_job_taken_under_two_phase_commit_waits_reserved_until_committed() {
-    let sim = start(config()).await;
-    let client = Client::new();
+    let (sim, client) = start(config()).await;
     let (id, token) = reserved_job(&client, &sim).await;
 
     let record = sim.job(id).expect("record");
@@ -143,16 +42,16 @@ async fn a_job_taken_under_two_phase_commit_waits_reserved_until_committed() {
 
     // Reserved: nobody else gets it, nor the same runner a second time.
     for runner in [OTHER_RUNNER, RUNNER] {
-        let response = request_job(&client, &sim, runner, Some(true)).await;
+        let response = request_job_two_phase(&client, &sim, runner, Some(true)).await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT, "{runner}");
-        let response = request_job(&client, &sim, runner, None).await;
+        let response = request_job_two_phase(&client, &sim, runner, None).await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT, "{runner}");
     }
 
     // Not running yet: GET /job answers 401, the log is refused.
     let response = current_job(&client, &sim, &token).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let response = patch_trace(&client, &sim, id, &token).await;
+    let response = patch_trace(&client, &sim, id, &token, Some("0-2"), b"abc").await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(header(&response, "job-status"), Some("pending"));
 
@@ -161,12 +60,8 @@ async fn a_job_taken_under_two_phase_commit_waits_reserved_until_committed() {
         let response = put_state(&client, &sim, id, &token, state).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{state}");
     }
-    let response = client
-        .put(format!("{}/api/v4/jobs/{id}", sim.url()))
-        .json(&json!({"token": token, "state": "failed", "failure_reason": "script_failure"}))
-        .send()
-        .await
-        .expect("put");
+    let failure = json!({"token": token, "state": "failed", "failure_reason": "script_failure"});
+    let response = put_job(&client, &sim, id, failure).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let response = put_state(&client, &sim, id, "glcbt-wrong", "running").await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -201,7 +96,7 @@ async fn a_job_taken_under_two_phase_commit_waits_reserved_until_committed() {
     let entity: Value = response.json().await.expect("entity");
     assert_eq!(entity["status"], json!("running"));
     assert!(entity["started_at"].is_string());
-    let response = patch_trace(&client, &sim, id, &token).await;
+    let response = patch_trace(&client, &sim, id, &token, Some("0-2"), b"abc").await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(header(&response, "job-status"), Some("running"));
     let response = put_state(&client, &sim, id, &token, "running").await;
@@ -217,12 +112,11 @@ async fn a_job_taken_under_two_phase_commit_waits_reserved_until_committed() {
 
 #[tokio::test]
 async fn a_lapsed_window_drops_the_job_as_runner_provisioning_timeout() {
-    let sim = start(CoordinatorConfig {
+    let (sim, client) = start(CoordinatorConfig {
         ack_window: Duration::from_millis(300),
         ..config()
     })
     .await;
-    let client = Client::new();
     let (id, token) = reserved_job(&client, &sim).await;
 
     assert!(
@@ -245,15 +139,14 @@ async fn a_lapsed_window_drops_the_job_as_runner_provisioning_timeout() {
     assert_eq!(header(&response, "job-status"), Some("failed"));
     let response = put_state(&client, &sim, id, &token, "pending").await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    let response = request_job(&client, &sim, RUNNER, Some(true)).await;
+    let response = request_job_two_phase(&client, &sim, RUNNER, Some(true)).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     sim.shutdown();
 }
 
 #[tokio::test]
 async fn a_user_cancel_while_waiting_cancels_the_job() {
-    let sim = start(config()).await;
-    let client = Client::new();
+    let (sim, client) = start(config()).await;
 
     let (id, token) = reserved_job(&client, &sim).await;
     sim.cancel(id);
@@ -261,24 +154,12 @@ async fn a_user_cancel_while_waiting_cancels_the_job() {
     let response = put_state(&client, &sim, id, &token, "running").await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(header(&response, "job-status"), Some("canceled"));
-    let body: Value = response.json().await.expect("json error");
-    assert_eq!(
-        body,
-        json!({"message": "403 Forbidden - Job is not running"})
-    );
+    assert_error(response, "403 Forbidden - Job is not running").await;
     assert_eq!(sim.job(id).and_then(|job| job.committed_at), None);
 
     // Through the project job API as well.
     let (id, token) = reserved_job(&client, &sim).await;
-    let response = client
-        .post(format!("{}/api/v4/projects/1/jobs/{id}/cancel", sim.url()))
-        .header("PRIVATE-TOKEN", ADMIN)
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let entity: Value = response.json().await.expect("entity");
-    assert_eq!(entity["status"], json!("canceled"));
+    let entity = cancel_job(&client, &sim, id).await;
     assert_eq!(entity["started_at"], Value::Null);
     let response = put_state(&client, &sim, id, &token, "pending").await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -290,15 +171,14 @@ async fn a_user_cancel_while_waiting_cancels_the_job() {
 #[tokio::test]
 async fn without_the_feature_or_with_the_flag_off_jobs_run_at_once() {
     for (two_phase_commit, advertised) in [(true, None), (true, Some(false)), (false, Some(true))] {
-        let sim = start(CoordinatorConfig {
+        let (sim, client) = start(CoordinatorConfig {
             two_phase_commit,
             ..config()
         })
         .await;
-        let client = Client::new();
         let case = format!("flag {two_phase_commit}, advertised {advertised:?}");
         let id = sim.enqueue(JobSpec::default());
-        let response = request_job(&client, &sim, RUNNER, advertised).await;
+        let response = request_job_two_phase(&client, &sim, RUNNER, advertised).await;
         assert_eq!(response.status(), StatusCode::CREATED, "{case}");
         let payload: Value = response.json().await.expect("payload");
         let token = payload["token"].as_str().expect("token").to_string();
@@ -323,8 +203,7 @@ async fn without_the_feature_or_with_the_flag_off_jobs_run_at_once() {
 
 #[tokio::test]
 async fn snapshots_show_the_commit_time() {
-    let sim = start(config()).await;
-    let client = Client::new();
+    let (sim, client) = start(config()).await;
     let (id, token) = reserved_job(&client, &sim).await;
     let snapshot = |sim: &CoordinatorSim| {
         sim.snapshots()
@@ -343,14 +222,7 @@ async fn snapshots_show_the_commit_time() {
     assert!(running.committed_at_ms >= running.picked_at_ms);
     assert!(running.committed_at_ms.is_some());
 
-    let jobs: Value = client
-        .get(format!("{}/sim/jobs", sim.url()))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let jobs = get_json(&client, &sim, "/sim/jobs").await;
     assert!(jobs[0]["committed_at_ms"].is_u64(), "{jobs}");
     sim.shutdown();
 }
