@@ -290,6 +290,9 @@ struct Orphan {
 pub enum PollOutcome {
     Job(NewJob),
     NoJob,
+    /// No job, and the next request will be held by the coordinator until a
+    /// job may be there (Workhorse long polling): poll again at once.
+    NoJobPollAgain,
     /// The coordinator could not answer (transient) or refused (not).
     Error {
         transient: bool,
@@ -675,6 +678,12 @@ impl Dispatcher {
                 // waited, and is followed by the next one at once.
                 let due = state.poll_sent_at.map_or(now, |sent| sent + check_interval);
                 state.next_poll_at = Some(due.max(now));
+            }
+            PollOutcome::NoJobPollAgain => {
+                // The coordinator holds requests (long polling): the next
+                // one waits there for a job rather than here.
+                state.consecutive_errors = 0;
+                state.next_poll_at = Some(now);
             }
             PollOutcome::Error { transient } => {
                 state.consecutive_errors = state.consecutive_errors.saturating_add(1);

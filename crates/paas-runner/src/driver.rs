@@ -23,6 +23,48 @@ use crate::runners::Runners;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(70);
 /// How often flavor catalogues are refreshed.
 pub const FLAVORS_TTL: Duration = Duration::from_secs(3600);
+/// What the driver has seen of a coordinator's long polling.
+#[derive(Debug, Clone, Copy, Default)]
+struct LongPolling {
+    /// A request was held: the coordinator does long polling.
+    holds_seen: bool,
+    /// The last answer was a Workhorse 204 that came at once.
+    quick_workhorse_204: bool,
+    /// The last request was sent at once after a Rails 204.
+    after_rails: bool,
+}
+
+impl LongPolling {
+    /// Whether the request after this answer goes out at once. `no_job`:
+    /// a 204; `from_rails`: it carried `X-GitLab-Last-Update`; `held`: how
+    /// long the request took.
+    fn poll_again(&mut self, no_job: bool, from_rails: bool, held: Duration) -> bool {
+        let again_after_rails = std::mem::take(&mut self.after_rails);
+        if !no_job {
+            self.quick_workhorse_204 = false;
+            return false;
+        }
+        if from_rails {
+            self.quick_workhorse_204 = false;
+            if again_after_rails {
+                // The request carrying the fresh version was not held.
+                self.holds_seen = false;
+                return false;
+            }
+            self.after_rails = self.holds_seen;
+            return self.holds_seen;
+        }
+        if held >= LONG_POLL_EVIDENCE {
+            self.holds_seen = true;
+            self.quick_workhorse_204 = false;
+            return true;
+        }
+        !std::mem::replace(&mut self.quick_workhorse_204, true)
+    }
+}
+
+/// A request held this long shows the coordinator does long polling.
+const LONG_POLL_EVIDENCE: Duration = Duration::from_millis(900);
 /// Bound of the outcome channel (tasks wait when it is full).
 const EVENT_CHANNEL_SIZE: usize = 4096;
 
@@ -33,6 +75,8 @@ enum Event {
         runner: RunnerIdx,
         outcome: PollOutcome,
         last_update: Option<String>,
+        /// How long the request took (a coordinator that long-polls holds it).
+        held: Duration,
     },
     Created {
         job: JobKey,
@@ -133,6 +177,9 @@ pub struct Driver {
     store: Store,
     system_id: String,
     last_update: Vec<Option<String>>,
+    /// Per runner: the coordinator was seen holding a request (Workhorse
+    /// long polling), so the request after a fresh queue version waits there.
+    long_polling: Vec<LongPolling>,
     /// Jobs whose application creation was attempted (adopt by name on retry).
     create_attempted: HashSet<JobKey>,
     poll_tasks: HashMap<RunnerIdx, AbortHandle>,
@@ -154,6 +201,7 @@ impl Driver {
             store,
             system_id,
             last_update: vec![None; runner_count],
+            long_polling: vec![LongPolling::default(); runner_count],
             create_attempted: HashSet::new(),
             poll_tasks: HashMap::new(),
             events_tx,
@@ -331,11 +379,13 @@ impl Driver {
                 runner,
                 outcome,
                 last_update,
+                held,
             } => {
                 if self.poll_tasks.remove(&runner).is_none() {
                     // Cancelled already (shutdown).
                     return;
                 }
+                let outcome = self.pace_long_polling(runner, outcome, last_update.is_some(), held);
                 if let Some(value) = last_update {
                     self.last_update[runner] = Some(value);
                 }
@@ -599,6 +649,7 @@ impl Driver {
         let last_update = self.last_update[runner].clone();
         let handle = tokio::spawn(async move {
             let io = &runners[runner];
+            let sent_at = tokio::time::Instant::now();
             let request = JobRequest {
                 token: &io.token,
                 system_id: &system_id,
@@ -647,10 +698,35 @@ impl Driver {
                     runner,
                     outcome,
                     last_update,
+                    held: sent_at.elapsed(),
                 })
                 .await;
         });
         self.poll_tasks.insert(runner, handle.abort_handle());
+    }
+
+    /// Workhorse long polling. Workhorse answers a held request with its own
+    /// 204 (no `X-GitLab-Last-Update`) when the runner's queue changes or the
+    /// hold ends; Rails answers with a fresh queue version, and the next
+    /// request carrying it is held until a job may be there. So the request
+    /// after either is sent at once, with two guards against a coordinator
+    /// that answers at once instead of holding (Workhorse's 50 ns default,
+    /// or no Workhorse handler): a second quick Workhorse 204 in a row, or a
+    /// Rails 204 right after one we repolled for, falls back to
+    /// `check_interval`.
+    fn pace_long_polling(
+        &mut self,
+        runner: RunnerIdx,
+        outcome: PollOutcome,
+        from_rails: bool,
+        held: Duration,
+    ) -> PollOutcome {
+        let no_job = matches!(outcome, PollOutcome::NoJob);
+        if self.long_polling[runner].poll_again(no_job, from_rails, held) {
+            PollOutcome::NoJobPollAgain
+        } else {
+            outcome
+        }
     }
 
     fn log_notice(&self, notice: Notice) {
@@ -801,4 +877,58 @@ fn first_line(text: &str) -> &str {
 /// The driver's clock.
 pub fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUICK: Duration = Duration::from_millis(5);
+    const HELD: Duration = Duration::from_secs(20);
+
+    /// Runs answers `(no_job, from_rails, held)` and returns the decisions.
+    fn decisions(answers: &[(bool, bool, Duration)]) -> Vec<bool> {
+        let mut state = LongPolling::default();
+        answers
+            .iter()
+            .map(|(no_job, from_rails, held)| state.poll_again(*no_job, *from_rails, *held))
+            .collect()
+    }
+
+    #[test]
+    fn long_polling_coordinator_is_repolled_at_once() {
+        // Rails 204 (no hold seen yet), held Workhorse 204, Rails 204 with a
+        // fresh version, held again, released by a job, the job.
+        let answers = [
+            (true, true, QUICK),
+            (true, false, HELD),
+            (true, true, QUICK),
+            (true, false, HELD),
+            (true, false, QUICK),
+            (false, false, QUICK),
+        ];
+        assert_eq!(decisions(&answers), [false, true, true, true, true, false]);
+    }
+
+    #[test]
+    fn a_coordinator_that_never_holds_is_paced() {
+        // No Workhorse handler: Rails answers every request at once.
+        assert_eq!(decisions(&[(true, true, QUICK); 4]), [false; 4]);
+        // Workhorse holding for ~0 s: at most one extra request.
+        assert_eq!(
+            decisions(&[(true, false, QUICK); 4]),
+            [true, false, false, false]
+        );
+    }
+
+    #[test]
+    fn long_polling_switched_off_falls_back_after_one_request() {
+        let answers = [
+            (true, false, HELD),
+            (true, true, QUICK),
+            (true, true, QUICK),
+            (true, true, QUICK),
+        ];
+        assert_eq!(decisions(&answers), [true, true, false, false]);
+    }
 }

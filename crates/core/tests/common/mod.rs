@@ -2344,6 +2344,7 @@ fn describe_outcome(outcome: &Outcome) -> (Option<JobKey>, String) {
                 format!("r{runner} job j{}", job.job_id),
             ),
             PollOutcome::NoJob => (None, format!("r{runner} no job")),
+            PollOutcome::NoJobPollAgain => (None, format!("r{runner} no job, held next")),
             PollOutcome::Error { transient } => {
                 (None, format!("r{runner} error (transient: {transient})"))
             }
