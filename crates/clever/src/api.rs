@@ -459,6 +459,13 @@ impl CleverClient {
         {
             Ok(_) => Ok(DeleteOutcome::Deleted),
             Err(err) if err.is_not_found() => Ok(DeleteOutcome::AlreadyGone),
+            // Like heptapod-paas-runner, any 404 means gone: an API that
+            // words its 404 differently must not make a deletion retry
+            // forever. A wrong `cc_api_url` is caught at start (catalogue).
+            Err(err) if err.status() == Some(404) => {
+                tracing::warn!(app_id, error = %err, "404 without Clever Cloud's not-found id on delete: taken as already gone");
+                Ok(DeleteOutcome::AlreadyGone)
+            }
             Err(err) => Err(err),
         }
     }

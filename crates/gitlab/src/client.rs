@@ -274,8 +274,13 @@ impl CoordinatorClient {
     /// `GET /api/v4/job` with the job token: is the job still executing?
     pub async fn job_status(&self, job_token: &Secret) -> Result<RemoteJobStatus, GitlabError> {
         let url = format!("{}/job", self.api_root);
+        // The token goes both as the header (what gitlab-runner sends) and
+        // as the `job_token` parameter (what heptapod-paas-runner sends):
+        // GitLab reads either; coordinators that read only one still work.
+        // The query never reaches logs (errors name `url`, built without it).
         let request = self
             .request(Method::GET, &url)
+            .query(&[("job_token", job_token.expose())])
             .header("JOB-TOKEN", sensitive_header(&url, job_token)?);
         let reply = self.exchange(request, &url, self.call_timeout).await?;
         match reply.status {
@@ -512,6 +517,9 @@ impl CoordinatorClient {
             .header(CONTENT_TYPE, "text/plain")
             .header(CONTENT_RANGE, content_range)
             .header("JOB-TOKEN", sensitive_header(url, job_token)?)
+            // Also as the `token` parameter, as heptapod-paas-runner sends it
+            // (see `job_status`).
+            .query(&[("token", job_token.expose())])
             .body(bytes.to_vec());
         let reply = self.exchange(request, url, self.call_timeout).await?;
         let job_status = header_text(&reply.headers, "Job-Status");
