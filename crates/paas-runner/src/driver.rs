@@ -54,8 +54,9 @@ impl LongPolling {
             self.after_rails = self.holds_seen;
             return self.holds_seen;
         }
+        // Workhorse answers by itself only where it long-polls.
+        self.holds_seen = true;
         if held >= LONG_POLL_EVIDENCE {
-            self.holds_seen = true;
             self.quick_workhorse_204 = false;
             return true;
         }
@@ -919,6 +920,19 @@ mod tests {
             decisions(&[(true, false, QUICK); 4]),
             [true, false, false, false]
         );
+    }
+
+    #[test]
+    fn a_hold_released_early_also_shows_long_polling() {
+        // Jobs arriving often release holds quickly: the request after the
+        // fresh version still goes at once.
+        let answers = [
+            (true, false, QUICK),
+            (false, true, QUICK),
+            (true, true, QUICK),
+            (true, false, QUICK),
+        ];
+        assert_eq!(decisions(&answers), [true, false, true, true]);
     }
 
     #[test]
