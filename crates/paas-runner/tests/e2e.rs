@@ -112,12 +112,8 @@ async fn unknown_flavor_fails_the_job_with_the_allowed_list() {
 async fn flavor_above_maximum_names_the_maximum() {
     let mut harness =
         Harness::start(quick(), |options| options.max_flavor = Some("M".into())).await;
-    harness.spawn_runner();
-    let id = harness.enqueue(&[(vars::FLAVOR, "XL")]);
-    harness.wait_all_done(&[id]).await;
-    let job = harness.job(id);
+    let (job, trace) = harness.run_one(&[(vars::FLAVOR, "XL")]).await;
     assert_eq!(job.status, JobStatus::Failed);
-    let trace = harness.trace(id);
     assert!(
         trace.contains("larger than the maximum flavor \"M\""),
         "{trace}"
@@ -135,13 +131,9 @@ async fn clever_cloud_create_error_reaches_the_job_log() {
         4242,
         "Your organisation has reached its maximum number of applications",
     );
-    harness.spawn_runner();
-    let id = harness.enqueue(&[]);
-    harness.wait_all_done(&[id]).await;
-    let job = harness.job(id);
+    let (job, trace) = harness.run_one(&[]).await;
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.failure_reason.as_deref(), Some("runner_system_failure"));
-    let trace = harness.trace(id);
     assert!(trace.contains("4242"), "{trace}");
     assert!(trace.contains("maximum number of applications"), "{trace}");
 }
@@ -158,13 +150,9 @@ async fn deployment_repository_never_ready() {
             "cc_deployment_repo_timeout = 0.5",
         );
     std::fs::write(&harness.config_path, text).unwrap();
-    harness.spawn_runner();
-    let id = harness.enqueue(&[]);
-    harness.wait_all_done(&[id]).await;
-    let job = harness.job(id);
+    let (job, trace) = harness.run_one(&[]).await;
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.failure_reason.as_deref(), Some("runner_system_failure"));
-    let trace = harness.trace(id);
     assert!(trace.contains("was not ready after"), "{trace}");
     let stats = harness.cluster.clever.stats();
     assert!(stats.apps_created >= 1 && stats.apps_live == 0, "{stats:?}");
@@ -173,12 +161,8 @@ async fn deployment_repository_never_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launch_timeout_writes_the_red_line_and_fails_the_job() {
     let mut harness = Harness::start(quick(), |options| options.watch_timeout_secs = 1.0).await;
-    harness.spawn_runner();
-    let id = harness.enqueue(&[(vars::VM_NEVER_STARTS, "true")]);
-    harness.wait_all_done(&[id]).await;
-    let job = harness.job(id);
+    let (job, trace) = harness.run_one(&[(vars::VM_NEVER_STARTS, "true")]).await;
     assert_eq!(job.status, JobStatus::Failed);
-    let trace = harness.trace(id);
     assert!(
         trace.contains("\x1b[31;1mJob not active (no log) after 1 seconds\x1b[0;m\n"),
         "{trace:?}"

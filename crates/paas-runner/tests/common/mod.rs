@@ -137,6 +137,17 @@ impl Harness {
         );
     }
 
+    /// Starts the runner if needed, runs one job with `variables` to its
+    /// end (no application left), and returns its record and its log.
+    pub async fn run_one(&mut self, variables: &[(&str, &str)]) -> (JobRecord, String) {
+        if self.child.is_none() {
+            self.spawn_runner();
+        }
+        let id = self.enqueue(variables);
+        self.wait_all_done(&[id]).await;
+        (self.job(id), self.trace(id))
+    }
+
     pub fn job(&self, id: u64) -> JobRecord {
         self.cluster.coordinator.job(id).expect("job exists")
     }
