@@ -16,7 +16,7 @@ mod status;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -65,8 +65,48 @@ enum Commands {
     Bench(bench::BenchArgs),
 }
 
+/// Accepts heptapod-paas-runner's command line too, so that a unit file
+/// written for it keeps working: `paas-runner CONFIG` means `run CONFIG`, and
+/// its `-l`/`--logging-level LEVEL` is `--log-level LEVEL`.
+fn reference_style_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    for arg in args.iter_mut().skip(1) {
+        if arg == "-l" || arg == "--logging-level" {
+            *arg = "--log-level".into();
+        } else if let Some(level) = arg
+            .to_str()
+            .and_then(|text| text.strip_prefix("--logging-level="))
+        {
+            *arg = format!("--log-level={}", level.to_lowercase()).into();
+        }
+    }
+    // The first argument that is neither an option nor an option's value.
+    let mut index = 1;
+    while index < args.len() {
+        let arg = args[index].to_string_lossy();
+        if arg == "--log-level" || arg == "--log-format" {
+            // Reference levels are upper case (INFO, DEBUG).
+            if let Some(value) = args.get_mut(index + 1) {
+                *value = value.to_string_lossy().to_lowercase().into();
+            }
+            index += 2;
+        } else if arg.starts_with('-') {
+            index += 1;
+        } else {
+            let is_command = Cli::command()
+                .get_subcommands()
+                .any(|command| command.get_name() == arg)
+                || arg == "help";
+            if !is_command && std::path::Path::new(&*arg).is_file() {
+                args.insert(index, "run".into());
+            }
+            break;
+        }
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(reference_style_args(std::env::args_os().collect()));
     let quiet_default = matches!(cli.command, Commands::Demo(_) | Commands::Bench(_));
     if let Err(error) = logging::init(&cli.log_level, cli.log_format, quiet_default) {
         eprintln!("paas-runner: {error}");
@@ -92,4 +132,49 @@ fn main() -> ExitCode {
             Commands::Bench(args) => bench::main(args).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        reference_style_args(args.iter().map(|arg| (*arg).into()).collect())
+            .into_iter()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn reference_command_lines_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("paas-runner.toml");
+        std::fs::write(&config, "").unwrap();
+        let config = config.to_str().unwrap();
+        assert_eq!(
+            rewrite(&["paas-runner", config]),
+            ["paas-runner", "run", config]
+        );
+        assert_eq!(
+            rewrite(&["paas-runner", "-l", "DEBUG", config]),
+            ["paas-runner", "--log-level", "debug", "run", config]
+        );
+        assert_eq!(
+            rewrite(&["paas-runner", "--logging-level=INFO", config]),
+            ["paas-runner", "--log-level=info", "run", config]
+        );
+        // Our own command lines are left alone.
+        assert_eq!(
+            rewrite(&["paas-runner", "run", config]),
+            ["paas-runner", "run", config]
+        );
+        assert_eq!(
+            rewrite(&["paas-runner", "demo", "--jobs", "3"]),
+            ["paas-runner", "demo", "--jobs", "3"]
+        );
+        assert_eq!(
+            rewrite(&["paas-runner", "no-such-file"]),
+            ["paas-runner", "no-such-file"]
+        );
+    }
 }
