@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use paas_core::{FailureKind, LaunchWatch};
+use paas_core::FailureKind;
 use proptest::prelude::*;
 
 /// A random workload and configuration, kept as plain values so that
@@ -45,18 +45,18 @@ fn requested_flavor(choice: usize) -> Option<String> {
     }
 }
 
-fn mix() -> impl Strategy<Value = Mix> {
-    (
-        prop::collection::vec((0.05f64..=1.0, prop::bool::weighted(0.7)), 1..=3),
-        0.1f64..=1.0,
-        0..FLAVORS.len(),
-        0u32..=20,
-        prop::bool::weighted(0.1),
-        1usize..=25,
-        1usize..=10,
-        prop_oneof![Just(0u64), 1u64..=5_000],
-        any::<bool>(),
-        prop::collection::vec(
+prop_compose! {
+    fn mix()(
+        runners in prop::collection::vec((0.05f64..=1.0, prop::bool::weighted(0.7)), 1..=3),
+        allowed_fraction_per_runner in 0.1f64..=1.0,
+        reference in 0..FLAVORS.len(),
+        extra in 0u32..=20,
+        starved in prop::bool::weighted(0.1),
+        concurrent in 1usize..=25,
+        max_provisioning in 1usize..=10,
+        min_between_launches_ms in prop_oneof![Just(0u64), 1u64..=5_000],
+        repoll_immediately in any::<bool>(),
+        jobs in prop::collection::vec(
             (
                 0usize..3,
                 0usize..=9,
@@ -66,38 +66,24 @@ fn mix() -> impl Strategy<Value = Mix> {
             ),
             1..40,
         ),
-        prop_oneof![Just(0u64), 1u64..=5_000],
-        any::<u64>(),
-    )
-        .prop_map(
-            |(
-                runners,
-                allowed_fraction_per_runner,
-                reference,
-                extra,
-                starved,
-                concurrent,
-                max_provisioning,
-                min_between_launches_ms,
-                repoll_immediately,
-                jobs,
-                delay_max_ms,
-                seed,
-            )| Mix {
-                runners,
-                allowed_fraction_per_runner,
-                reference,
-                extra,
-                starved,
-                concurrent,
-                max_provisioning,
-                min_between_launches_ms,
-                repoll_immediately,
-                jobs,
-                delay_max_ms,
-                seed,
-            },
-        )
+        delay_max_ms in prop_oneof![Just(0u64), 1u64..=5_000],
+        seed in any::<u64>(),
+    ) -> Mix {
+        Mix {
+            runners,
+            allowed_fraction_per_runner,
+            reference,
+            extra,
+            starved,
+            concurrent,
+            max_provisioning,
+            min_between_launches_ms,
+            repoll_immediately,
+            jobs,
+            delay_max_ms,
+            seed,
+        }
+    }
 }
 
 fn setup(mix: &Mix) -> Setup {
@@ -109,15 +95,11 @@ fn setup(mix: &Mix) -> Setup {
         .iter()
         .enumerate()
         .map(|(idx, &(fraction, watched))| {
+            // Watched as `runner_spec` sets it: 60 s, checked every 5 s.
             let mut spec = runner_spec(idx);
             spec.quota_max_fraction = fraction;
             if !watched {
                 spec.launch_watch = None;
-            } else {
-                spec.launch_watch = Some(LaunchWatch {
-                    timeout: secs(60),
-                    poll_step: secs(5),
-                });
             }
             spec
         })

@@ -225,10 +225,7 @@ impl CoordinatorClient {
     ) -> Result<JobRequestOutcome, GitlabError> {
         let url = format!("{}/jobs/request", self.api_root);
         let runner_token = sensitive_header(&url, req.token)?;
-        let body = job_request_body(req).map_err(|error| GitlabError::Decode {
-            url: url.clone(),
-            detail: format!("cannot encode the request body: {error}"),
-        })?;
+        let body = job_request_body(req).map_err(|error| encode_error(&url, error))?;
         let request = self
             .request(Method::POST, &url)
             .header(CONTENT_TYPE, "application/json")
@@ -316,23 +313,13 @@ impl CoordinatorClient {
         reason: FailureReason,
         exit_code: Option<i32>,
     ) -> Result<UpdateOutcome, GitlabError> {
-        let url = format!("{}/jobs/{job_id}", self.api_root);
-        let body = serde_json::to_vec(&FailJobBody {
+        let body = FailJobBody {
             token: job_token.expose(),
             state: "failed",
             failure_reason: reason.as_str(),
             exit_code,
-        })
-        .map_err(|error| GitlabError::Decode {
-            url: url.clone(),
-            detail: format!("cannot encode the request body: {error}"),
-        })?;
-        let request = self
-            .request(Method::PUT, &url)
-            .header(CONTENT_TYPE, "application/json")
-            .header("JOB-TOKEN", sensitive_header(&url, job_token)?)
-            .body(body);
-        let reply = self.exchange(request, &url, self.call_timeout).await?;
+        };
+        let (url, reply) = self.put_job(job_id, job_token, &body).await?;
         match reply.status {
             200 => Ok(UpdateOutcome::Accepted),
             // A 412 ("trace validation failed") is left to `Unexpected`: no
@@ -370,21 +357,11 @@ impl CoordinatorClient {
         job_id: u64,
         job_token: &Secret,
     ) -> Result<ConfirmOutcome, GitlabError> {
-        let url = format!("{}/jobs/{job_id}", self.api_root);
-        let body = serde_json::to_vec(&StateBody {
+        let body = StateBody {
             token: job_token.expose(),
             state: "running",
-        })
-        .map_err(|error| GitlabError::Decode {
-            url: url.clone(),
-            detail: format!("cannot encode the request body: {error}"),
-        })?;
-        let request = self
-            .request(Method::PUT, &url)
-            .header(CONTENT_TYPE, "application/json")
-            .header("JOB-TOKEN", sensitive_header(&url, job_token)?)
-            .body(body);
-        let reply = self.exchange(request, &url, self.call_timeout).await?;
+        };
+        let (url, reply) = self.put_job(job_id, job_token, &body).await?;
         let job_status = header_text(&reply.headers, "Job-Status").filter(|text| !text.is_empty());
         match reply.status {
             200 => match job_status.as_deref() {
@@ -563,6 +540,25 @@ impl CoordinatorClient {
         }
     }
 
+    /// `PUT /api/v4/jobs/:id` with `body` as JSON and the job token, as
+    /// the job updates send it: the URL (for errors) and the answer.
+    async fn put_job(
+        &self,
+        job_id: u64,
+        job_token: &Secret,
+        body: &impl Serialize,
+    ) -> Result<(String, Reply), GitlabError> {
+        let url = format!("{}/jobs/{job_id}", self.api_root);
+        let body = serde_json::to_vec(body).map_err(|error| encode_error(&url, error))?;
+        let request = self
+            .request(Method::PUT, &url)
+            .header(CONTENT_TYPE, "application/json")
+            .header("JOB-TOKEN", sensitive_header(&url, job_token)?)
+            .body(body);
+        let reply = self.exchange(request, &url, self.call_timeout).await?;
+        Ok((url, reply))
+    }
+
     /// A request with the headers every call sends.
     fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
         self.http
@@ -696,6 +692,14 @@ fn job_request_body(req: &JobRequest<'_>) -> Result<Vec<u8>, serde_json::Error> 
             features: Features,
         },
     })
+}
+
+/// A request body that cannot be encoded (for `url`).
+fn encode_error(url: &str, error: serde_json::Error) -> GitlabError {
+    GitlabError::Decode {
+        url: url.to_owned(),
+        detail: format!("cannot encode the request body: {error}"),
+    }
 }
 
 fn normalize_base_url(input: &str) -> Result<String, GitlabError> {

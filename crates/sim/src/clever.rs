@@ -676,10 +676,25 @@ async fn get_app(
     Path((orga, app_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    authenticated(&sim, &headers, &orga, || async {
+    read_live_app(&sim, &headers, &orga, &app_id, |app| {
+        Json(app_json(&sim, app)).into_response()
+    })
+    .await
+}
+
+/// An authenticated read of one live application of `orga`: `answer`
+/// on it, or 404 when there is none.
+async fn read_live_app(
+    sim: &CleverSim,
+    headers: &HeaderMap,
+    orga: &str,
+    app_id: &str,
+    answer: impl FnOnce(&AppEntry) -> Response,
+) -> Response {
+    authenticated(sim, headers, orga, || async {
         let state = sim.lock();
-        match live_app(&state, &orga, &app_id) {
-            Some(app) => Json(app_json(&sim, app)).into_response(),
+        match live_app(&state, orga, app_id) {
+            Some(app) => answer(app),
             None => not_found(),
         }
     })
@@ -1182,12 +1197,8 @@ async fn get_env(
     Path((orga, app_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    authenticated(&sim, &headers, &orga, || async {
-        let state = sim.lock();
-        match live_app(&state, &orga, &app_id) {
-            Some(app) => Json(env_json(&app.record.env)).into_response(),
-            None => not_found(),
-        }
+    read_live_app(&sim, &headers, &orga, &app_id, |app| {
+        Json(env_json(&app.record.env)).into_response()
     })
     .await
 }
@@ -1277,11 +1288,7 @@ async fn get_instances_of_app(
     Path((orga, app_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    authenticated(&sim, &headers, &orga, || async {
-        let state = sim.lock();
-        let Some(app) = live_app(&state, &orga, &app_id) else {
-            return not_found();
-        };
+    read_live_app(&sim, &headers, &orga, &app_id, |app| {
         // UNVERIFIED: the full list of v2 instance states; `cli` knows UP
         // and DEPLOYING. A stopped TASK VM is simply absent.
         let instance_state = match app.record.vm.state {

@@ -232,6 +232,19 @@ pub struct ModelJob {
     pub confirmations: u32,
 }
 
+impl ModelJob {
+    /// Asserts that the job log contains `text`.
+    #[track_caller]
+    pub fn assert_log_contains(&self, text: &str) {
+        assert!(
+            self.log.contains(text),
+            "j{} log without {text:?}:\n{}",
+            self.key.job_id,
+            self.log
+        );
+    }
+}
+
 /// An in-memory coordinator: pending jobs per runner, job logs, failure
 /// reports, and the inner runners that run the jobs.
 #[derive(Debug)]
@@ -556,6 +569,20 @@ impl ModelCloud {
         now: Instant,
         excused: bool,
     ) -> String {
+        self.strays += 1;
+        self.add(name, job, flavor, now, true, excused)
+    }
+
+    /// Adds an application under a new id, which it returns.
+    fn add(
+        &mut self,
+        name: &str,
+        job: JobKey,
+        flavor: &Flavor,
+        now: Instant,
+        stray: bool,
+        excused: bool,
+    ) -> String {
         self.next_id += 1;
         let id = format!("app-{}", self.next_id);
         self.apps.insert(
@@ -568,11 +595,10 @@ impl ModelCloud {
                 weight: flavor.weight(),
                 pushed: false,
                 created_at: now,
-                stray: true,
+                stray,
                 excused,
             },
         );
-        self.strays += 1;
         self.max_live_weight = self.max_live_weight.max(self.live_weight());
         id
     }
@@ -606,23 +632,9 @@ impl ModelCloud {
             self.adoptions += 1;
             return adopted;
         }
-        self.next_id += 1;
-        let id = format!("app-{}", self.next_id);
-        let app = ModelApp {
-            id: id.clone(),
-            name: name.to_owned(),
-            job,
-            flavor: flavor.name.clone(),
-            weight: flavor.weight(),
-            pushed: false,
-            created_at: now,
-            stray: false,
-            excused: false,
-        };
-        self.apps.insert(id.clone(), app);
+        let id = self.add(name, job, flavor, now, false, false);
         self.creations += 1;
         *self.created_for.entry(job).or_default() += 1;
-        self.max_live_weight = self.max_live_weight.max(self.live_weight());
         App {
             id,
             weight: flavor.weight(),
@@ -823,8 +835,33 @@ impl Setup {
         self
     }
 
+    /// Commands of `kind` take `delay` to answer.
+    pub fn delay(mut self, kind: Kind, delay: Duration) -> Setup {
+        self.delays.fixed.insert(kind, delay);
+        self
+    }
+
+    /// See [`Faults::script`].
+    pub fn script(
+        mut self,
+        kind: Kind,
+        outcomes: impl IntoIterator<Item = Option<Fault>>,
+    ) -> Setup {
+        self.faults.script(kind, outcomes);
+        self
+    }
+
     pub fn build(self) -> Harness {
         Harness::new(self)
+    }
+
+    /// Builds the harness and drives it until settled
+    /// ([`Harness::drive`]), then asserts the final invariants.
+    pub fn run(self) -> Harness {
+        let mut harness = self.build();
+        harness.drive();
+        harness.assert_final();
+        harness
     }
 }
 
@@ -1708,30 +1745,12 @@ impl Harness {
             }
             Command::AppendLog { job, text, .. } => {
                 let fault = self.fault(Kind::AppendLog, job);
-                let mut outcome = step_outcome(fault, "coordinator unavailable");
-                if fault.is_none_or(Fault::effect)
-                    && !self.coordinator.append(job, &text)
-                    && fault.is_none()
-                {
-                    outcome = StepOutcome::Failed {
-                        transient: false,
-                        user_message: "job is not running (403)".to_owned(),
-                    };
-                }
+                let outcome = write_outcome(fault, || self.coordinator.append(job, &text));
                 self.schedule(Kind::AppendLog, Outcome::Appended(job, outcome));
             }
             Command::ReportFailure { job, kind, .. } => {
                 let fault = self.fault(Kind::ReportFailure, job);
-                let mut outcome = step_outcome(fault, "coordinator unavailable");
-                if fault.is_none_or(Fault::effect)
-                    && !self.coordinator.report_failure(job, kind)
-                    && fault.is_none()
-                {
-                    outcome = StepOutcome::Failed {
-                        transient: false,
-                        user_message: "job is not running (403)".to_owned(),
-                    };
-                }
+                let outcome = write_outcome(fault, || self.coordinator.report_failure(job, kind));
                 self.schedule(Kind::ReportFailure, Outcome::Reported(job, outcome));
             }
             Command::DeleteApp { job, app_id, name } => {
@@ -2258,6 +2277,19 @@ fn step_outcome(fault: Option<Fault>, message: &str) -> StepOutcome<()> {
     }
 }
 
+/// The answer to a write to the job on the model coordinator (a log
+/// append, a failure report): `write` runs when it takes effect, and a
+/// write the coordinator refuses (the job is over) fails for good.
+fn write_outcome(fault: Option<Fault>, write: impl FnOnce() -> bool) -> StepOutcome<()> {
+    if fault.is_none_or(Fault::effect) && !write() && fault.is_none() {
+        return StepOutcome::Failed {
+            transient: false,
+            user_message: "job is not running (403)".to_owned(),
+        };
+    }
+    step_outcome(fault, "coordinator unavailable")
+}
+
 fn describe_record(record: &JobRecord) -> String {
     let mut text = record.stage.as_str().to_owned();
     if record.stage == StageRecord::Failing {
@@ -2329,6 +2361,19 @@ fn describe_step<T>(outcome: &StepOutcome<T>, done: &str, failed: &str) -> Strin
     }
 }
 
+/// A step's answer for job `key`, as traces show it.
+fn describe_job_step<T>(
+    key: &JobKey,
+    outcome: &StepOutcome<T>,
+    done: &str,
+    failed: &str,
+) -> (Option<JobKey>, String) {
+    (
+        Some(*key),
+        format!("j{} {}", key.job_id, describe_step(outcome, done, failed)),
+    )
+}
+
 fn describe_outcome(outcome: &Outcome) -> (Option<JobKey>, String) {
     match outcome {
         Outcome::Noticed(key, length) => (
@@ -2379,51 +2424,24 @@ fn describe_outcome(outcome: &Outcome) -> (Option<JobKey>, String) {
                 create.job.job_id, create.name
             ),
         ),
-        Outcome::Created(key, outcome) => {
-            let text = match outcome {
-                StepOutcome::Done(app) => format!("j{} created {}", key.job_id, app.id),
-                failed => format!(
-                    "j{} {}",
-                    key.job_id,
-                    describe_step(failed, "", "create failed")
-                ),
-            };
-            (Some(*key), text)
+        Outcome::Created(key, StepOutcome::Done(app)) => {
+            (Some(*key), format!("j{} created {}", key.job_id, app.id))
         }
-        Outcome::Deployed(key, outcome) => (
-            Some(*key),
-            format!(
-                "j{} {}",
-                key.job_id,
-                describe_step(outcome, "deployed", "deploy failed")
-            ),
-        ),
+        Outcome::Created(key, failed) => describe_job_step(key, failed, "", "create failed"),
+        Outcome::Deployed(key, outcome) => {
+            describe_job_step(key, outcome, "deployed", "deploy failed")
+        }
         Outcome::Launch(key, check) => (Some(*key), format!("j{} launch {check:?}", key.job_id)),
         Outcome::Status(key, check) => (Some(*key), format!("j{} status {check:?}", key.job_id)),
-        Outcome::Appended(key, outcome) => (
-            Some(*key),
-            format!(
-                "j{} {}",
-                key.job_id,
-                describe_step(outcome, "log appended", "log append failed")
-            ),
-        ),
-        Outcome::Reported(key, outcome) => (
-            Some(*key),
-            format!(
-                "j{} {}",
-                key.job_id,
-                describe_step(outcome, "failure reported", "report failed")
-            ),
-        ),
-        Outcome::Deleted(key, outcome) => (
-            Some(*key),
-            format!(
-                "j{} {}",
-                key.job_id,
-                describe_step(outcome, "deleted", "delete failed")
-            ),
-        ),
+        Outcome::Appended(key, outcome) => {
+            describe_job_step(key, outcome, "log appended", "log append failed")
+        }
+        Outcome::Reported(key, outcome) => {
+            describe_job_step(key, outcome, "failure reported", "report failed")
+        }
+        Outcome::Deleted(key, outcome) => {
+            describe_job_step(key, outcome, "deleted", "delete failed")
+        }
     }
 }
 
