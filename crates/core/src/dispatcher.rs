@@ -1319,7 +1319,7 @@ impl Dispatcher {
             key,
             Failure {
                 kind: FailureKind::System,
-                message: user_message,
+                message: messages::infrastructure_failure(&user_message),
             },
         );
     }

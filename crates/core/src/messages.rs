@@ -82,6 +82,16 @@ pub fn launch_timeout(timeout_secs: u64, flavor: Option<&Flavor>, zone: &str) ->
     )
 }
 
+/// A step against the cloud failed for good: what happened, then what the
+/// user can do about it.
+pub fn infrastructure_failure(what_happened: &str) -> String {
+    format!(
+        "{what_happened}\n\
+         This is a problem of the runner's infrastructure, not of your job: retry it, \
+         and tell the administrators of this runner if it happens again."
+    )
+}
+
 /// A job is slow to start: what is being prepared, and what will happen.
 pub fn slow_launch(
     flavor: Option<&Flavor>,

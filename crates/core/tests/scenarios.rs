@@ -383,9 +383,9 @@ fn permanent_create_failure_reaches_the_log_and_deletes_by_name() {
         let job = harness.coordinator.job(1);
         assert_eq!(
             job.log,
-            messages::red_lines(
+            messages::red_lines(&messages::infrastructure_failure(
                 "Clever Cloud refused to create the application: organisation quota reached"
-            )
+            ))
         );
         assert_eq!(job.failure_reports, [FailureKind::System]);
         assert_eq!(
@@ -428,7 +428,9 @@ fn deploy_failure_fails_the_job_and_deletes_its_application() {
     let job = harness.coordinator.job(1);
     assert_eq!(
         job.log,
-        messages::red_lines("git push to the application failed")
+        messages::red_lines(&messages::infrastructure_failure(
+            "git push to the application failed"
+        ))
     );
     assert_eq!(job.failure_reports, [FailureKind::System]);
     assert!(harness.trace_of(1).contains("DeleteApp j1 app-1"));
@@ -918,7 +920,9 @@ fn restore_reports_a_failure_whose_message_is_written_without_writing_it_again()
     assert_eq!(job.appends, 1);
     assert_eq!(
         job.log,
-        messages::red_lines("git push to the application failed")
+        messages::red_lines(&messages::infrastructure_failure(
+            "git push to the application failed"
+        ))
     );
     assert_eq!(harness.count(Kind::AppendLog, 1), 1);
 }
@@ -936,7 +940,9 @@ fn restore_writes_a_failure_message_not_known_to_be_written() {
         1,
         &format!(
             "AppendLog j1 {:?}",
-            messages::red_lines("git push to the application failed")
+            messages::red_lines(&messages::infrastructure_failure(
+                "git push to the application failed"
+            ))
         ),
     );
     assert_eq!(harness.coordinator.job(1).appends, 1);
