@@ -189,6 +189,8 @@ pub struct Driver {
     snapshot_tx: watch::Sender<Snapshot>,
     flavors_refresh_at: Instant,
     jobs_published_at: Option<Instant>,
+    /// The first failed store write, if any.
+    store_error: Option<String>,
 }
 
 impl Driver {
@@ -210,6 +212,7 @@ impl Driver {
             snapshot_tx,
             flavors_refresh_at: now() + FLAVORS_TTL,
             jobs_published_at: None,
+            store_error: None,
         }
     }
 
@@ -258,7 +261,19 @@ impl Driver {
         loop {
             self.execute_commands();
             self.publish();
+            if !shutdown_seen && self.store_error.is_some() {
+                // Without a working store, new work could not be recorded
+                // before it is done: stop taking any.
+                shutdown_seen = true;
+                error!("the state store fails: stopping once in-flight operations complete");
+                self.core.shutdown();
+                self.cancel_polls();
+                continue;
+            }
             if shutdown_seen && self.core.is_quiescent() {
+                if let Some(error) = self.store_error.take() {
+                    anyhow::bail!("stopped because the state store failed: {error}");
+                }
                 info!("all in-flight operations completed; state is saved; exiting");
                 return Ok(());
             }
@@ -427,6 +442,7 @@ impl Driver {
             Command::Save(record) => {
                 if let Err(error) = self.store.save(&record) {
                     error!(%error, job_id = record.job_id, "could not record job state");
+                    self.store_error.get_or_insert_with(|| error.to_string());
                 }
             }
             Command::Forget(job) => {
