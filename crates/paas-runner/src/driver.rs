@@ -261,19 +261,15 @@ impl Driver {
         loop {
             self.execute_commands();
             self.publish();
-            if !shutdown_seen && self.store_error.is_some() {
-                // Without a working store, new work could not be recorded
-                // before it is done: stop taking any.
-                shutdown_seen = true;
-                error!("the state store fails: stopping once in-flight operations complete");
-                self.core.shutdown();
-                self.cancel_polls();
-                continue;
+            if let Some(error) = self.store_error.take() {
+                // What follows a failed write could not be recorded before it
+                // is done. Stop at once, as a crash would: everything up to
+                // the last recorded intent is resumed at the next start, and
+                // what was under way is resolved by reconciliation.
+                error!(%error, "the state store fails: stopping now");
+                anyhow::bail!("stopped because the state store failed: {error}");
             }
             if shutdown_seen && self.core.is_quiescent() {
-                if let Some(error) = self.store_error.take() {
-                    anyhow::bail!("stopped because the state store failed: {error}");
-                }
                 info!("all in-flight operations completed; state is saved; exiting");
                 return Ok(());
             }
@@ -434,6 +430,10 @@ impl Driver {
     fn execute_commands(&mut self) {
         while let Some(command) = self.core.poll_command() {
             self.execute(command);
+            if self.store_error.is_some() {
+                // Nothing after a failed write may happen.
+                return;
+            }
         }
     }
 
@@ -450,6 +450,7 @@ impl Driver {
                 let key = &self.runners[job.runner].key;
                 if let Err(error) = self.store.forget(key, job.job_id) {
                     error!(%error, job_id = job.job_id, "could not drop job record");
+                    self.store_error.get_or_insert_with(|| error.to_string());
                 }
             }
             Command::Notice(notice) => self.log_notice(notice),

@@ -511,3 +511,65 @@ async fn cancelling_while_the_machine_boots_deletes_it() {
     let status = harness.signal_and_wait(SIGTERM).await;
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_state_store_stops_the_service_and_nothing_is_lost() {
+    let mut settings = quick();
+    settings.ack_window = Duration::from_secs(2);
+    let mut harness = Harness::start(settings, |_| {}).await;
+    harness.spawn_runner();
+    let running = harness.enqueue(&[(vars::JOB_DURATION_MS, "3000")]);
+    let started = harness
+        .cluster
+        .coordinator
+        .wait_until(
+            move |sim| {
+                sim.job(running)
+                    .is_some_and(|job| job.first_trace_at.is_some())
+            },
+            DEADLINE,
+        )
+        .await;
+    assert!(started, "{}", harness.logs());
+
+    // From now on every write of a job record fails, as on a full disk.
+    let db = rusqlite::Connection::open(harness.dir.path().join("state.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_inserts BEFORE INSERT ON jobs BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
+    )
+    .unwrap();
+    let unrecorded = harness.enqueue(&[(vars::JOB_DURATION_MS, "200")]);
+    let mut child = harness.child.take().unwrap();
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{}", harness.logs());
+    assert!(
+        harness.logs().contains("the state store fails"),
+        "{}",
+        harness.logs()
+    );
+
+    // Once the store works again, nothing is lost: the recorded job runs to
+    // its end; the job taken but never recorded was never confirmed, so the
+    // coordinator gave it back visibly instead of leaving it stuck.
+    db.execute_batch("DROP TRIGGER refuse_inserts;").unwrap();
+    harness.spawn_runner();
+    harness.wait_all_done(&[running, unrecorded]).await;
+    assert_eq!(
+        harness.job(running).status,
+        JobStatus::Success,
+        "{}",
+        harness.logs()
+    );
+    let dropped = harness.job(unrecorded);
+    assert_eq!(
+        dropped.failure_reason.as_deref(),
+        Some("runner_provisioning_timeout"),
+        "{dropped:?}"
+    );
+    assert_eq!(harness.cluster.clever.stats().apps_live, 0);
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(status.success());
+}
