@@ -12,7 +12,7 @@ use paas_sim::coordinator::JobSpec;
 use paas_sim::vars;
 use serde::Serialize;
 
-use crate::demo::percentile;
+use crate::demo::{percentile, pickup_latencies_ms};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -180,17 +180,7 @@ async fn scenario(name: &str, jobs: u32, duration_ms: u64) -> anyhow::Result<Fig
             Some((job_id, tokio::time::Instant::from_std(app.deleted_at?)))
         })
         .collect();
-    let mut pickups: Vec<f64> = records
-        .iter()
-        .filter_map(|job| {
-            Some(
-                job.picked_at?
-                    .saturating_duration_since(job.queued_at)
-                    .as_secs_f64()
-                    * 1000.0,
-            )
-        })
-        .collect();
+    let pickups = pickup_latencies_ms(&records);
     let mut decommissions: Vec<f64> = records
         .iter()
         .filter_map(|job| {
@@ -199,7 +189,6 @@ async fn scenario(name: &str, jobs: u32, duration_ms: u64) -> anyhow::Result<Fig
             Some(deleted.saturating_duration_since(finished).as_secs_f64() * 1000.0)
         })
         .collect();
-    pickups.sort_by(f64::total_cmp);
     decommissions.sort_by(f64::total_cmp);
     let succeeded = records
         .iter()

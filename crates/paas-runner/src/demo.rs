@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use paas_sim::cluster::{ClusterSettings, ConfigOptions, SimCluster};
-use paas_sim::coordinator::JobStatus;
+use paas_sim::coordinator::{JobRecord, JobStatus};
 use paas_sim::workload::{self, Workload};
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
@@ -282,14 +282,7 @@ fn summarize(
 ) -> Summary {
     let jobs = cluster.coordinator.jobs();
     let clever = cluster.clever.stats();
-    let mut pickups: Vec<f64> = jobs
-        .iter()
-        .filter_map(|job| {
-            job.picked_at
-                .map(|at| at.saturating_duration_since(job.queued_at).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    pickups.sort_by(f64::total_cmp);
+    let pickups = pickup_latencies_ms(&jobs);
     let succeeded = jobs
         .iter()
         .filter(|job| job.status == JobStatus::Success)
@@ -333,6 +326,23 @@ fn print_summary(summary: &Summary) {
         summary.pickup_p50_ms, summary.pickup_p95_ms
     );
     println!("  wall time:   {:.1} s", summary.wall_seconds);
+}
+
+/// Time from queueing to pickup of each picked job, in milliseconds, sorted.
+pub fn pickup_latencies_ms(jobs: &[JobRecord]) -> Vec<f64> {
+    let mut latencies: Vec<f64> = jobs
+        .iter()
+        .filter_map(|job| {
+            Some(
+                job.picked_at?
+                    .saturating_duration_since(job.queued_at)
+                    .as_secs_f64()
+                    * 1000.0,
+            )
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    latencies
 }
 
 /// The `p`-quantile of sorted values (nearest rank), 0 when empty.

@@ -9,7 +9,7 @@ use paas_sim::cluster::{ConfigOptions, SimCluster};
 use paas_sim::coordinator::JobStatus;
 use paas_sim::workload::{self, Workload};
 
-use crate::demo::{cluster_settings, percentile};
+use crate::demo::{cluster_settings, percentile, pickup_latencies_ms};
 
 #[derive(clap::Args, Debug)]
 pub struct SimArgs {
@@ -104,14 +104,7 @@ async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let jobs = cluster.coordinator.jobs();
     let stats = cluster.clever.stats();
     let count = |status: JobStatus| jobs.iter().filter(|job| job.status == status).count();
-    let mut pickups: Vec<f64> = jobs
-        .iter()
-        .filter_map(|job| {
-            job.picked_at
-                .map(|at| at.saturating_duration_since(job.queued_at).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    pickups.sort_by(f64::total_cmp);
+    let pickups = pickup_latencies_ms(&jobs);
     println!(
         "after {:.1} s: {} jobs, {} succeeded, {} failed, {} canceled, {} pending, {} running",
         started.elapsed().as_secs_f64(),
