@@ -36,6 +36,10 @@ const APPLICATION_ID: i32 = 0x5061_5275;
 /// it once in `payloads`.
 const SCHEMA_VERSION: i32 = 2;
 
+/// How long a write waits for another connection (a reader such as
+/// `paas-runner state`).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The database used when no `state_file` is configured, relative to the
 /// current directory.
 pub const DEFAULT_STORE_FILE: &str = "paas-runner-state.db";
@@ -263,9 +267,10 @@ impl Store {
         self.conn
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                 PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON;",
+                 PRAGMA secure_delete = ON;",
             )
             .map_err(&err)?;
+        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
         if app_id == APPLICATION_ID && user_version == 1 {
             self.migrate_v1_to_v2()?;
         }
@@ -426,10 +431,25 @@ impl Store {
     /// prevent it: it is then tried again later. Returns whether it purged.
     pub fn purge_now(&self) -> Result<bool, StoreError> {
         self.last_purge.set(Some(Instant::now()));
-        let busy: i64 = self
+        // Without waiting: a checkpoint that waits for readers would stall
+        // the event loop.
+        let err = self.sql_err();
+        self.conn.busy_timeout(Duration::ZERO).map_err(&err)?;
+        let busy = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
-            .map_err(self.sql_err())?;
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                row.get::<_, i64>(0)
+            });
+        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
+        let busy = match busy {
+            Ok(busy) => busy,
+            Err(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                1
+            }
+            Err(error) => return Err(err(error)),
+        };
         let done = busy == 0;
         if done {
             self.purge_pending.set(false);
@@ -996,6 +1016,28 @@ mod tests {
         }
         // The other jobs are intact.
         assert_eq!(store.load().unwrap().len(), 30);
+
+        // A reader in the middle of a read does not make the purge wait: it
+        // is tried again later.
+        job.job_id = 4;
+        store.save(&job).unwrap();
+        let reader = Connection::open(&path).unwrap();
+        reader
+            .execute_batch("BEGIN; SELECT count(*) FROM jobs;")
+            .unwrap();
+        store.forget("abcdefgh", 4).unwrap();
+        let started = Instant::now();
+        assert!(!store.purge_now().unwrap());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        reader.execute_batch("COMMIT;").unwrap();
+        drop(reader);
+        assert!(store.purge_now().unwrap());
+        let (db, wal) = raw_files(&path);
+        assert!(!contains(&db, TOKEN) && !contains(&wal, TOKEN));
 
         // Purges come by themselves when due, and at close.
         store.set_purge_interval(Duration::ZERO);
