@@ -87,6 +87,9 @@ pub struct Store {
     purge_pending: Cell<bool>,
     last_purge: Cell<Option<Instant>>,
     purge_interval: Duration,
+    /// Schema version of the file: 1 only when opened by a reader
+    /// ([`Store::open`]), which does not migrate.
+    schema: Cell<i32>,
     lock: Option<StoreLock>,
 }
 
@@ -119,14 +122,18 @@ fn absolute(path: &Path) -> PathBuf {
 
 impl Store {
     /// Opens (creating it with mode 0600 if needed) the database at `path`,
-    /// without owning it: for commands that read while a service runs.
+    /// without owning it: for commands that read while a service runs. A
+    /// database of an earlier schema is read as it is, not migrated (its
+    /// owner may be an earlier version still running): only `load` and
+    /// `get_meta` work on it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         Store::open_with(&absolute(path), None)
     }
 
-    /// Takes the store's lock ([`StoreLock`]), then opens it: fails at once
-    /// with [`StoreError::Locked`] while another process owns it. The lock is
-    /// held as long as the `Store` lives.
+    /// Takes the store's lock ([`StoreLock`]), then opens it, migrating an
+    /// earlier schema: fails at once with [`StoreError::Locked`] while
+    /// another process owns it. The lock is held as long as the `Store`
+    /// lives.
     pub fn open_exclusive(path: &Path) -> Result<Store, StoreError> {
         let path = absolute(path);
         let lock = StoreLock::acquire(&path)?;
@@ -165,6 +172,7 @@ impl Store {
             purge_pending: Cell::new(false),
             last_purge: Cell::new(None),
             purge_interval: PURGE_MIN_INTERVAL,
+            schema: Cell::new(SCHEMA_VERSION),
             lock,
         };
         store.init()?;
@@ -187,6 +195,7 @@ impl Store {
             purge_pending: Cell::new(false),
             last_purge: Cell::new(None),
             purge_interval: PURGE_MIN_INTERVAL,
+            schema: Cell::new(SCHEMA_VERSION),
             lock: None,
         };
         store.init()?;
@@ -272,7 +281,11 @@ impl Store {
             .map_err(&err)?;
         self.conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
         if app_id == APPLICATION_ID && user_version == 1 {
-            self.migrate_v1_to_v2()?;
+            if self.lock.is_some() {
+                self.migrate_v1_to_v2()?;
+            } else {
+                self.schema.set(1);
+            }
         }
         // Integrity of what is there, so a damaged file is reported at start.
         let check: String = self
@@ -461,11 +474,14 @@ impl Store {
     pub fn load(&self) -> Result<Vec<JobRecord>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(if self.schema.get() == 1 {
+                // Version 1 rows carry their payload.
+                "SELECT job_id, record, NULL FROM jobs ORDER BY runner_key, job_id"
+            } else {
                 "SELECT jobs.job_id, jobs.record, payloads.payload FROM jobs \
                  LEFT JOIN payloads USING (runner_key, job_id) \
-                 ORDER BY jobs.runner_key, jobs.job_id",
-            )
+                 ORDER BY jobs.runner_key, jobs.job_id"
+            })
             .map_err(self.sql_err())?;
         let rows = stmt
             .query_map([], |row| {
@@ -933,8 +949,20 @@ mod tests {
             record(1, StageRecord::Running),
             record(2, StageRecord::Failing),
         ];
+        // A reader (`paas-runner state`, maybe next to an earlier version
+        // still running) reads it without migrating it.
+        {
+            let reader = Store::open(&path).unwrap();
+            assert_eq!(reader.load().unwrap(), expected);
+            let version: i32 = reader
+                .conn
+                .query_row("PRAGMA user_version", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(version, 1);
+        }
+        // Its owner migrates it.
         for _ in 0..2 {
-            let store = Store::open(&path).unwrap();
+            let store = Store::open_exclusive(&path).unwrap();
             assert_eq!(store.load().unwrap(), expected);
             assert_eq!(
                 store.get_meta("system_id").unwrap().as_deref(),
