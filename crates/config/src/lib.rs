@@ -15,6 +15,7 @@ mod error;
 mod reader;
 mod runner;
 mod secrets;
+mod state_dir;
 
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ pub use runner::{
     DEFAULT_HEPTAPOD_RUNNER_MAIN_IMAGE, INNER_EXECUTOR, SUPPORTED_EXECUTOR,
 };
 pub use secrets::SECRET_PREFIX;
+pub use state_dir::check_state_file;
 
 use reader::{display_line, Source, TableReader};
 use secrets::ReadFile;

@@ -128,7 +128,7 @@ fn machine(flavor: Option<&Flavor>, zone: &str) -> String {
 }
 
 fn ram_text(ram_mib: u64) -> String {
-    if ram_mib % 1024 == 0 {
+    if ram_mib.is_multiple_of(1024) {
         format!("{} GiB", ram_mib / 1024)
     } else {
         format!("{ram_mib} MiB")

@@ -125,7 +125,7 @@ fn setup(mix: &Mix) -> Setup {
     config.repoll_immediately = mix.repoll_immediately;
     // Half the cases reconcile (a listing before the first poll, then
     // every interval); the seed decides, to keep the strategy's tuple small.
-    if mix.seed % 2 == 0 {
+    if mix.seed.is_multiple_of(2) {
         config.reconcile_interval = RECONCILE_INTERVAL;
     }
     for &(runner, choice, arrival_ms, boot_ms, duration_ms) in &mix.jobs {

@@ -250,7 +250,7 @@ impl Progress {
         } else {
             format!("{line}\n")
         };
-        if !self.tty && (elapsed.as_millis() / 200) % 10 != 0 {
+        if !self.tty && !(elapsed.as_millis() / 200).is_multiple_of(10) {
             // Without a terminal, one line every two seconds is enough.
             return;
         }

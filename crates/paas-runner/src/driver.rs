@@ -260,6 +260,7 @@ impl Driver {
         self.core.handle_timeout(now());
         loop {
             self.execute_commands();
+            self.purge_store();
             self.publish();
             if let Some(error) = self.store_error.take() {
                 // What follows a failed write could not be recorded before it
@@ -295,6 +296,15 @@ impl Driver {
                     self.cancel_polls();
                 }
             }
+        }
+    }
+
+    /// Forgotten jobs' tokens and payloads leave the store's write-ahead
+    /// file within a second or so (at most one checkpoint a second; the loop
+    /// turns at least every poll).
+    fn purge_store(&mut self) {
+        if let Err(error) = self.store.purge_if_due() {
+            warn!(%error, "could not purge forgotten jobs from the state store's write-ahead file");
         }
     }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use paas_store::Store;
+use paas_store::{Store, StoreError};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use tracing::{error, info, warn};
@@ -27,11 +27,20 @@ pub async fn main(config_path: &Path) -> ExitCode {
     for warning in &config.warnings {
         warn!("{}: {warning}", config_path.display());
     }
+    if let Err(error) = paas_config::check_state_file(config_path, config.state_file.as_deref()) {
+        eprintln!("paas-runner: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     match serve(&config, config_path, shutdown_signal(), None).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             if let Some(setup_error) = error.downcast_ref::<SetupError>() {
                 eprintln!("paas-runner: {setup_error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            if let Some(locked @ StoreError::Locked { .. }) = error.downcast_ref::<StoreError>() {
+                error!(error = %locked, "another service owns the state store: not starting");
+                eprintln!("paas-runner: {locked}");
                 return ExitCode::from(EXIT_CONFIG);
             }
             error!("{error:#}");
@@ -50,15 +59,23 @@ pub async fn serve(
         tokio::sync::oneshot::Sender<tokio::sync::watch::Receiver<crate::driver::Snapshot>>,
     >,
 ) -> anyhow::Result<()> {
-    let store_path = match &config.state_file {
-        Some(state_file) => paas_store::store_path(state_file),
-        None => {
-            let path = std::path::PathBuf::from("paas-runner-state.db");
-            warn!(path = %path.display(), "no state_file configured: keeping state in the current directory");
-            path
-        }
-    };
-    let store = Store::open(&store_path)?;
+    // The store's lock comes before anything touches the store (import,
+    // restore, reconciliation): a second service stops here.
+    let store_path = paas_store::resolve_store_path(config.state_file.as_deref());
+    if config.state_file.is_none() {
+        warn!(
+            store = %store_path.display(),
+            "NO state_file CONFIGURED: the state database is in the current directory; \
+             a service started from another directory would not see these jobs; \
+             set state_file to an absolute path"
+        );
+    }
+    let store = Store::open_exclusive(&store_path)?;
+    info!(
+        store = %store.path().display(),
+        lock = %store.lock().map(|lock| lock.path().display().to_string()).unwrap_or_default(),
+        "state store opened and locked"
+    );
     if let Some(state_file) = config
         .state_file
         .as_deref()

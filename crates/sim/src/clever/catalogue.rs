@@ -84,7 +84,7 @@ impl SimFlavor {
     /// string of bytes, as a comment of the reference runner quotes it.
     pub fn to_json(&self) -> Value {
         let bytes = self.mem_mib * 1024 * 1024;
-        let formatted = if self.mem_mib >= 1024 && self.mem_mib % 1024 == 0 {
+        let formatted = if self.mem_mib >= 1024 && self.mem_mib.is_multiple_of(1024) {
             format!("{} GiB", self.mem_mib / 1024)
         } else {
             format!("{} MiB", self.mem_mib)
