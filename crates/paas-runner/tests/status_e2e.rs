@@ -184,9 +184,46 @@ async fn a_taken_listen_address_stops_the_start() {
     .await
     .expect("exits in time")
     .expect("runs");
-    assert!(!output.status.success(), "{output:?}");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("listen_address"), "{stderr}");
-    assert!(stderr.contains(&address), "{stderr}");
+    let config = std::fs::read_to_string(&harness.config_path).expect("config");
+    let line = config
+        .lines()
+        .position(|line| line.starts_with("listen_address"))
+        .expect("listen_address line")
+        + 1;
+    let location = format!(
+        "{}:{line}: key `listen_address`: cannot listen on {address}",
+        harness.config_path.display()
+    );
+    assert!(stderr.contains(&location), "{location}\n{stderr}");
+    assert!(stderr.contains("127.0.0.1:9252"), "what to write: {stderr}");
     drop(taken);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_listen_address_is_a_configuration_error() {
+    let harness = Harness::start(quick(), |options| {
+        options.extra_global = "listen_address = \"http://127.0.0.1:9252\"\n".into();
+    })
+    .await;
+    let output = tokio::time::timeout(
+        DEADLINE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+            .arg("run")
+            .arg(&harness.config_path)
+            .current_dir(harness.dir.path())
+            .output(),
+    )
+    .await
+    .expect("exits in time")
+    .expect("runs");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("key `listen_address`"), "{stderr}");
+    assert!(
+        stderr.contains("neither an IP address nor a host name"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("127.0.0.1:9252"), "{stderr}");
 }
