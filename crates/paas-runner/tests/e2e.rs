@@ -188,6 +188,17 @@ async fn launch_timeout_writes_the_red_line_and_fails_the_job() {
         trace.contains("\x1b[31;1mJob not active (no log) after 1 seconds\x1b[0;m\n"),
         "{trace:?}"
     );
+    // The stated wait is the real one: from the pickup (creation and
+    // deployment take a fraction of a second here) to the red line.
+    let took = job
+        .first_trace_at
+        .expect("message written")
+        .duration_since(job.picked_at.expect("picked"));
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "failed {took:?} after the pickup\n{}",
+        harness.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
