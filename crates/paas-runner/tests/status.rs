@@ -623,3 +623,47 @@ fn the_connection_cap_leaves_most_files_to_the_service() {
     assert_eq!(status::connection_cap(Some(128)), 32);
     assert_eq!(status::connection_cap(Some(2)), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_request_head_does_not_extend_the_header_timeout() {
+    let server = Server::start_with(snapshot(), short_limits(8)).await;
+    let mut stream = TcpStream::connect(server.address).await.expect("connect");
+    let started = Instant::now();
+    // One byte every 50 ms: the head would take seconds; the timeout counts
+    // from its first byte, not from the last.
+    let mut pace = tokio::time::interval(Duration::from_millis(50));
+    let head = b"GET /metrics HTTP/1.1\r\nhost: status\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    for byte in head {
+        pace.tick().await;
+        if stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+    }
+    let answer = read_until_closed(&mut stream).await;
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(50) * 40,
+        "closed after {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_is_closed_at_its_time_limit() {
+    let limits = ServerLimits {
+        max_connections: 8,
+        header_read_timeout: Duration::from_secs(30),
+        connection_lifetime: Duration::from_millis(500),
+    };
+    let server = Server::start_with(snapshot(), limits).await;
+    let mut stream = TcpStream::connect(server.address).await.expect("connect");
+    let started = Instant::now();
+    let answer = keep_alive_request(&mut stream, "/health/live").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    read_until_closed(&mut stream).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(10),
+        "closed after {took:?}"
+    );
+}
