@@ -12,6 +12,7 @@
 //! binary once flavors are known.
 
 mod error;
+mod located;
 mod reader;
 mod runner;
 mod secrets;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use toml_edit::{ImDocument, Item, Value};
 
 pub use error::ConfigError;
+pub use located::{check_listen_address, key_error, LISTEN_ADDRESS_HINT};
 pub use runner::{
     CleverSettings, RunnerConfig, TraceWatch, DEFAULT_CC_API_URL, DEFAULT_CC_INSTANCE_VARIANT_UUID,
     DEFAULT_HEPTAPOD_RUNNER_MAIN_IMAGE, INNER_EXECUTOR, SUPPORTED_EXECUTOR,
@@ -226,6 +228,12 @@ fn parse_with(text: &str, path: &Path, read_file: ReadFile<'_>) -> Result<Config
     let listen_address = root.string("listen_address")?;
     if listen_address.as_deref() == Some("") {
         return Err(root.error("listen_address", "empty address"));
+    }
+    if let Some(Err(problem)) = listen_address.as_deref().map(check_listen_address) {
+        return Err(root.error(
+            "listen_address",
+            format!("{problem}: {LISTEN_ADDRESS_HINT}"),
+        ));
     }
 
     let runners = parse_runners(&root, &quota, read_file, &mut warnings)?;

@@ -305,8 +305,14 @@ pub enum PollOutcome {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepOutcome<T> {
     Done(T),
-    /// Failed; `transient` failures are retried within a budget.
-    /// `user_message` is what the CI user reads if the job fails of it.
+    /// Failed; `transient` failures are retried within a budget
+    /// ([`STEP_ATTEMPTS`], [`backoff`] between attempts). A failure that is
+    /// not transient fails the job at once: so must a step whose own wait
+    /// already lasted its configured time (a deployment repository not
+    /// ready within `cc_deployment_repo_timeout`), or the job would fail
+    /// several times that time after the cause, with a message stating a
+    /// time that is not the real one. `user_message` is what the CI user
+    /// reads if the job fails of it.
     Failed {
         transient: bool,
         user_message: String,
@@ -791,7 +797,7 @@ impl Dispatcher {
                     let failure = Failure {
                         kind: FailureKind::System,
                         message: messages::launch_timeout(
-                            watch.timeout.as_secs(),
+                            watch.timeout,
                             self.runners[key.runner].spec.flavors.get(&job_flavor),
                             &self.runners[key.runner].spec.zone,
                         ),

@@ -3,6 +3,8 @@
 //! Every message is one or more complete lines, coloured like gitlab-runner's
 //! own error lines so that they stand out in the GitLab job log.
 
+use std::time::Duration;
+
 use crate::flavor::{Flavor, FlavorTable};
 
 const RED: &str = "\x1b[31;1m";
@@ -70,15 +72,28 @@ pub fn flavor_above_max(requested: &str, max_flavor: &str, table: &FlavorTable) 
     )
 }
 
-/// The inner runner never wrote to the job log. The first line is the one
-/// heptapod-paas-runner writes; the second says what it means.
-pub fn launch_timeout(timeout_secs: u64, flavor: Option<&Flavor>, zone: &str) -> String {
+/// The inner runner never wrote to the job log within `timeout` of the
+/// deployment. The first line is the one heptapod-paas-runner writes; the
+/// second says what it means.
+pub fn launch_timeout(timeout: Duration, flavor: Option<&Flavor>, zone: &str) -> String {
     format!(
-        "Job not active (no log) after {timeout_secs} seconds\n\
+        "Job not active (no log) after {}\n\
          The Clever Cloud machine prepared for this job ({}) did not start it. \
          This is an infrastructure problem, not a problem of your job: retry it, \
          and tell the administrators of this runner if it happens again.",
+        seconds_text(timeout),
         machine(flavor, zone)
+    )
+}
+
+/// The deployment repository of the job's machine was still not ready when
+/// the runner's wait for it (`cc_deployment_repo_timeout`, `timeout`) ended.
+/// The wait lasts that long and no longer, and is not repeated.
+pub fn deployment_repo_not_ready(app_id: &str, timeout: Duration) -> String {
+    format!(
+        "The deployment repository of the Clever Cloud application {app_id} was not ready after {}, \
+         the longest this runner waits for it.",
+        seconds_text(timeout)
     )
 }
 
@@ -106,7 +121,7 @@ pub fn slow_launch(
     );
     if let Some(timeout) = timeout_secs {
         text.push_str(&format!(
-            " The job will be failed with an explanation if the machine has not started it after {}.",
+            " The job will be failed with an explanation if the machine has not started it {} after receiving it.",
             duration_text(timeout)
         ));
     }
@@ -132,6 +147,21 @@ fn ram_text(ram_mib: u64) -> String {
         format!("{} GiB", ram_mib / 1024)
     } else {
         format!("{ram_mib} MiB")
+    }
+}
+
+/// "10 seconds", "0.5 seconds": a configured duration as written in
+/// heptapod-paas-runner's messages (always "seconds"), never rounded to a
+/// different value.
+pub fn seconds_text(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if duration.subsec_nanos() == 0 {
+        format!("{} seconds", duration.as_secs())
+    } else {
+        // At most millisecond precision, without trailing zeros.
+        let text = format!("{secs:.3}");
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        format!("{text} seconds")
     }
 }
 
@@ -180,6 +210,29 @@ mod tests {
         );
         assert!(text.contains("did you mean \"XS\"?"), "{text}");
         assert!(text.contains("CI_CLEVER_CLOUD_FLAVOR"), "{text}");
+    }
+
+    #[test]
+    fn durations_are_stated_as_configured() {
+        for (duration, text) in [
+            (Duration::from_secs(10), "10 seconds"),
+            (Duration::from_secs(1), "1 seconds"),
+            (Duration::from_millis(500), "0.5 seconds"),
+            (Duration::from_millis(2250), "2.25 seconds"),
+            (Duration::from_secs(300), "300 seconds"),
+        ] {
+            assert_eq!(seconds_text(duration), text);
+        }
+        let text = deployment_repo_not_ready("app_1", Duration::from_millis(1500));
+        assert!(
+            text.contains("app_1 was not ready after 1.5 seconds"),
+            "{text}"
+        );
+        let text = launch_timeout(Duration::from_millis(500), None, "par");
+        assert!(
+            text.starts_with("Job not active (no log) after 0.5 seconds\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use common::*;
 use paas_core::dispatcher::STEP_ATTEMPTS;
 use paas_core::messages;
 use paas_core::{backoff, FailureKind, FlavorTable, Notice, StageRecord};
+use std::time::Duration;
 
 /// The first command with an effect for `job_id` in the trace after line
 /// `mark` (e.g. what a restarted process did first).
@@ -1466,4 +1467,49 @@ fn a_slow_launch_gets_one_notice_and_the_launch_check_discounts_it() {
         record_trace.contains("Launched") || record_trace.contains("CheckStatus"),
         "{record_trace}"
     );
+}
+
+// ----- timeouts mean what they say -----
+
+/// One job whose deployment takes `wait` (the repository wait) and ends
+/// with `fault` every time.
+fn deploy_ending_after(wait: Duration, fault: Fault) -> Harness {
+    Setup::new()
+        .job(JobSpec::new(0))
+        .delay(Kind::Deploy, wait)
+        .script(Kind::Deploy, vec![Some(fault); STEP_ATTEMPTS as usize])
+        .run()
+}
+
+#[test]
+fn a_final_deploy_failure_fails_the_job_when_it_arrives() {
+    // The driver reports a repository not ready within its timeout as a
+    // final failure: the 10 s wait is not made again.
+    let harness = deploy_ending_after(secs(10), Fault::PERMANENT);
+    assert_eq!(harness.count(Kind::Deploy, 1), 1, "not retried");
+    let trace = harness.trace_matching(&["<- j1 deploy", "AppendLog j1", "Notice retrying"]);
+    assert!(!trace.contains("retrying"), "{trace}");
+    assert!(trace.contains("10s AppendLog j1"), "{trace}");
+    assert_eq!(
+        harness.coordinator.job(1).failure_reports,
+        [FailureKind::System]
+    );
+}
+
+#[test]
+fn transient_deploy_failures_are_retried_within_their_budget() {
+    // Each attempt waits again: five attempts of 10 s and the backoffs
+    // between them (1 + 2 + 4 + 8 s) before the job fails. This is why a
+    // wait that lasted its whole timeout must not be reported as transient.
+    let harness = deploy_ending_after(secs(10), Fault::TRANSIENT);
+    assert_eq!(harness.count(Kind::Deploy, 1), STEP_ATTEMPTS);
+    let total: Duration =
+        (1..STEP_ATTEMPTS).map(backoff).sum::<Duration>() + secs(10) * STEP_ATTEMPTS;
+    assert_eq!(total, secs(65));
+    let trace = harness.trace_matching(&["AppendLog j1", "Notice retrying"]);
+    assert!(
+        trace.contains("0s Notice retrying j1 deploy attempt 1/5 in 1s"),
+        "{trace}"
+    );
+    assert!(trace.contains("65s AppendLog j1"), "{trace}");
 }

@@ -168,6 +168,9 @@ pub struct JobView {
     pub app_id: Option<String>,
 }
 
+/// The longest one launch check (job status, then job log) may take: the
+/// job fails at most this long after `paas_job_trace_watch.timeout_seconds`.
+pub const LAUNCH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the job list of the [`Snapshot`] is rebuilt.
 pub const JOB_LIST_PERIOD: Duration = Duration::from_millis(250);
 
@@ -505,8 +508,14 @@ impl Driver {
             } => {
                 let token = self.job_token(job);
                 self.spawn(move |runners| async move {
-                    let check =
-                        check_launch(&runners, job, project_id, own_log_bytes, &token).await;
+                    // A slow coordinator must not stretch the launch timeout
+                    // the job log states: an unanswered check is "not yet".
+                    let check = tokio::time::timeout(
+                        LAUNCH_CHECK_TIMEOUT,
+                        check_launch(&runners, job, project_id, own_log_bytes, &token),
+                    )
+                    .await
+                    .unwrap_or(LaunchCheck::NotYet);
                     Event::Launch { job, check }
                 });
             }

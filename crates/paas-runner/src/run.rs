@@ -3,11 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use paas_store::{Store, StoreError};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::driver::Driver;
 use crate::setup::{self, SetupError};
@@ -17,6 +16,7 @@ use crate::status;
 pub const EXIT_CONFIG: u8 = 2;
 
 pub async fn main(config_path: &Path) -> ExitCode {
+    raise_open_files_limit();
     let config = match paas_config::load(config_path) {
         Ok(config) => config,
         Err(error) => {
@@ -41,6 +41,11 @@ pub async fn main(config_path: &Path) -> ExitCode {
             if let Some(locked @ StoreError::Locked { .. }) = error.downcast_ref::<StoreError>() {
                 error!(error = %locked, "another service owns the state store: not starting");
                 eprintln!("paas-runner: {locked}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            if let Some(config_error) = error.downcast_ref::<paas_config::ConfigError>() {
+                error!("{config_error}");
+                eprintln!("paas-runner: {config_error}");
                 return ExitCode::from(EXIT_CONFIG);
             }
             error!("{error:#}");
@@ -113,12 +118,24 @@ pub async fn serve(
         let address = status::bind_address(listen_address);
         let listener = tokio::net::TcpListener::bind(&address)
             .await
-            .with_context(|| {
-                format!("listen_address {listen_address:?}: cannot listen on {address}")
+            .map_err(|error| {
+                paas_config::key_error(
+                    config_path,
+                    "listen_address",
+                    format!(
+                        "cannot listen on {address}: {error}; free that port or {}",
+                        paas_config::LISTEN_ADDRESS_HINT
+                    ),
+                )
             })?;
         let local_address = listener.local_addr()?;
-        info!(address = %local_address, "status server listening (metrics, status page)");
-        let status_config = status::StatusConfig::new(system_id, started_at);
+        let mut status_config = status::StatusConfig::new(system_id, started_at);
+        status_config.limits.max_connections = status::connection_cap(open_files_limit());
+        info!(
+            address = %local_address,
+            max_connections = status_config.limits.max_connections,
+            "status server listening (metrics, status page)"
+        );
         let snapshots = driver.subscribe();
         tokio::spawn(async move {
             if let Err(error) = status::serve(listener, snapshots, status_config).await {
@@ -130,6 +147,45 @@ pub async fn serve(
         let _ = ready.send(driver.subscribe());
     }
     driver.run(shutdown).await
+}
+
+/// Raises the soft limit of open files to the hard limit: every job holds
+/// connections (coordinator, Clever Cloud, git pushes), and the status
+/// server's share is sized from the result ([`status::connection_cap`]).
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let old = getrlimit(Resource::Nofile);
+    let (Some(current), Some(maximum)) = (old.current, old.maximum) else {
+        debug!(soft = ?old.current, hard = ?old.maximum, "open files limit left as is");
+        return;
+    };
+    if current >= maximum {
+        debug!(
+            soft = current,
+            hard = maximum,
+            "open files limit already at its maximum"
+        );
+        return;
+    }
+    let new = Rlimit {
+        current: Some(maximum),
+        maximum: Some(maximum),
+    };
+    match setrlimit(Resource::Nofile, new) {
+        Ok(()) => info!(
+            old_soft = current,
+            new_soft = maximum,
+            "raised the open files limit to its hard limit"
+        ),
+        Err(error) => {
+            warn!(soft = current, hard = maximum, %error, "cannot raise the open files limit")
+        }
+    }
+}
+
+/// The soft limit of open files (`None`: unlimited).
+fn open_files_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
 /// Resolves on SIGTERM or SIGINT. A second signal exits at once: every job's

@@ -8,7 +8,7 @@ use std::time::Duration;
 use paas_clever::api::{App as CleverApp, CleverClient, CleverError, CreateApp, DeleteOutcome};
 use paas_clever::{build_context, git_push};
 use paas_config::RunnerConfig;
-use paas_core::{App, Flavor, FlavorTable, ListedApp, Secret, StepOutcome};
+use paas_core::{messages, App, Flavor, FlavorTable, ListedApp, Secret, StepOutcome};
 use paas_gitlab::CoordinatorClient;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -17,6 +17,9 @@ use tracing::{info, warn};
 const INSTANCE_VERSION_TTL: Duration = Duration::from_secs(600);
 /// Timeout of a git push.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the readiness check made at the end of the repository wait may
+/// take beyond `cc_deployment_repo_timeout`.
+const LAST_CHECK_GRACE: Duration = Duration::from_secs(2);
 
 /// Everything needed to act for one `[[runners]]` entry.
 pub struct RunnerIo {
@@ -157,51 +160,15 @@ impl RunnerIo {
     }
 
     /// Waits for the deployment repository, then pushes the build context.
+    ///
+    /// The wait lasts `cc_deployment_repo_timeout` and no longer: each
+    /// readiness check is cut at the deadline (plus [`LAST_CHECK_GRACE`] for
+    /// the last one), and a repository still not ready then is a final
+    /// failure, not a transient one, so the core does not wait all over again.
     pub async fn deploy(&self, app_id: &str, payload: &str) -> StepOutcome<()> {
-        let timeout = self.config.cc.deployment_repo_timeout;
-        let step = self
-            .config
-            .cc
-            .deployment_repo_wait_step
-            .max(Duration::from_millis(10));
-        let deadline = tokio::time::Instant::now() + timeout;
-        let url = loop {
-            match self.clever.get_app(app_id).await {
-                Ok(app) if app.repo_state.as_deref() == Some("CREATED") => match app.http_url {
-                    Some(url) => break url,
-                    None => {
-                        return StepOutcome::Failed {
-                            transient: false,
-                            user_message: format!(
-                                "The Clever Cloud application {app_id} has no git deployment URL."
-                            ),
-                        }
-                    }
-                },
-                Ok(_) => {}
-                Err(error) if error.is_transient() => {
-                    warn!(runner = %self.name, app_id, %error, "reading application state failed");
-                }
-                Err(error) => {
-                    return StepOutcome::Failed {
-                        transient: false,
-                        user_message: format!(
-                            "Clever Cloud: cannot read application {app_id}: {}",
-                            error.user_message()
-                        ),
-                    }
-                }
-            }
-            if tokio::time::Instant::now() + step > deadline {
-                return StepOutcome::Failed {
-                    transient: true,
-                    user_message: format!(
-                        "The deployment repository of the Clever Cloud application {app_id} was not ready after {} seconds.",
-                        timeout.as_secs_f64()
-                    ),
-                };
-            }
-            tokio::time::sleep(step).await;
+        let url = match self.wait_for_repository(app_id).await {
+            Ok(url) => url,
+            Err(outcome) => return outcome,
         };
         let files = match build_context::files(
             &self.config.heptapod_runner_main_image,
@@ -244,6 +211,68 @@ impl RunnerIo {
                     ),
                 }
             }
+        }
+    }
+
+    /// The deployment repository's URL once the application says it is
+    /// created, within `cc_deployment_repo_timeout`.
+    async fn wait_for_repository(&self, app_id: &str) -> Result<String, StepOutcome<()>> {
+        let timeout = self.config.cc.deployment_repo_timeout;
+        let step = self
+            .config
+            .cc
+            .deployment_repo_wait_step
+            .max(Duration::from_millis(10));
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
+        loop {
+            let check_deadline = deadline.max(tokio::time::Instant::now()) + LAST_CHECK_GRACE;
+            match tokio::time::timeout_at(check_deadline, self.clever.get_app(app_id)).await {
+                Ok(Ok(app)) if app.repo_state.as_deref() == Some("CREATED") => {
+                    return match app.http_url {
+                        Some(url) => Ok(url),
+                        None => Err(StepOutcome::Failed {
+                            transient: false,
+                            user_message: format!(
+                                "The Clever Cloud application {app_id} has no git deployment URL."
+                            ),
+                        }),
+                    };
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) if error.is_transient() => {
+                    warn!(runner = %self.name, app_id, %error, "reading application state failed");
+                }
+                Ok(Err(error)) => {
+                    return Err(StepOutcome::Failed {
+                        transient: false,
+                        user_message: format!(
+                            "Clever Cloud: cannot read application {app_id}: {}",
+                            error.user_message()
+                        ),
+                    })
+                }
+                Err(_elapsed) => {
+                    warn!(runner = %self.name, app_id, "reading application state: no answer before the deadline");
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                warn!(
+                    runner = %self.name,
+                    app_id,
+                    waited_secs = now.duration_since(started).as_secs_f64(),
+                    timeout_secs = timeout.as_secs_f64(),
+                    "deployment repository not ready within cc_deployment_repo_timeout"
+                );
+                // Final: the wait already lasted its whole configured time.
+                return Err(StepOutcome::Failed {
+                    transient: false,
+                    user_message: messages::deployment_repo_not_ready(app_id, timeout),
+                });
+            }
+            // The last check is made at the deadline itself.
+            tokio::time::sleep_until((now + step).min(deadline)).await;
         }
     }
 

@@ -5,20 +5,31 @@
 //! Nothing here mutates the driver's state: handlers read the latest snapshot
 //! from the watch channel, and one sampling task keeps a bounded history of
 //! figures (one [`Sample`] per period) for the plots.
+//!
+//! The server may face strangers (a port on the network), so it can never
+//! take from the service what the service needs: connections are capped
+//! ([`ServerLimits::max_connections`], excess closed at once), each one has a
+//! header-read timeout and a whole-connection time limit, requests are small
+//! (`GET`/`HEAD`, bounded headers, no body), and accept errors (out of file
+//! descriptors) pause the accept loop instead of spinning.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, warn};
 
 use crate::driver::Snapshot;
 
@@ -31,6 +42,21 @@ pub const HISTORY_LEN: usize = 900;
 /// Jobs listed on the HTML page at most (all are in `/status.json`).
 pub const PAGE_JOB_ROWS: usize = 500;
 
+/// Connections served at once by default (see [`connection_cap`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send a request's headers (also the longest an
+/// idle kept-alive connection stays open).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection stays open, whatever it does.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Largest request head (request line and headers) read, in bytes
+/// (hyper's smallest buffer).
+pub const MAX_HEADER_BYTES: usize = 8192;
+/// Largest number of request headers.
+pub const MAX_HEADERS: usize = 32;
+/// Pause of the accept loop after an accept error (such as `EMFILE`).
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(250);
+
 /// What the status server shows besides the snapshots.
 #[derive(Debug, Clone)]
 pub struct StatusConfig {
@@ -39,6 +65,42 @@ pub struct StatusConfig {
     pub started_at: SystemTime,
     pub sample_period: Duration,
     pub history_len: usize,
+    pub limits: ServerLimits,
+}
+
+/// Bounds of the status server's use of the process's resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Connections served at once; more are accepted and closed at once
+    /// (after a non-blocking `503` line), never queued.
+    pub max_connections: usize,
+    /// Time to send a request's headers, and to send the next request on a
+    /// kept-alive connection.
+    pub header_read_timeout: Duration,
+    /// A connection is closed this long after it was accepted.
+    pub connection_lifetime: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> ServerLimits {
+        ServerLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            connection_lifetime: CONNECTION_LIFETIME,
+        }
+    }
+}
+
+/// The status server's connection cap for a process allowed `open_files`
+/// file descriptors (its soft `RLIMIT_NOFILE`): [`DEFAULT_MAX_CONNECTIONS`],
+/// but never more than a quarter of the limit, so that the service's own
+/// connections (coordinators, Clever Cloud, git pushes) and its state
+/// database always find descriptors.
+pub fn connection_cap(open_files: Option<u64>) -> usize {
+    let quarter = open_files.map_or(usize::MAX, |limit| {
+        usize::try_from(limit / 4).unwrap_or(usize::MAX)
+    });
+    DEFAULT_MAX_CONNECTIONS.min(quarter).max(1)
 }
 
 impl StatusConfig {
@@ -50,6 +112,7 @@ impl StatusConfig {
             started_at,
             sample_period: SAMPLE_PERIOD,
             history_len: HISTORY_LEN,
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -80,7 +143,8 @@ pub fn bind_address(listen_address: &str) -> String {
 }
 
 /// Serves the status endpoints on `listener` and samples the history, until
-/// the listener fails or the future is dropped (with the process).
+/// the future is dropped (with the process). Accept errors are logged and
+/// waited out; they never end the server.
 pub async fn serve(
     listener: TcpListener,
     snapshots: watch::Receiver<Snapshot>,
@@ -88,6 +152,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (history_tx, history_rx) = watch::channel(History::new(config.history_len));
     let sampler = sample_history(snapshots.clone(), history_tx, config.sample_period);
+    let limits = config.limits.clone();
     let state = AppState {
         snapshots,
         history: history_rx,
@@ -100,10 +165,138 @@ pub async fn serve(
         .route("/history.json", get(history_json))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .layer(axum::middleware::from_fn(small_requests_only))
         .with_state(state);
     tokio::select! {
-        result = axum::serve(listener, router) => result,
+        never = accept_loop(listener, router, limits) => match never {},
         never = sampler => match never {},
+    }
+}
+
+/// Accepts connections while fewer than `limits.max_connections` are open;
+/// the others are closed at once.
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    limits: ServerLimits,
+) -> std::convert::Infallible {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut refused = RateLimitedCount::default();
+    let mut accept_errors = RateLimitedCount::default();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // Out of file descriptors (EMFILE, ENFILE) or memory: the
+                // pending connection stays queued and accept would fail
+                // again at once, so pause rather than spin.
+                if let Some(count) = accept_errors.count() {
+                    warn!(%error, errors = count, "status server: cannot accept connections; pausing");
+                }
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let service = TowerToHyperService::new(router.clone());
+                tokio::spawn(serve_connection(stream, service, limits.clone(), permit));
+            }
+            Err(_) => {
+                if let Some(count) = refused.count() {
+                    warn!(
+                        refused = count,
+                        max_connections = limits.max_connections,
+                        "status server: too many connections; closing new ones at once"
+                    );
+                }
+                // Best effort, never waiting: the socket buffer of a new
+                // connection has room for one short line.
+                let _ = stream.try_write(REFUSAL);
+            }
+        }
+    }
+}
+
+/// What a connection over the cap reads before it is closed.
+const REFUSAL: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// One connection, under the header-read timeout and the lifetime limit;
+/// `permit` is its place under the cap.
+async fn serve_connection(
+    stream: TcpStream,
+    service: TowerToHyperService<Router>,
+    limits: ServerLimits,
+    permit: OwnedSemaphorePermit,
+) {
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(limits.connection_lifetime, connection).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => debug!(%error, "status server: connection ended"),
+        Err(_elapsed) => debug!("status server: connection closed at its time limit"),
+    }
+    drop(permit);
+}
+
+/// Refuses what the pages never need: methods other than `GET` and `HEAD`,
+/// and request bodies.
+async fn small_requests_only(request: Request, next: Next) -> Response {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return close(response);
+    }
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    if has_body {
+        return close(StatusCode::PAYLOAD_TOO_LARGE.into_response());
+    }
+    next.run(request).await
+}
+
+/// The response, and the connection closed after it (its request's body,
+/// if any, is never read).
+fn close(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Counts events and says when to log them: the first one, then at most
+/// one line per [`LOG_PERIOD`] with the count since the last line.
+#[derive(Default)]
+struct RateLimitedCount {
+    since_logged: u64,
+    logged_at: Option<tokio::time::Instant>,
+}
+
+const LOG_PERIOD: Duration = Duration::from_secs(60);
+
+impl RateLimitedCount {
+    fn count(&mut self) -> Option<u64> {
+        self.since_logged += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .logged_at
+            .is_some_and(|at| now.duration_since(at) < LOG_PERIOD)
+        {
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.since_logged))
     }
 }
 

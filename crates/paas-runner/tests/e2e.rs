@@ -139,21 +139,42 @@ async fn clever_cloud_create_error_reaches_the_job_log() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deployment_repository_never_ready() {
+async fn deployment_repository_never_ready_fails_within_its_timeout() {
     let mut harness = Harness::start(quick(), |_| {}).await;
     harness.cluster.clever.set_repo_never_ready("-");
-    // Make the wait short: the generated configuration says 10 s.
+    // A short wait: the generated configuration says 10 s.
     let text = std::fs::read_to_string(&harness.config_path)
         .unwrap()
         .replace(
             "cc_deployment_repo_timeout = 10",
-            "cc_deployment_repo_timeout = 0.5",
+            "cc_deployment_repo_timeout = 2.5",
         );
     std::fs::write(&harness.config_path, text).unwrap();
     let (job, trace) = harness.run_one(&[]).await;
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.failure_reason.as_deref(), Some("runner_system_failure"));
-    assert!(trace.contains("was not ready after"), "{trace}");
+    assert!(
+        trace.contains("was not ready after 2.5 seconds, the longest this runner waits for it."),
+        "{trace}"
+    );
+    // From the job's pickup (the application is created at once) to the
+    // red message: the configured wait, plus a little, not several waits.
+    let picked_at = job.picked_at.expect("picked");
+    let failed_at = job.first_trace_at.expect("message written");
+    let took = failed_at.duration_since(picked_at);
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_millis(5500),
+        "failed {took:?} after the pickup\n{}",
+        harness.logs()
+    );
+    let logs = harness.logs();
+    assert_eq!(
+        logs.matches("deployment repository not ready within cc_deployment_repo_timeout")
+            .count(),
+        1,
+        "one wait, not retried:\n{logs}"
+    );
+    assert!(!logs.contains("deploy: retrying"), "{logs}");
     let stats = harness.cluster.clever.stats();
     assert!(stats.apps_created >= 1 && stats.apps_live == 0, "{stats:?}");
 }
@@ -166,6 +187,17 @@ async fn launch_timeout_writes_the_red_line_and_fails_the_job() {
     assert!(
         trace.contains("\x1b[31;1mJob not active (no log) after 1 seconds\x1b[0;m\n"),
         "{trace:?}"
+    );
+    // The stated wait is the real one: from the pickup (creation and
+    // deployment take a fraction of a second here) to the red line.
+    let took = job
+        .first_trace_at
+        .expect("message written")
+        .duration_since(job.picked_at.expect("picked"));
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "failed {took:?} after the pickup\n{}",
+        harness.logs()
     );
 }
 

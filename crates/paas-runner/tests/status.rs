@@ -48,7 +48,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use driver::{JobView, RunnerView, Snapshot};
 use paas_core::Stats;
-use status::{History, Sample, StatusConfig};
+use status::{History, Sample, ServerLimits, StatusConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -127,12 +129,17 @@ struct Server {
 
 impl Server {
     async fn start(snapshot: Snapshot) -> Server {
+        Server::start_with(snapshot, ServerLimits::default()).await
+    }
+
+    async fn start_with(snapshot: Snapshot, limits: ServerLimits) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let address = listener.local_addr().expect("address");
         let (snapshots, receiver) = watch::channel(snapshot);
-        tokio::spawn(status::serve(listener, receiver, config()));
+        let config = StatusConfig { limits, ..config() };
+        tokio::spawn(status::serve(listener, receiver, config));
         Server {
             address,
             snapshots,
@@ -429,4 +436,234 @@ async fn readiness_fails_once_shutting_down() {
     let (_, _, page) = server.get("/").await;
     assert!(page.contains("Shutting down"), "{page}");
     assert_eq!(server.json("/status.json").await["shutting_down"], true);
+}
+
+// ----- limits: the server cannot hurt the service -----
+
+/// Limits with short timeouts, so that no test waits long.
+fn short_limits(max_connections: usize) -> ServerLimits {
+    ServerLimits {
+        max_connections,
+        header_read_timeout: Duration::from_millis(300),
+        connection_lifetime: Duration::from_secs(30),
+    }
+}
+
+/// Reads until the server closes the connection (or resets it); returns
+/// what was read. Fails if the connection is still open after `DEADLINE`.
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return String::from_utf8_lossy(&received).into_owned(),
+            Ok(Ok(read)) => received.extend_from_slice(&buffer[..read]),
+            Err(_) => panic!(
+                "connection still open after {DEADLINE:?}; read {:?}",
+                String::from_utf8_lossy(&received)
+            ),
+        }
+    }
+}
+
+/// Sends one keep-alive request and reads its whole (small) answer.
+async fn keep_alive_request(stream: &mut TcpStream, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let text = String::from_utf8_lossy(&received).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .and_then(|length| length.trim().parse::<usize>().ok());
+            if length.is_some_and(|length| body.len() >= length) {
+                return text;
+            }
+        }
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        assert!(read > 0, "closed early: {text:?}");
+        received.extend_from_slice(&buffer[..read]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_request_is_closed_after_the_header_timeout() {
+    let server = Server::start_with(snapshot(), short_limits(8)).await;
+    let mut half_sent = TcpStream::connect(server.address).await.expect("connect");
+    let started = Instant::now();
+    half_sent
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: te")
+        .await
+        .expect("write");
+    read_until_closed(&mut half_sent).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(10),
+        "closed after {took:?}"
+    );
+
+    // A connection that sends nothing is closed the same way.
+    let mut idle = TcpStream::connect(server.address).await.expect("connect");
+    let started = Instant::now();
+    read_until_closed(&mut idle).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // So is a kept-alive connection once its request is answered.
+    let mut kept = TcpStream::connect(server.address).await.expect("connect");
+    let answer = keep_alive_request(&mut kept, "/health/live").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    read_until_closed(&mut kept).await;
+
+    // The server still answers.
+    assert_eq!(server.get("/health/live").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_refused_at_once() {
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_secs(30),
+        ..short_limits(2)
+    };
+    let server = Server::start_with(snapshot(), limits).await;
+    // Two connections hold the two places (each answered once, so each is
+    // known to be accepted), idle.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(server.address).await.expect("connect");
+        let answer = keep_alive_request(&mut stream, "/health/live").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        holders.push(stream);
+    }
+    // The third is closed at once, with a 503 line, not queued.
+    for _ in 0..3 {
+        let mut refused = TcpStream::connect(server.address).await.expect("connect");
+        let started = Instant::now();
+        let _ = refused
+            .write_all(b"GET /health/live HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await;
+        let answer = read_until_closed(&mut refused).await;
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 503"),
+            "{answer}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    // A place freed is taken again.
+    holders.pop();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut stream = TcpStream::connect(server.address).await.expect("connect");
+        stream
+            .write_all(b"GET /health/live HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let answer = read_until_closed(&mut stream).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no place freed: {answer}");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_small_get_or_head_without_body() {
+    let server = Server::start_with(snapshot(), short_limits(8)).await;
+    let exchange = |request: Vec<u8>| async move {
+        let mut stream = TcpStream::connect(server.address).await.expect("connect");
+        let _ = stream.write_all(&request).await;
+        read_until_closed(&mut stream).await
+    };
+    let answer = exchange(
+        b"POST /metrics HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            .to_vec(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    let answer =
+        exchange(b"GET /metrics HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nhello".to_vec())
+            .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let answer = exchange(
+        b"GET /metrics HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let mut huge = b"GET /metrics HTTP/1.1\r\nhost: t\r\n".to_vec();
+    for index in 0..400 {
+        huge.extend_from_slice(format!("x-filler-{index}: {}\r\n", "a".repeat(40)).as_bytes());
+    }
+    huge.extend_from_slice(b"\r\n");
+    let answer = exchange(huge).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+    let answer =
+        exchange(b"HEAD /metrics HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n".to_vec()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn the_connection_cap_leaves_most_files_to_the_service() {
+    assert_eq!(
+        status::connection_cap(None),
+        status::DEFAULT_MAX_CONNECTIONS
+    );
+    assert_eq!(status::connection_cap(Some(1_048_576)), 64);
+    assert_eq!(status::connection_cap(Some(256)), 64);
+    assert_eq!(status::connection_cap(Some(128)), 32);
+    assert_eq!(status::connection_cap(Some(2)), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_request_head_does_not_extend_the_header_timeout() {
+    let server = Server::start_with(snapshot(), short_limits(8)).await;
+    let mut stream = TcpStream::connect(server.address).await.expect("connect");
+    let started = Instant::now();
+    // One byte every 50 ms: the head would take seconds; the timeout counts
+    // from its first byte, not from the last.
+    let mut pace = tokio::time::interval(Duration::from_millis(50));
+    let head = b"GET /metrics HTTP/1.1\r\nhost: status\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    for byte in head {
+        pace.tick().await;
+        if stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+    }
+    let answer = read_until_closed(&mut stream).await;
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(50) * 40,
+        "closed after {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_is_closed_at_its_time_limit() {
+    let limits = ServerLimits {
+        max_connections: 8,
+        header_read_timeout: Duration::from_secs(30),
+        connection_lifetime: Duration::from_millis(500),
+    };
+    let server = Server::start_with(snapshot(), limits).await;
+    let mut stream = TcpStream::connect(server.address).await.expect("connect");
+    let started = Instant::now();
+    let answer = keep_alive_request(&mut stream, "/health/live").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    read_until_closed(&mut stream).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(10),
+        "closed after {took:?}"
+    );
 }

@@ -184,9 +184,201 @@ async fn a_taken_listen_address_stops_the_start() {
     .await
     .expect("exits in time")
     .expect("runs");
-    assert!(!output.status.success(), "{output:?}");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("listen_address"), "{stderr}");
-    assert!(stderr.contains(&address), "{stderr}");
+    let config = std::fs::read_to_string(&harness.config_path).expect("config");
+    let line = config
+        .lines()
+        .position(|line| line.starts_with("listen_address"))
+        .expect("listen_address line")
+        + 1;
+    let location = format!(
+        "{}:{line}: key `listen_address`: cannot listen on {address}",
+        harness.config_path.display()
+    );
+    assert!(stderr.contains(&location), "{location}\n{stderr}");
+    assert!(stderr.contains("127.0.0.1:9252"), "what to write: {stderr}");
     drop(taken);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_listen_address_is_a_configuration_error() {
+    let harness = Harness::start(quick(), |options| {
+        options.extra_global = "listen_address = \"http://127.0.0.1:9252\"\n".into();
+    })
+    .await;
+    let output = tokio::time::timeout(
+        DEADLINE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+            .arg("run")
+            .arg(&harness.config_path)
+            .current_dir(harness.dir.path())
+            .output(),
+    )
+    .await
+    .expect("exits in time")
+    .expect("runs");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("key `listen_address`"), "{stderr}");
+    assert!(
+        stderr.contains("neither an IP address nor a host name"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("127.0.0.1:9252"), "{stderr}");
+}
+
+/// Open files allowed to the runner in the flood test (soft and hard, so
+/// that raising the soft limit at start gains nothing).
+const FLOOD_OPEN_FILES: u64 = 128;
+/// Connections that send half a request and keep the socket open.
+const FLOOD_HALF_SENT: usize = 300;
+/// Connections that send nothing.
+const FLOOD_IDLE: usize = 100;
+/// Pace of each flooding connection's reconnections once the server closed
+/// it (load generation, not a wait for a condition).
+const FLOOD_RECONNECT_EVERY: Duration = Duration::from_millis(500);
+
+/// One flooding client: connects, sends `prefix`, holds the socket until the
+/// server closes it, then starts again, until `stop` is set.
+async fn flood_client(
+    address: String,
+    prefix: &'static [u8],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut pace = tokio::time::interval(FLOOD_RECONNECT_EVERY);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.load(Ordering::Relaxed) {
+        pace.tick().await;
+        let Ok(Ok(mut stream)) =
+            tokio::time::timeout(DEADLINE, tokio::net::TcpStream::connect(&address)).await
+        else {
+            continue;
+        };
+        if !prefix.is_empty() && stream.write_all(prefix).await.is_err() {
+            continue;
+        }
+        let mut buffer = [0u8; 256];
+        // Held until the server closes it (or the flood stops).
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buffer)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(read)) => {
+                    if buffer[..read].starts_with(b"HTTP/1.1 503") {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_under_a_low_file_limit_loses_no_job() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let mut harness = Harness::start(quick(), |options| {
+        options.extra_global = "listen_address = \"127.0.0.1:0\"\n".into();
+    })
+    .await;
+    harness.spawn_runner_with(|command| {
+        // SAFETY: setrlimit(2) only, which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = rustix::process::Rlimit {
+                    current: Some(FLOOD_OPEN_FILES),
+                    maximum: Some(FLOOD_OPEN_FILES),
+                };
+                rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    });
+    let address = logged_status_address(&harness).await;
+    let base = format!("http://{address}");
+    get_until(
+        &format!("{base}/health/ready"),
+        |status, _| status == 200,
+        &harness,
+    )
+    .await;
+    assert!(
+        strip_ansi(&harness.logs()).contains("max_connections=32"),
+        "the cap follows the file limit:\n{}",
+        harness.logs()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut flood = Vec::new();
+    for index in 0..FLOOD_HALF_SENT + FLOOD_IDLE {
+        let prefix: &'static [u8] = if index < FLOOD_HALF_SENT {
+            b"GET /metrics HTTP/1.1\r\nHost: status\r\nX-Slow: "
+        } else {
+            b""
+        };
+        flood.push(tokio::spawn(flood_client(
+            address.clone(),
+            prefix,
+            stop.clone(),
+            refused.clone(),
+        )));
+    }
+    // The flood is on once the server refuses connections.
+    let deadline = Instant::now() + DEADLINE;
+    while refused.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "no connection refused");
+        tokio::time::sleep(POLL_STEP).await;
+    }
+
+    let ids: Vec<u64> = (0..12)
+        .map(|_| harness.enqueue(&[(vars::FLAVOR, "S"), (vars::JOB_DURATION_MS, "1500")]))
+        .collect();
+    harness.wait_all_done(&ids).await;
+    let refused_during = refused.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    for client in flood {
+        client.await.expect("flood client");
+    }
+    for id in &ids {
+        let job = harness.job(*id);
+        assert_eq!(
+            job.status,
+            paas_sim::coordinator::JobStatus::Success,
+            "job {id}: {:?}\n{}",
+            job.failure_reason,
+            harness.logs()
+        );
+    }
+    assert!(refused_during > 0);
+
+    // Once the flood stops, the status page answers again.
+    let metrics = get_until(
+        &format!("{base}/metrics"),
+        |status, body| {
+            status == 200 && metric_value(body, "paas_runner_jobs_done_total") == Some(12.0)
+        },
+        &harness,
+    )
+    .await;
+    assert_eq!(
+        metric_value(&metrics, "paas_runner_jobs_failed_total"),
+        Some(0.0),
+        "{metrics}"
+    );
+    let logs = strip_ansi(&harness.logs());
+    assert!(!logs.contains("job failed"), "{logs}");
+    // The service never ran out of file descriptors (EMFILE).
+    assert!(!logs.contains("os error 24"), "{logs}");
+    assert!(!logs.contains("Too many open files"), "{logs}");
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(status.success(), "{status:?}\n{}", harness.logs());
 }

@@ -51,11 +51,18 @@ impl Harness {
 
     /// Starts the real binary on the harness's configuration.
     pub fn spawn_runner(&mut self) {
+        self.spawn_runner_with(|_| {});
+    }
+
+    /// Starts the real binary, its command set up by `configure` first.
+    pub fn spawn_runner_with(&mut self, configure: impl FnOnce(&mut Command)) {
         assert!(self.child.is_none(), "runner already running");
         self.runs += 1;
         let log = std::fs::File::create(self.dir.path().join(format!("runner-{}.log", self.runs)))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_paas-runner"));
+        configure(&mut command);
+        let child = command
             .arg("--log-level")
             .arg("info,paas_runner=debug")
             .arg("run")
