@@ -70,6 +70,26 @@ pub fn flavor_above_max(requested: &str, max_flavor: &str, table: &FlavorTable) 
     )
 }
 
+/// The job's payload (its definition as the coordinator sends it: script,
+/// variables, ...) is larger than the runner accepts.
+pub fn payload_too_large(limit_bytes: u64) -> String {
+    format!(
+        "ERROR: the definition of this job sent by GitLab is larger than the {} this runner accepts.\n\
+         Its variables (project, group and pipeline variables, files) or its script are probably very large: \
+         make them smaller, or run this job on another runner.",
+        size_text(limit_bytes)
+    )
+}
+
+fn size_text(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if bytes >= MIB && bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 /// The inner runner never wrote to the job log. The first line is the one
 /// heptapod-paas-runner writes; the second says what it means.
 pub fn launch_timeout(timeout_secs: u64, flavor: Option<&Flavor>, zone: &str) -> String {

@@ -54,6 +54,15 @@ impl RunnerIo {
         })
     }
 
+    /// Every secret of this runner's configuration (runner token,
+    /// `cc_token`, watch token), to scrub from outside text
+    /// ([`paas_core::sanitize`]).
+    pub fn secrets(&self) -> Vec<&Secret> {
+        let mut secrets = vec![&self.token, &self.config.cc.token];
+        secrets.extend(self.config.trace_watch.token.as_ref());
+        secrets
+    }
+
     /// The runner's flavor catalogue.
     pub async fn flavors(&self) -> Result<FlavorTable, CleverError> {
         let flavors = self
