@@ -53,14 +53,9 @@ pub fn sanitize(text: &str, max_chars: usize, secrets: &[&Secret]) -> String {
         .unwrap_or(0);
     let window = max_chars.saturating_add(longest_secret);
     let (prefix, longer_than_window) = char_prefix(text, window);
-    let mut scrubbed = prefix.to_owned();
-    for secret in secrets {
-        let value = secret.expose();
-        if value.chars().count() >= MIN_SCRUBBED_SECRET_CHARS {
-            scrubbed = scrubbed.replace(value, REDACTED);
-        }
-    }
-    let mut out = String::with_capacity(scrubbed.len().min(max_chars * 4) + CUT_MARKER.len());
+    let scrubbed = scrub(prefix, secrets);
+    let mut out =
+        String::with_capacity(scrubbed.len().min(max_chars.saturating_mul(4)) + CUT_MARKER.len());
     let mut kept = 0usize;
     let mut cut = longer_than_window;
     let mut rest = scrubbed.as_str();
@@ -85,6 +80,20 @@ pub fn sanitize(text: &str, max_chars: usize, secrets: &[&Secret]) -> String {
         out.push_str(CUT_MARKER);
     }
     out
+}
+
+/// `text` with every secret of `secrets` (of at least
+/// [`MIN_SCRUBBED_SECRET_CHARS`]) replaced by [`REDACTED`], and nothing
+/// else changed: for text that is already safe but may quote a secret.
+pub fn scrub(text: &str, secrets: &[&Secret]) -> String {
+    let mut scrubbed = text.to_owned();
+    for secret in secrets {
+        let value = secret.expose();
+        if value.chars().count() >= MIN_SCRUBBED_SECRET_CHARS {
+            scrubbed = scrubbed.replace(value, REDACTED);
+        }
+    }
+    scrubbed
 }
 
 /// [`sanitize`] of lossily decoded bytes (an HTTP body, a git message).

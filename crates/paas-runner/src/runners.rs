@@ -225,10 +225,12 @@ impl RunnerIo {
                 }
             }
         };
+        let plain_http_host = git_push::plain_http_host(&self.config.cc.api_url);
         let request = git_push::PushRequest {
             repo_url: &url,
             user: &self.config.cc.auth_user,
             password: &self.config.cc.token,
+            plain_http_host: plain_http_host.as_deref(),
             files: &files,
             message: "Job definition",
             author_name: "Heptapod Paas Runner",
