@@ -199,3 +199,46 @@ async fn no_token_travels_in_a_url() {
     let status = harness.signal_and_wait(SIGTERM).await;
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dangerous_configuration_values_exit_2_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = "[quota_computation]\nreference_runner = \"main\"\nreference_flavor = \"M\"\n\
+                reference_jobs_count = 4\n\n[[runners]]\nname = \"main\"\n\
+                url = \"https://heptapod.example\"\ntoken = \"glrt-main-token-value\"\n\
+                executor = \"clever-docker\"\ncc_orga_id = \"orga_x\"\n\
+                cc_token = \"cc-main-token-value\"\n";
+    let cases = [
+        (
+            "cc_token = \"cc-main-token-value\"",
+            "cc_token = \"cc-main-token-value\\n\"",
+            ":12: key `runners[0].cc_token`",
+        ),
+        (
+            "cc_orga_id = \"orga_x\"",
+            "cc_orga_id = \"orga_x/../self\"",
+            ":11: key `runners[0].cc_orga_id`",
+        ),
+        (
+            "token = \"glrt-main-token-value\"",
+            "token = \"glrt-main\\u001b[2J-token-value\"",
+            ":9: key `runners[0].token`",
+        ),
+    ];
+    for (old, new, expected) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, base.replacen(old, new, 1)).expect("write");
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+            .arg("run")
+            .arg(&path)
+            .current_dir(dir.path())
+            .output()
+            .await
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{new}: {stderr}");
+        assert!(stderr.contains(&format!("bad.toml{expected}")), "{stderr}");
+        assert!(!stderr.contains("token-value"), "secret shown: {stderr}");
+        assert!(!stderr.contains('\x1b'), "{stderr:?}");
+    }
+}
