@@ -125,6 +125,19 @@ async fn a_job_payload_over_the_limit_is_failed_with_a_message_and_not_stored() 
     // A normal job after it runs normally.
     let (next, next_trace) = harness.run_one(&[]).await;
     assert_eq!(next.status, JobStatus::Success, "{next_trace}");
+    // The service's peak memory stayed far from a whole-payload copy chain.
+    let pid = harness.child.as_ref().and_then(|child| child.id());
+    let peak_mib = pid
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map(|kib| kib / 1024);
+    println!("service peak RSS after a 16 MiB + 1 KiB payload: {peak_mib:?} MiB");
+    if let Some(peak_mib) = peak_mib {
+        assert!(peak_mib < 200, "peak RSS {peak_mib} MiB");
+    }
     let status = harness.signal_and_wait(SIGTERM).await;
     assert!(status.success());
     let logs = harness.logs();
@@ -241,4 +254,41 @@ async fn dangerous_configuration_values_exit_2_naming_file_line_and_key() {
         assert!(!stderr.contains("token-value"), "secret shown: {stderr}");
         assert!(!stderr.contains('\x1b'), "{stderr:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_deployment_repository_cannot_send_the_credentials_elsewhere() {
+    let mut harness = Harness::start(quick(), |_| {}).await;
+    let (foreign, connections) = foreign_listener().await;
+    // A repository on the allowed host (that of the http cc_api_url) that
+    // redirects every request to another host.
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let redirector_base = format!("http://{}", redirector.local_addr().expect("address"));
+    let target = foreign.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let location = format!("{target}{uri}");
+        async move {
+            (
+                axum::http::StatusCode::FOUND,
+                [(axum::http::header::LOCATION, location)],
+            )
+        }
+    });
+    tokio::spawn(async move { axum::serve(redirector, app).await });
+    harness
+        .cluster
+        .clever
+        .set_git_url_base(Some(&redirector_base));
+    let (job, trace) = harness.run_one(&[]).await;
+    assert_eq!(job.status, JobStatus::Failed, "{trace}");
+    assert!(trace.contains("302"), "{trace}");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed to the other host"
+    );
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(status.success());
 }
