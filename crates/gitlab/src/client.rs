@@ -240,7 +240,9 @@ impl CoordinatorClient {
     /// `timeout` bounds the whole exchange; with Workhorse long polling a
     /// request may be held for about a minute, so it must be longer than
     /// the coordinator's hold. A 201 whose payload lacks a usable `id` or
-    /// `token` gives [`GitlabError::Decode`].
+    /// `token` gives [`GitlabError::Decode`]; one larger than
+    /// [`MAX_JOB_PAYLOAD_BYTES`] is not read further and gives
+    /// [`JobRequestOutcome::TooLarge`].
     pub async fn request_job(
         &self,
         req: &JobRequest<'_>,
@@ -479,7 +481,8 @@ impl CoordinatorClient {
     }
 
     /// `GET /api/v4/projects/:project_id/jobs/:job_id/trace` with an access
-    /// token (scope `read_api` or `api`): the whole job log as stored.
+    /// token (scope `read_api` or `api`): the job log as stored, at most its
+    /// first [`MAX_TRACE_READ_BYTES`] (enough to see that it grew).
     ///
     /// 401 and 403 give [`GitlabError::Forbidden`] (the token cannot read
     /// that log).
