@@ -19,7 +19,7 @@
 //! show as [`CleverError::Unauthorized`]; OAuth1 and API tokens (Bearer, on
 //! another host) would then need their own [`CleverClient`] constructor.
 
-use paas_core::{Flavor, Secret};
+use paas_core::{sanitize, Flavor, Secret};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use reqwest::Method;
 use serde::Serialize;
@@ -39,6 +39,8 @@ pub struct CleverClient {
     orga_id: String,
     /// `token <cc_token>`, marked sensitive so that HTTP debug output hides it.
     authorization: HeaderValue,
+    /// `cc_token` itself, only to scrub it from the API's messages.
+    token: Secret,
     timeout: Duration,
     /// After a 429, every call of this client (and its clones) waits until
     /// then: a rate limit slows the whole API down, not one call.
@@ -244,6 +246,7 @@ impl CleverClient {
             api_url,
             orga_id: orga_id.to_owned(),
             authorization,
+            token,
             timeout: DEFAULT_TIMEOUT,
             paused_until: Default::default(),
         })
@@ -273,11 +276,23 @@ impl CleverClient {
         const ACTION: &str = "list flavors";
         let mut url = self.endpoint(&["products", "flavors"])?;
         url.query_pairs_mut().append_pair("context", context);
-        let entries: Vec<Value> = self
+        // Each entry is parsed on its own: one broken entry (a number out
+        // of range, a wrong type) is skipped, not the whole catalogue.
+        let raw_entries: Vec<Box<serde_json::value::RawValue>> = self
             .call_json(ACTION, Method::GET, url, Auth::None, None::<&()>)
             .await?;
         let mut flavors = Vec::new();
-        for entry in &entries {
+        for raw in &raw_entries {
+            let entry: Value = match serde_json::from_str(raw.get()) {
+                Ok(entry) => entry,
+                Err(error) => {
+                    tracing::warn!(
+                        error = %sanitize(&error.to_string(), MAX_QUOTED_CHARS, &[]),
+                        "unreadable flavor in the catalogue, ignored"
+                    );
+                    continue;
+                }
+            };
             let Some(api_name) = entry.get("name").and_then(Value::as_str) else {
                 continue;
             };
@@ -290,20 +305,29 @@ impl CleverClient {
             if entry.get("available").and_then(Value::as_bool) != Some(true) {
                 continue;
             }
+            let shown_name = sanitize(api_name, MAX_QUOTED_CHARS, &[]);
+            if shown_name != api_name {
+                // A name that would need escaping is no flavor name.
+                tracing::warn!(flavor = %shown_name, "flavor with a malformed name in the catalogue, ignored");
+                continue;
+            }
             let ram_mib = entry
                 .get("mem")
                 .and_then(lenient_u64)
-                .filter(|mem| *mem > 0);
+                .filter(|mem| (1..=MAX_FLAVOR_RAM_MIB).contains(mem));
             let cpus = entry
                 .get("cpus")
                 .and_then(lenient_u64)
                 .and_then(|c| u32::try_from(c).ok())
-                .filter(|c| *c > 0);
+                .filter(|c| (1..=MAX_FLAVOR_CPUS).contains(c));
             let (Some(ram_mib), Some(cpus)) = (ram_mib, cpus) else {
-                // A flavor without size would weigh nothing in the quota.
+                // A flavor without a sane size would weigh nothing (or
+                // everything) in the quota.
                 tracing::warn!(
                     flavor = api_name,
-                    "flavor without mem or cpus in the catalogue, ignored"
+                    max_ram_mib = MAX_FLAVOR_RAM_MIB,
+                    max_cpus = MAX_FLAVOR_CPUS,
+                    "flavor without a sane mem or cpus in the catalogue, ignored"
                 );
                 continue;
             };
@@ -502,9 +526,10 @@ impl CleverClient {
         body: Option<&impl Serialize>,
     ) -> Result<T, CleverError> {
         let bytes = self.call(action, method, url, auth, body).await?;
+        // serde_json's messages may quote the answer.
         serde_json::from_slice(&bytes).map_err(|err| CleverError::Decode {
             action,
-            detail: err.to_string(),
+            detail: sanitize(&err.to_string(), MAX_QUOTED_CHARS, &[&self.token]),
         })
     }
 
@@ -567,8 +592,21 @@ impl CleverClient {
             }
         }
         let mut bytes = Vec::new();
+        // An error answer is only quoted: its first few KiB are read, the
+        // rest never is.
+        let is_error = status >= 400;
+        let limit = if is_error {
+            MAX_ERROR_BODY_BYTES
+        } else {
+            MAX_RESPONSE_BYTES
+        };
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            if bytes.len() + chunk.len() > limit {
+                if is_error {
+                    let room = limit - bytes.len();
+                    bytes.extend_from_slice(&chunk[..room]);
+                    break;
+                }
                 return Err(CleverError::Decode {
                     action,
                     detail: format!("answer larger than {MAX_RESPONSE_BYTES} bytes"),
@@ -587,7 +625,7 @@ impl CleverClient {
         match status {
             0..=399 => Ok(bytes),
             401 | 403 => Err(CleverError::Unauthorized { action, status }),
-            _ => Err(api_error(action, status, &bytes)),
+            _ => Err(api_error(action, status, &bytes, &self.token)),
         }
     }
 }
@@ -597,8 +635,16 @@ const ERROR_ID_NOT_FOUND: i64 = 4004;
 /// Bound on an answer: the application list of a busy organisation is the
 /// largest, at a few kilobytes per application.
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
-/// Error bodies that are not the API's JSON are quoted up to this length.
-const MAX_QUOTED_CHARS: usize = 500;
+/// Bound on an error answer: only quoted, so a few KiB are plenty.
+pub const MAX_ERROR_BODY_BYTES: usize = 4 << 10;
+/// Messages of error answers (the API's `message`, or the body) are quoted
+/// up to this length.
+const MAX_QUOTED_CHARS: usize = paas_core::sanitize::MAX_MESSAGE_CHARS;
+/// Largest flavor believed: 16 TiB of RAM. Beyond it (or at 0) a catalogue
+/// entry is skipped rather than made into a weight of absurd size.
+const MAX_FLAVOR_RAM_MIB: u64 = 16 << 20;
+/// Largest number of vCPUs believed in a flavor.
+const MAX_FLAVOR_CPUS: u32 = 4096;
 
 #[derive(Clone, Copy)]
 enum Auth {
@@ -623,42 +669,38 @@ fn check_id(what: &str, id: &str) -> Result<(), CleverError> {
 }
 
 /// An error answer: `{"id": 4004, "message": "…", "type": "error"}`, or
-/// any other body quoted as the message.
-fn api_error(action: &'static str, status: u16, body: &[u8]) -> CleverError {
+/// any other body quoted as the message; either way sanitised (cut,
+/// control characters escaped, `cc_token` scrubbed: see
+/// [`paas_core::sanitize`]), since it reaches operator and job logs.
+fn api_error(action: &'static str, status: u16, body: &[u8], token: &Secret) -> CleverError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let id = parsed
         .as_ref()
         .and_then(|v| v.get("id"))
         .and_then(Value::as_i64);
-    let message = parsed
+    let message = match parsed
         .as_ref()
         .and_then(|v| v.get("message"))
         .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| quote(body));
+    {
+        Some(message) => sanitize(message.trim(), MAX_QUOTED_CHARS, &[token]),
+        None => sanitize(
+            String::from_utf8_lossy(body).trim(),
+            MAX_QUOTED_CHARS,
+            &[token],
+        ),
+    };
+    let message = if message.is_empty() {
+        "(empty answer)".to_owned()
+    } else {
+        message
+    };
     CleverError::Api {
         action,
         status,
         id,
         message,
     }
-}
-
-fn quote(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let text = text.trim();
-    if text.is_empty() {
-        return "(empty answer)".to_owned();
-    }
-    let mut quoted: String = text.chars().take(MAX_QUOTED_CHARS).collect();
-    if quoted.len() < text.len() {
-        quoted.push('…');
-    }
-    quoted
 }
 
 fn missing_id(action: &'static str) -> CleverError {
@@ -797,10 +839,12 @@ mod tests {
 
     #[test]
     fn error_bodies() {
+        let token = Secret::new("s3cret-cc-token");
         let err = api_error(
             "create application",
             400,
             br#"{"id":9017,"message":"The specified instance does not exist","type":"error"}"#,
+            &token,
         );
         assert_eq!(err.api_id(), Some(9017));
         assert_eq!(err.status(), Some(400));
@@ -815,7 +859,7 @@ mod tests {
         assert!(!err.is_transient());
 
         let long = format!("<html>{}</html>", "x".repeat(2000));
-        let err = api_error("list applications", 502, long.as_bytes());
+        let err = api_error("list applications", 502, long.as_bytes(), &token);
         let CleverError::Api {
             ref message,
             id: None,
@@ -826,13 +870,34 @@ mod tests {
         };
         assert!(
             message.starts_with("<html>xxx")
-                && message.ends_with('…')
-                && message.chars().count() == 501
+                && message.ends_with("…[cut]")
+                && message.chars().count() == MAX_QUOTED_CHARS + "…[cut]".chars().count(),
+            "{message}"
         );
         assert!(err.is_transient());
         assert_eq!(
-            api_error("x", 500, b"").user_message(),
+            api_error("x", 500, b"", &token).user_message(),
             "Clever Cloud error (HTTP 500): (empty answer)"
+        );
+        // Hostile messages: forged lines, terminal codes and the token.
+        let err = api_error(
+            "create application",
+            400,
+            br#"{"id":1,"message":"no\n2026-01-01 INFO forged \u001b[2J with s3cret-cc-token"}"#,
+            &token,
+        );
+        let message = err.user_message();
+        assert_eq!(
+            message,
+            "Clever Cloud error 1: no\\n2026-01-01 INFO forged \\u{1b}[2J with [REDACTED]"
+        );
+        let err = api_error("x", 502, b"raw\x1b[31m s3cret-cc-token\r\n", &token);
+        assert!(!err.to_string().contains("s3cret-cc-token"), "{err}");
+        assert!(
+            !err.to_string()
+                .chars()
+                .any(paas_core::sanitize::is_unsafe_char),
+            "{err}"
         );
     }
 

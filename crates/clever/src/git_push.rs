@@ -56,6 +56,9 @@ pub struct PushRequest<'a> {
     pub user: &'a str,
     /// Basic auth password (`cc_token`).
     pub password: &'a Secret,
+    /// The only host to which the credentials may go over plain http (see
+    /// [`plain_http_host`]); `None`: https only.
+    pub plain_http_host: Option<&'a str>,
     /// Flat list of regular files (no `/` in names), in any order.
     pub files: &'a [(String, Vec<u8>)],
     /// Commit message.
@@ -78,6 +81,7 @@ impl std::fmt::Debug for PushRequest<'_> {
             .field("repo_url", &self.repo_url)
             .field("user", &self.user)
             .field("password", &self.password)
+            .field("plain_http_host", &self.plain_http_host)
             .field("files (name, bytes)", &files)
             .field("message", &self.message)
             .field("author_name", &self.author_name)
@@ -117,6 +121,13 @@ pub enum PushError {
     /// The request itself cannot be pushed (bad URL, file name or author).
     #[error("invalid push request: {detail}")]
     InvalidRequest { detail: String },
+    /// The repository URL is plain http on a host credentials may not go
+    /// to over http: nothing was sent.
+    #[error(
+        "the deployment repository on host {host} is not served over https: \
+         the Clever Cloud credentials were not sent there"
+    )]
+    InsecureDestination { host: String },
 }
 
 impl PushError {
@@ -128,9 +139,41 @@ impl PushError {
             PushError::Unauthorized { .. }
             | PushError::Rejected { .. }
             | PushError::Protocol { .. }
-            | PushError::InvalidRequest { .. } => false,
+            | PushError::InvalidRequest { .. }
+            | PushError::InsecureDestination { .. } => false,
         }
     }
+
+    /// The same error with every occurrence of `secret` replaced (texts
+    /// quoted from the server could echo the password).
+    fn scrubbed(self, secret: &Secret) -> PushError {
+        let scrub = |text: String| paas_core::sanitize::scrub(&text, &[secret]);
+        match self {
+            PushError::Rejected { reason } => PushError::Rejected {
+                reason: scrub(reason),
+            },
+            PushError::Protocol { detail } => PushError::Protocol {
+                detail: scrub(detail),
+            },
+            PushError::Transport { detail, timed_out } => PushError::Transport {
+                detail: scrub(detail),
+                timed_out,
+            },
+            other => other,
+        }
+    }
+}
+
+/// The host to which credentials may go over plain http, given the
+/// configured `cc_api_url`: its host when it is itself plain http (a
+/// simulator, or a test setup), `None` when it is https (production: the
+/// deployment repositories must be https too).
+pub fn plain_http_host(api_url: &str) -> Option<String> {
+    let url = url::Url::parse(api_url).ok()?;
+    if url.scheme() != "http" {
+        return None;
+    }
+    url.host_str().map(str::to_owned)
 }
 
 /// Pushes `req.files` as the first commit of `refs/heads/master`, unless
@@ -141,7 +184,7 @@ pub async fn push(
     timeout: Duration,
 ) -> Result<PushOutcome, PushError> {
     match tokio::time::timeout(timeout, push_without_timeout(http, req)).await {
-        Ok(result) => result,
+        Ok(result) => result.map_err(|error| error.scrubbed(req.password)),
         Err(_elapsed) => Err(PushError::Transport {
             detail: format!("push did not finish within {} s", timeout.as_secs_f64()),
             timed_out: true,
@@ -166,6 +209,7 @@ async fn push_without_timeout(
     req: &PushRequest<'_>,
 ) -> Result<PushOutcome, PushError> {
     let repo = RepoUrls::new(req.repo_url)?;
+    check_destination(&repo.info_refs, req.plain_http_host)?;
     // Build the objects first: a request that cannot be pushed fails before
     // any network traffic.
     let pack = PackedCommit::new(req)?;
@@ -267,6 +311,22 @@ impl RepoUrls {
             display: base,
         })
     }
+}
+
+/// Credentials go over https, or over http to the one allowed host.
+fn check_destination(url: &url::Url, plain_http_host: Option<&str>) -> Result<(), PushError> {
+    let host = url.host_str().unwrap_or("");
+    let allowed = match url.scheme() {
+        "https" => true,
+        "http" => plain_http_host.is_some_and(|allowed| allowed.eq_ignore_ascii_case(host)),
+        _ => false,
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(PushError::InsecureDestination {
+        host: paas_core::sanitize(host, 255, &[]),
+    })
 }
 
 fn basic_authorization(user: &str, password: &Secret) -> Result<HeaderValue, PushError> {
@@ -441,14 +501,10 @@ fn strip_newline(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\n").unwrap_or(line)
 }
 
-/// Server text made safe to quote in a message: lossy UTF-8, no control
-/// characters, cut to a bounded length.
+/// Server text made safe to quote in a message (see
+/// [`paas_core::sanitize`]; the password is scrubbed by [`push`]).
 fn quote(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_QUOTED_CHARS)
-        .collect::<String>()
+    paas_core::sanitize_bytes(bytes, MAX_QUOTED_CHARS, &[])
         .trim()
         .to_owned()
 }

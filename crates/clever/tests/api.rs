@@ -541,3 +541,145 @@ async fn timeouts_and_unreachable_servers_are_transient() {
     assert!(err.is_transient());
     assert_no_token(&err);
 }
+
+#[tokio::test]
+async fn flavors_of_absurd_size_are_skipped_not_the_catalogue() {
+    let mock = Mock::start().await;
+    // Written by hand: `1e400` is out of range for serde_json and `NaN` is
+    // no JSON number, yet each must only cost its own entry.
+    mock.on(
+        "GET /v2/products/flavors",
+        200,
+        r#"[
+            {"name": "heptapod-runner-HUGE", "mem": 1e400, "cpus": 4, "available": true},
+            {"name": "heptapod-runner-BIG", "mem": 1e30, "cpus": 4, "available": true},
+            {"name": "heptapod-runner-NEG", "mem": -8192, "cpus": 4, "available": true},
+            {"name": "heptapod-runner-ZERO", "mem": 0, "cpus": 4, "available": true},
+            {"name": "heptapod-runner-NAN", "mem": "NaN", "cpus": 4, "available": true},
+            {"name": "heptapod-runner-TB", "mem": 1073741824, "cpus": 4, "available": true},
+            {"name": "heptapod-runner-CPU", "mem": 8192, "cpus": 1e12, "available": true},
+            {"name": "heptapod-runner-\u001b[2J", "mem": 8192, "cpus": 4, "available": true},
+            {"name": "heptapod-runner-M", "mem": 8192, "cpus": 4, "available": true}
+        ]"#,
+    );
+    let flavors = mock
+        .client()
+        .flavors("heptapod-runner", "heptapod-runner-")
+        .await
+        .expect("the catalogue is read despite its broken entries");
+    let names: Vec<&str> = flavors.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["M"]);
+}
+
+#[tokio::test]
+async fn clever_error_messages_are_sanitised_and_scrubbed_of_the_token() {
+    let mock = Mock::start().await;
+    let route = "POST /v2/organisations/orga_42/applications";
+    mock.on(
+        route,
+        400,
+        format!(
+            r#"{{"id":1234,"message":"token {TOKEN} refused\n2026-01-01T00:00:00Z INFO forged line \u001b[31m\u202e","type":"error"}}"#
+        ),
+    );
+    let spec = CreateApp {
+        name: "n".into(),
+        zone: "par".into(),
+        instance_version: "".into(),
+        instance_variant: "v".into(),
+        flavor_api_name: "f".into(),
+    };
+    let err = mock.client().create_app(&spec).await.unwrap_err();
+    assert_no_token(&err);
+    for shown in [err.to_string(), err.user_message()] {
+        assert!(!shown.contains(TOKEN), "{shown}");
+        assert!(shown.contains("[REDACTED]"), "{shown}");
+        assert!(
+            !shown.chars().any(paas_core::sanitize::is_unsafe_char),
+            "{shown:?}"
+        );
+        assert!(shown.contains("refused\\n2026"), "{shown}");
+    }
+    // Not JSON: the body itself, treated the same way.
+    mock.on(route, 502, format!("<html>{TOKEN}\r\n\x1b[2J</html>"));
+    let err = mock.client().create_app(&spec).await.unwrap_err();
+    assert_no_token(&err);
+    assert!(!err
+        .user_message()
+        .chars()
+        .any(paas_core::sanitize::is_unsafe_char));
+}
+
+/// A server answering `status_line` with a body claimed (and sent, as long
+/// as the client reads) to be 400 MB, generated on the fly; returns its URL
+/// and the count of bytes it managed to send.
+async fn flood_server(status_line: &'static str) -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const HUGE: u64 = 400_000_000;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v2", listener.local_addr().unwrap());
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 {status_line}\r\nContent-Type: application/json\r\nContent-Length: {HUGE}\r\n\r\n["
+                );
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let block = vec![b' '; 64 * 1024];
+                let mut total = 1u64;
+                while total < HUGE {
+                    let size = block.len().min((HUGE - total) as usize);
+                    if socket.write_all(&block[..size]).await.is_err() {
+                        break;
+                    }
+                    total += size as u64;
+                    counter.store(total, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (url, sent)
+}
+
+#[tokio::test]
+async fn oversized_answers_are_not_read_whole() {
+    use std::sync::atomic::Ordering;
+    for (status_line, limit) in [
+        (
+            "500 Internal Server Error",
+            paas_clever::api::MAX_ERROR_BODY_BYTES as u64,
+        ),
+        ("200 OK", 64 << 20),
+    ] {
+        let (url, sent) = flood_server(status_line).await;
+        let client = CleverClient::new(
+            &url,
+            "orga_42",
+            Secret::new(TOKEN),
+            reqwest::Client::builder().no_proxy().build().unwrap(),
+        )
+        .unwrap();
+        let err = client.list_apps().await.unwrap_err();
+        assert!(err.to_string().len() < 2048, "{err}");
+        let sent = sent.load(Ordering::SeqCst);
+        println!("{status_line}: {sent} of 400000000 bytes sent before the client hung up");
+        assert!(
+            sent < limit + (32 << 20),
+            "{status_line}: {sent} bytes sent"
+        );
+    }
+}

@@ -204,6 +204,7 @@ fn request<'a>(
         repo_url: url,
         user: USER,
         password,
+        plain_http_host: Some("127.0.0.1"),
         files,
         message: "Job 42",
         author_name: "Heptapod Paas Runner",
@@ -363,5 +364,58 @@ async fn whole_push_is_bounded_by_the_timeout() {
             }
         ),
         "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn credentials_go_over_plain_http_only_to_the_allowed_host() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // "Another host": another loopback address, counting connections.
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicU64::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let http = reqwest::Client::new();
+    let password = Secret::new(PASSWORD);
+    let files = job_files();
+    let url = format!("http://127.0.0.2:{port}/app_1.git");
+    for allowed in [Some("127.0.0.1"), Some("localhost"), None] {
+        let mut req = request(&url, &password, &files);
+        req.plain_http_host = allowed;
+        let err = push(&http, &req, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, PushError::InsecureDestination { host } if host == "127.0.0.2"),
+            "{err:?}"
+        );
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("127.0.0.2"), "{err}");
+        assert!(!format!("{err} {err:?}").contains(PASSWORD));
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "credentials sent");
+    // The allowed host over http, and https anywhere, are attempted.
+    let mut req = request(&url, &password, &files);
+    req.plain_http_host = Some("127.0.0.2");
+    let err = push(&http, &req, Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(
+        !matches!(err, PushError::InsecureDestination { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        paas_clever::git_push::plain_http_host("http://127.0.0.1:8080/v2").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        paas_clever::git_push::plain_http_host("https://api.clever-cloud.com/v2"),
+        None
     );
 }

@@ -11,6 +11,7 @@
 //! exist, whether the quota fits the largest flavor) is checked by the
 //! binary once flavors are known.
 
+mod checks;
 mod error;
 mod located;
 mod reader;

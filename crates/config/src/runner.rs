@@ -222,11 +222,17 @@ pub(crate) fn parse_runner(
     let name = table.required_string("name")?;
     let url = http_url(table, "url", table.required_string("url")?)?;
     let token = required_secret(table, &secrets, "token")?;
+    crate::checks::check_token(table, "token", "runner token", &token)?;
     let quota_max_fraction = table.fraction("quota_max_fraction")?.unwrap_or(1.0);
     let cc = parse_clever_settings(table, &secrets)?;
     let heptapod_runner_main_image = table
         .string("heptapod_runner_main_image")?
         .unwrap_or_else(|| DEFAULT_HEPTAPOD_RUNNER_MAIN_IMAGE.to_owned());
+    crate::checks::check_image(
+        table,
+        "heptapod_runner_main_image",
+        &heptapod_runner_main_image,
+    )?;
     let paas_helper_image = table.string("heptapod_paas_runner_helper_image")?;
     let trace_watch = parse_trace_watch(table, &secrets, warnings)?;
 
@@ -341,9 +347,15 @@ fn parse_clever_settings(
     if orga_id.is_empty() {
         return Err(table.error("cc_orga_id", "empty organization id"));
     }
+    crate::checks::check_orga_id(table, "cc_orga_id", &orga_id)?;
     let token = required_secret(table, secrets, "cc_token")?;
+    crate::checks::check_token(table, "cc_token", "Clever Cloud token", &token)?;
     let extra_env = match table.table("cc_extra_env")? {
-        Some(env_table) => parse_extra_env(&env_table)?,
+        Some(env_table) => {
+            let extra_env = parse_extra_env(&env_table)?;
+            crate::checks::check_extra_env(table, "cc_extra_env", &extra_env)?;
+            extra_env
+        }
         None => BTreeMap::new(),
     };
     let flavor_context = string_or(table, "cc_flavor_context", "heptapod-runner")?;
@@ -428,8 +440,12 @@ fn parse_trace_watch(
             warnings.push(watch.error(key, "unknown key: ignored").to_string());
         }
     }
+    let token = secret(&watch, secrets, "token")?;
+    if let Some(token) = &token {
+        crate::checks::check_token(&watch, "token", "job log watch token", token)?;
+    }
     Ok(TraceWatch {
-        token: secret(&watch, secrets, "token")?,
+        token,
         timeout: timeout.unwrap_or(defaults.timeout),
         poll_step: watch
             .seconds("poll_step", false)?

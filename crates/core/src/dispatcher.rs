@@ -289,6 +289,17 @@ struct Orphan {
 #[derive(Debug, Clone)]
 pub enum PollOutcome {
     Job(NewJob),
+    /// The coordinator handed over a job whose payload is larger than the
+    /// runner accepts: only its id and token could be read (from the start
+    /// of the payload, where GitLab puts them). The job is failed with a
+    /// message saying so, as a job of the user's making (`script_failure`:
+    /// retrying the same job would fail the same way).
+    JobTooLarge {
+        job_id: u64,
+        token: Secret,
+        /// The limit the payload exceeded, for the message.
+        limit_bytes: u64,
+    },
     NoJob,
     /// No job, and the next request will be held by the coordinator until a
     /// job may be there (Workhorse long polling): poll again at once.
@@ -675,7 +686,32 @@ impl Dispatcher {
                 } else {
                     now + check_interval
                 });
-                self.accept_job(runner, new_job, now);
+                self.accept_job(runner, new_job, None, now);
+            }
+            PollOutcome::JobTooLarge {
+                job_id,
+                token,
+                limit_bytes,
+            } => {
+                state.consecutive_errors = 0;
+                state.next_poll_at = Some(if self.config.repoll_immediately {
+                    now
+                } else {
+                    now + check_interval
+                });
+                let new_job = NewJob {
+                    job_id,
+                    token,
+                    project_id: None,
+                    requested_flavor: None,
+                    failure_reasons: None,
+                    payload: String::new(),
+                };
+                let failure = Failure {
+                    kind: FailureKind::User,
+                    message: messages::payload_too_large(limit_bytes),
+                };
+                self.accept_job(runner, new_job, Some(failure), now);
             }
             PollOutcome::NoJob => {
                 state.consecutive_errors = 0;
@@ -1128,7 +1164,15 @@ impl Dispatcher {
         }
     }
 
-    fn accept_job(&mut self, runner: RunnerIdx, new_job: NewJob, now: Instant) {
+    /// Takes a job handed over by a coordinator; `preset_failure` fails it
+    /// at once (nothing is provisioned), whatever its flavor.
+    fn accept_job(
+        &mut self,
+        runner: RunnerIdx,
+        new_job: NewJob,
+        preset_failure: Option<Failure>,
+        now: Instant,
+    ) {
         let key = JobKey {
             runner,
             job_id: new_job.job_id,
@@ -1145,6 +1189,7 @@ impl Dispatcher {
         let max_weight = spec.max_job_weight();
         let flavor = spec.flavors.get(&flavor_name).cloned();
         let failure = match &flavor {
+            _ if preset_failure.is_some() => preset_failure,
             None => Some(Failure {
                 kind: FailureKind::User,
                 message: messages::unknown_flavor(&flavor_name, &spec.flavors, max_weight),

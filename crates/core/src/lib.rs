@@ -10,6 +10,7 @@ pub mod flavor;
 pub mod job;
 pub mod messages;
 pub mod record;
+pub mod sanitize;
 pub mod secret;
 
 pub use dispatcher::{
@@ -19,4 +20,5 @@ pub use dispatcher::{
 pub use flavor::{weight_of_ram_mib, Flavor, FlavorTable};
 pub use job::{App, Failure, FailureKind, Job, JobKey, NewJob, Resource, RunnerIdx, Stage};
 pub use record::{JobRecord, StageRecord};
+pub use sanitize::{sanitize, sanitize_bytes};
 pub use secret::Secret;

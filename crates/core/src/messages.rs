@@ -38,8 +38,9 @@ fn colour_lines(colour: &str, text: &str) -> String {
 /// The job asked for a flavor the cloud does not offer.
 pub fn unknown_flavor(requested: &str, table: &FlavorTable, max_weight: f64) -> String {
     let allowed = table.names_up_to(max_weight);
+    let shown = quoted(requested);
     let mut text = format!(
-        "ERROR: the flavor {requested:?} requested by the {FLAVOR_VARIABLE} job variable does not exist.\n\
+        "ERROR: the flavor {shown} requested by the {FLAVOR_VARIABLE} job variable does not exist.\n\
          Allowed flavors on this runner: {}.",
         allowed.join(", ")
     );
@@ -63,13 +64,43 @@ pub fn flavor_above_max(requested: &str, max_flavor: &str, table: &FlavorTable) 
         .get(max_flavor)
         .map(|max| table.names_up_to(max.weight()))
         .unwrap_or_default();
+    let shown = quoted(requested);
     format!(
-        "ERROR: the flavor {requested:?} requested by the {FLAVOR_VARIABLE} job variable is larger than \
+        "ERROR: the flavor {shown} requested by the {FLAVOR_VARIABLE} job variable is larger than \
          the maximum flavor {max_flavor:?} of this runner.\n\
          Allowed flavors on this runner: {}.\n\
          Change the value of {FLAVOR_VARIABLE} in your job definition, or run this job on another runner.",
         allowed.join(", ")
     )
+}
+
+/// A value from the job, in double quotes, sanitised (it is the user's
+/// text: no line break or terminal code may reach the log as such).
+fn quoted(value: &str) -> String {
+    format!(
+        "\"{}\"",
+        crate::sanitize::sanitize(value, crate::sanitize::MAX_VALUE_CHARS, &[])
+    )
+}
+
+/// The job's payload (its definition as the coordinator sends it: script,
+/// variables, ...) is larger than the runner accepts.
+pub fn payload_too_large(limit_bytes: u64) -> String {
+    format!(
+        "ERROR: the definition of this job sent by GitLab is larger than the {} this runner accepts.\n\
+         Its variables (project, group and pipeline variables, files) or its script are probably very large: \
+         make them smaller, or run this job on another runner.",
+        size_text(limit_bytes)
+    )
+}
+
+fn size_text(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if bytes >= MIB && bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// The inner runner never wrote to the job log within `timeout` of the

@@ -318,6 +318,28 @@ fn flavor_above_the_maximum_names_the_maximum() {
     assert_eq!(harness.total(Kind::Delete), 0);
 }
 
+#[test]
+fn job_too_large_is_failed_as_user_error_with_the_limit_and_nothing_created() {
+    let harness = Setup::new().job(JobSpec::new(0).too_large()).run();
+    let job = harness.coordinator.job(1);
+    assert_eq!(job.failure_reports, [FailureKind::User]);
+    let expected = messages::red_lines(&messages::payload_too_large(16 << 20));
+    assert_eq!(job.log, expected);
+    job.assert_log_contains("larger than the 16 MiB this runner accepts");
+    assert_eq!(harness.cloud.creations, 0);
+    assert_eq!(harness.total(Kind::Delete), 0);
+    // Failed the normal way: confirmed first, then the message, then the report.
+    let trace = harness.trace_of(1);
+    assert_before(&trace, "ConfirmJob j1", "AppendLog j1");
+    assert_before(&trace, "AppendLog j1", "ReportFailure j1 User");
+    // Other jobs are not held back by it.
+    let harness = Setup::new()
+        .job(JobSpec::new(0).too_large())
+        .job(JobSpec::new(0))
+        .run();
+    assert_eq!(harness.coordinator.job(2).state, CoordState::Success);
+}
+
 // ----- provisioning failures -----
 
 #[test]

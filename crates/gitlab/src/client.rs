@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use paas_core::Secret;
+use paas_core::{sanitize, Secret};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_RANGE, CONTENT_TYPE};
 use reqwest::Method;
 use serde::ser::SerializeMap;
@@ -86,7 +86,30 @@ pub const ADVERTISED_FEATURES: &[(&str, bool)] = &[
 const MAX_LAST_UPDATE_BYTES: usize = 1024;
 
 /// Server messages quoted in errors are cut to this many characters.
-const MAX_MESSAGE_CHARS: usize = 512;
+const MAX_MESSAGE_CHARS: usize = paas_core::sanitize::MAX_MESSAGE_CHARS;
+
+/// Largest job payload (the 201 answer of `POST /jobs/request`) taken.
+///
+/// GitLab's payloads are a few kilobytes to a few hundred (variables,
+/// steps, dependencies); 16 MiB leaves room for very large variable sets
+/// while bounding what one job can make the service hold in memory and
+/// write to its store. A larger payload is never read whole: the job is
+/// failed from what its first bytes say ([`JobRequestOutcome::TooLarge`]).
+pub const MAX_JOB_PAYLOAD_BYTES: usize = 16 << 20;
+
+/// Largest job log read by [`CoordinatorClient::read_trace`]: a launch
+/// check only needs to know that the log grew past a few hundred bytes.
+pub const MAX_TRACE_READ_BYTES: usize = 1 << 20;
+
+/// Largest successful answer of the other calls (small JSON objects).
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Largest error answer read: a few KiB is plenty for Rails' `{"message":
+/// …}` or a proxy's error page; the rest is not read.
+pub const MAX_ERROR_BODY_BYTES: usize = 4 << 10;
+
+/// Longest `Job-Status` header value kept (statuses are short words).
+const MAX_JOB_STATUS_CHARS: usize = 32;
 
 /// Wait before repeating a PUT answered 202 when the coordinator gives no
 /// `X-GitLab-Trace-Update-Interval` (Rails' own first step is 1 s).
@@ -217,7 +240,9 @@ impl CoordinatorClient {
     /// `timeout` bounds the whole exchange; with Workhorse long polling a
     /// request may be held for about a minute, so it must be longer than
     /// the coordinator's hold. A 201 whose payload lacks a usable `id` or
-    /// `token` gives [`GitlabError::Decode`].
+    /// `token` gives [`GitlabError::Decode`]; one larger than
+    /// [`MAX_JOB_PAYLOAD_BYTES`] is not read further and gives
+    /// [`JobRequestOutcome::TooLarge`].
     pub async fn request_job(
         &self,
         req: &JobRequest<'_>,
@@ -233,8 +258,19 @@ impl CoordinatorClient {
             // >= 17.11 sends the header as well (reference §1).
             .header("RUNNER-TOKEN", runner_token)
             .body(body);
-        let reply = self.exchange(request, &url, timeout).await?;
+        let reply = self
+            .exchange(request, &url, timeout, MAX_JOB_PAYLOAD_BYTES)
+            .await?;
         match reply.status {
+            201 if reply.truncated => {
+                // Never taken whole: the id and token come first in GitLab's
+                // payload, so the job can still be failed properly.
+                let id_and_token = crate::job::id_and_token_of_prefix(&reply.body);
+                Ok(JobRequestOutcome::TooLarge {
+                    id_and_token,
+                    limit_bytes: MAX_JOB_PAYLOAD_BYTES as u64,
+                })
+            }
             201 => {
                 let payload =
                     String::from_utf8(reply.body).map_err(|error| GitlabError::Decode {
@@ -271,15 +307,15 @@ impl CoordinatorClient {
     /// `GET /api/v4/job` with the job token: is the job still executing?
     pub async fn job_status(&self, job_token: &Secret) -> Result<RemoteJobStatus, GitlabError> {
         let url = format!("{}/job", self.api_root);
-        // The token goes both as the header (what gitlab-runner sends) and
-        // as the `job_token` parameter (what heptapod-paas-runner sends):
-        // GitLab reads either; coordinators that read only one still work.
-        // The query never reaches logs (errors name `url`, built without it).
+        // The token goes in the `JOB-TOKEN` header only, as gitlab-runner
+        // sends it (GitLab also reads `job_token`/`token` parameters, but a
+        // token in a URL ends up in proxies' access logs).
         let request = self
             .request(Method::GET, &url)
-            .query(&[("job_token", job_token.expose())])
             .header("JOB-TOKEN", sensitive_header(&url, job_token)?);
-        let reply = self.exchange(request, &url, self.call_timeout).await?;
+        let reply = self
+            .exchange(request, &url, self.call_timeout, MAX_ANSWER_BYTES)
+            .await?;
         match reply.status {
             200 => {
                 let status = serde_json::from_slice::<Value>(&reply.body)
@@ -329,7 +365,7 @@ impl CoordinatorClient {
                 after: update_retry_delay(&reply.headers),
             }),
             403 => {
-                let job_status = header_text(&reply.headers, "Job-Status");
+                let job_status = job_status_header(&reply.headers);
                 let message = server_message(&reply.body, &[job_token]);
                 if job_status.is_some() || says_not_running(&message) {
                     Ok(UpdateOutcome::NotRunning { job_status })
@@ -362,7 +398,7 @@ impl CoordinatorClient {
             state: "running",
         };
         let (url, reply) = self.put_job(job_id, job_token, &body).await?;
-        let job_status = header_text(&reply.headers, "Job-Status").filter(|text| !text.is_empty());
+        let job_status = job_status_header(&reply.headers).filter(|text| !text.is_empty());
         match reply.status {
             200 => match job_status.as_deref() {
                 // As gitlab-runner reads PUT answers (reference §3).
@@ -445,7 +481,8 @@ impl CoordinatorClient {
     }
 
     /// `GET /api/v4/projects/:project_id/jobs/:job_id/trace` with an access
-    /// token (scope `read_api` or `api`): the whole job log as stored.
+    /// token (scope `read_api` or `api`): the job log as stored, at most its
+    /// first [`MAX_TRACE_READ_BYTES`] (enough to see that it grew).
     ///
     /// 401 and 403 give [`GitlabError::Forbidden`] (the token cannot read
     /// that log).
@@ -464,7 +501,9 @@ impl CoordinatorClient {
             // The only call whose answer is not JSON: ask for what it is.
             .header(ACCEPT, "text/plain, */*")
             .header("PRIVATE-TOKEN", sensitive_header(&url, private_token)?);
-        let reply = self.exchange(request, &url, self.call_timeout).await?;
+        let reply = self
+            .exchange(request, &url, self.call_timeout, MAX_TRACE_READ_BYTES)
+            .await?;
         match reply.status {
             200 => Ok(reply.body),
             401 | 403 => Err(GitlabError::Forbidden {
@@ -494,12 +533,11 @@ impl CoordinatorClient {
             .header(CONTENT_TYPE, "text/plain")
             .header(CONTENT_RANGE, content_range)
             .header("JOB-TOKEN", sensitive_header(url, job_token)?)
-            // Also as the `token` parameter, as heptapod-paas-runner sends it
-            // (see `job_status`).
-            .query(&[("token", job_token.expose())])
             .body(bytes.to_vec());
-        let reply = self.exchange(request, url, self.call_timeout).await?;
-        let job_status = header_text(&reply.headers, "Job-Status");
+        let reply = self
+            .exchange(request, url, self.call_timeout, MAX_ANSWER_BYTES)
+            .await?;
+        let job_status = job_status_header(&reply.headers);
         match reply.status {
             202 => {
                 let new_offset = match header_text(&reply.headers, "Range")
@@ -555,7 +593,9 @@ impl CoordinatorClient {
             .header(CONTENT_TYPE, "application/json")
             .header("JOB-TOKEN", sensitive_header(&url, job_token)?)
             .body(body);
-        let reply = self.exchange(request, &url, self.call_timeout).await?;
+        let reply = self
+            .exchange(request, &url, self.call_timeout, MAX_ANSWER_BYTES)
+            .await?;
         Ok((url, reply))
     }
 
@@ -567,22 +607,32 @@ impl CoordinatorClient {
             .header(ACCEPT, "application/json")
     }
 
-    /// Sends `request` and reads the whole answer, within `timeout`.
+    /// Sends `request` and reads the answer, within `timeout`: at most
+    /// `success_limit` bytes of a 2xx body, at most
+    /// [`MAX_ERROR_BODY_BYTES`] of any other; the body is read chunk by
+    /// chunk and the rest is never read ([`Reply::truncated`]).
     async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
         url: &str,
         timeout: Duration,
+        success_limit: usize,
     ) -> Result<Reply, GitlabError> {
         let exchange = async {
-            let response = request.send().await?;
+            let mut response = request.send().await?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            let body = response.bytes().await?;
+            let limit = if (200..300).contains(&status) {
+                success_limit
+            } else {
+                MAX_ERROR_BODY_BYTES
+            };
+            let (body, truncated) = read_bounded(&mut response, limit).await?;
             Ok::<Reply, reqwest::Error>(Reply {
                 status,
                 headers,
-                body: Vec::from(body),
+                body,
+                truncated,
             })
         };
         // One deadline for connecting, sending and reading the whole body,
@@ -606,11 +656,31 @@ impl CoordinatorClient {
     }
 }
 
-/// A whole answer.
+/// An answer, with at most a bounded prefix of its body.
 struct Reply {
     status: u16,
     headers: HeaderMap,
     body: Vec<u8>,
+    /// The body was longer than the limit: `body` is its first bytes only.
+    truncated: bool,
+}
+
+/// Reads at most `limit` bytes of the body, chunk by chunk; whether more
+/// was there. The rest is not read (the connection is then dropped).
+async fn read_bounded(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
 }
 
 enum PatchReply {
@@ -786,12 +856,18 @@ fn failure(url: String, reply: &Reply, sent_secrets: &[&Secret]) -> GitlabError 
         // Usually http -> https or a moved instance: the operator has to fix
         // the configured url, so say where the coordinator points.
         if let Some(location) = header_text(&reply.headers, "Location") {
-            message = format!("redirect to {location} not followed; fix the coordinator url");
+            message = format!(
+                "redirect to {} not followed; fix the coordinator url",
+                sanitize(&location, MAX_MESSAGE_CHARS, sent_secrets)
+            );
         }
     }
     if is_retryable_status(reply.status) {
         let detail = match header_text(&reply.headers, "Retry-After") {
-            Some(retry_after) => format!("{message} (Retry-After: {retry_after})"),
+            Some(retry_after) => format!(
+                "{message} (Retry-After: {})",
+                sanitize(&retry_after, 64, sent_secrets)
+            ),
             None => message,
         };
         GitlabError::Unavailable {
@@ -809,30 +885,30 @@ fn failure(url: String, reply: &Reply, sent_secrets: &[&Secret]) -> GitlabError 
 }
 
 /// The server's explanation: Rails' `{"message": …}` (or `{"error": …}`),
-/// else the body text; scrubbed of the tokens we sent, then shortened.
+/// else the body text; sanitised (cut, control characters escaped, the
+/// tokens we sent scrubbed, see [`paas_core::sanitize`]).
 fn server_message(body: &[u8], sent_secrets: &[&Secret]) -> String {
     let parsed = serde_json::from_slice::<Value>(body).ok();
     let text = match parsed
         .as_ref()
         .and_then(|json| json.get("message").or(json.get("error")))
     {
-        Some(Value::String(text)) => text.clone(),
-        Some(other) => other.to_string(),
-        None => String::from_utf8_lossy(body).trim().to_owned(),
-    };
-    let mut text = text;
-    for secret in sent_secrets {
-        if !secret.is_empty() {
-            text = text.replace(secret.expose(), "[REDACTED]");
+        Some(Value::String(text)) => sanitize(text.trim(), MAX_MESSAGE_CHARS, sent_secrets),
+        Some(other) => sanitize(&other.to_string(), MAX_MESSAGE_CHARS, sent_secrets),
+        None => {
+            let text = String::from_utf8_lossy(body);
+            sanitize(text.trim(), MAX_MESSAGE_CHARS, sent_secrets)
         }
-    }
+    };
     if text.is_empty() {
         return "(empty body)".to_owned();
     }
-    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
+    text
+}
+
+/// The `Job-Status` header, cut and sanitised (it reaches logs).
+fn job_status_header(headers: &HeaderMap) -> Option<String> {
+    header_text(headers, "Job-Status").map(|text| sanitize(&text, MAX_JOB_STATUS_CHARS, &[]))
 }
 
 /// The cause of a failed exchange, without the URL (given separately).
@@ -913,7 +989,14 @@ mod tests {
         check("token glrt-scrubme is bad", "token [REDACTED] is bad");
         let long = "é".repeat(MAX_MESSAGE_CHARS + 10);
         let shortened = server_message(long.as_bytes(), &[]);
-        assert_eq!(shortened.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert_eq!(
+            shortened,
+            format!("{}…[cut]", "é".repeat(MAX_MESSAGE_CHARS))
+        );
+        check(
+            "{\"message\":\"bad\\n2026-01-01 INFO forged \\u001b[31m\"}",
+            "bad\\n2026-01-01 INFO forged \\u{1b}[31m",
+        );
     }
 
     #[test]

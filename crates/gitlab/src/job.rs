@@ -28,6 +28,15 @@ pub enum JobRequestOutcome {
     /// 409: the coordinator lost a race or a lock; treat as no job and poll
     /// again soon.
     Conflict,
+    /// 201 with a payload larger than `limit_bytes`: only its first
+    /// `limit_bytes` were read. `id_and_token` are the job's `id` and
+    /// `token` when they could be read from that prefix (GitLab sends them
+    /// first), so that the job can be failed with a message; `None` when
+    /// not (the coordinator's own timeout then ends the job).
+    TooLarge {
+        id_and_token: Option<(u64, Secret)>,
+        limit_bytes: u64,
+    },
 }
 
 /// A job handed over by the coordinator.
@@ -182,6 +191,57 @@ impl fmt::Debug for JobVariable {
     }
 }
 
+/// The `id` and `token` of a job payload of which only `prefix` is known
+/// (the payload was cut): read by a tolerant visitor that records the two
+/// fields as it meets them among the top-level entries and stops there;
+/// whatever follows (including the cut) does not matter. `None` when the
+/// prefix ends before both were seen, or they are unusable.
+pub fn id_and_token_of_prefix(prefix: &[u8]) -> Option<(u64, Secret)> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+    use std::cell::RefCell;
+
+    #[derive(Default)]
+    struct Found {
+        id: Option<u64>,
+        token: Option<String>,
+    }
+    struct Head<'a>(&'a RefCell<Found>);
+    impl<'de> Visitor<'de> for Head<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a job payload object")
+        }
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match key.as_ref() {
+                    "id" => self.0.borrow_mut().id = lenient_u64(&map.next_value::<Value>()?),
+                    "token" => {
+                        self.0.borrow_mut().token = match map.next_value::<Value>()? {
+                            Value::String(token) if !token.is_empty() => Some(token),
+                            _ => None,
+                        }
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                let found = self.0.borrow();
+                if found.id.is_some() && found.token.is_some() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+    let found = RefCell::new(Found::default());
+    let mut deserializer = serde_json::Deserializer::from_slice(prefix);
+    // The result is an error for a cut payload (or when the visitor stops
+    // early); what was recorded until then is what counts.
+    let _ = (&mut deserializer).deserialize_map(Head(&found));
+    let found = found.into_inner();
+    Some((found.id?, Secret::new(found.token?)))
+}
+
 /// A non-negative integer, also when sent as a string of digits.
 fn lenient_u64(value: &Value) -> Option<u64> {
     match value {
@@ -275,6 +335,39 @@ mod tests {
             ]
         );
         assert_eq!(job.failure_reasons, None);
+    }
+
+    #[test]
+    fn id_and_token_are_read_from_a_cut_payload() {
+        let payload = format!(
+            r#"{{"id":42,"token":"{SECRET_TOKEN}","allow_git_fetch":true,"variables":[{{"key":"A","value":"xxxxxxxx"#
+        );
+        let (id, token) = id_and_token_of_prefix(payload.as_bytes()).expect("id and token");
+        assert_eq!(id, 42);
+        assert_eq!(token.expose(), SECRET_TOKEN);
+        // In another order, as strings, after other fields, cut anywhere after them.
+        let payload =
+            format!(r#" {{"job_info":{{"id":1}}, "token":"{SECRET_TOKEN}", "id":"7", "x":"#);
+        for cut in payload.find(r#", "x""#).expect("marker")..=payload.len() {
+            let (id, token) =
+                id_and_token_of_prefix(&payload.as_bytes()[..cut]).expect("id and token");
+            assert_eq!((id, token.expose()), (7, SECRET_TOKEN), "cut at {cut}");
+        }
+        // Cut before both are known, or unusable: nothing.
+        for prefix in [
+            format!(r#"{{"id":42,"token":"{SECRET_TOKEN}"#),
+            r#"{"id":42,"variables":[1,2"#.to_owned(),
+            r#"{"id":-1,"token":"t"}"#.to_owned(),
+            r#"{"id":1,"token":""}"#.to_owned(),
+            r#"[{"id":1,"token":"t"}]"#.to_owned(),
+            String::new(),
+            "\u{1b}garbage".to_owned(),
+        ] {
+            assert!(
+                id_and_token_of_prefix(prefix.as_bytes()).is_none(),
+                "{prefix}"
+            );
+        }
     }
 
     #[test]

@@ -17,9 +17,12 @@ mod range;
 
 pub use client::{
     http_client_builder, AppendOutcome, ConfirmOutcome, CoordinatorClient, RemoteJobStatus,
-    UpdateOutcome, ADVERTISED_FEATURES, DEFAULT_CALL_TIMEOUT, MAX_TRACE_CHUNK_BYTES, USER_AGENT,
+    UpdateOutcome, ADVERTISED_FEATURES, DEFAULT_CALL_TIMEOUT, MAX_ERROR_BODY_BYTES,
+    MAX_JOB_PAYLOAD_BYTES, MAX_TRACE_CHUNK_BYTES, MAX_TRACE_READ_BYTES, USER_AGENT,
 };
 pub use error::GitlabError;
 pub use failure::FailureReason;
-pub use job::{AcquiredJob, JobRequest, JobRequestOutcome, JobVariable, PayloadError};
+pub use job::{
+    id_and_token_of_prefix, AcquiredJob, JobRequest, JobRequestOutcome, JobVariable, PayloadError,
+};
 pub use range::parse_range_end;

@@ -73,15 +73,18 @@ pub async fn state(config_path: &Path) -> ExitCode {
                 (None, false) => "not yet confirmed to the coordinator".to_owned(),
                 (None, true) => String::new(),
             };
+            // The flavor comes from a job variable, the note may quote a
+            // cloud message: outside text, printed only sanitised.
+            let shown = |text: &str, max_chars| paas_core::sanitize(text, max_chars, &[]);
             println!(
                 "{:<10} {:>10}  {:<16} {:<7} {:>7.1}  {:<44} {}",
                 runner,
                 record.job_id,
                 record.stage.as_str(),
-                record.flavor,
+                shown(&record.flavor, paas_core::sanitize::MAX_VALUE_CHARS),
                 weight,
-                app,
-                note
+                shown(&app, paas_core::sanitize::MAX_VALUE_CHARS),
+                shown(&note, paas_core::sanitize::MAX_MESSAGE_CHARS)
             );
         }
         Ok(())

@@ -698,12 +698,22 @@ impl Driver {
                 .await
             {
                 Ok(JobRequestOutcome::Job(job)) => {
+                    // Outside text: it reaches the operator log, the store
+                    // (`paas-runner state`) and the job log's message.
                     let requested_flavor = job
                         .variables
                         .iter()
                         .rev()
                         .find(|var| var.key == paas_core::messages::FLAVOR_VARIABLE)
-                        .map(|var| var.value.clone());
+                        .map(|var| {
+                            let mut secrets = io.secrets();
+                            secrets.push(&job.token);
+                            paas_core::sanitize(
+                                &var.value,
+                                paas_core::sanitize::MAX_VALUE_CHARS,
+                                &secrets,
+                            )
+                        });
                     info!(runner = %io.name, job_id = job.id, flavor = requested_flavor.as_deref().unwrap_or("default"), "job acquired");
                     let new_job = NewJob {
                         job_id: job.id,
@@ -714,6 +724,29 @@ impl Driver {
                         payload: job.payload,
                     };
                     (PollOutcome::Job(new_job), None)
+                }
+                Ok(JobRequestOutcome::TooLarge {
+                    id_and_token: Some((job_id, token)),
+                    limit_bytes,
+                }) => {
+                    error!(runner = %io.name, job_id, limit_bytes, "job payload larger than the limit: the job is failed");
+                    (
+                        PollOutcome::JobTooLarge {
+                            job_id,
+                            token,
+                            limit_bytes,
+                        },
+                        None,
+                    )
+                }
+                Ok(JobRequestOutcome::TooLarge {
+                    id_and_token: None,
+                    limit_bytes,
+                }) => {
+                    // Nothing can be done with a job we cannot name: the
+                    // coordinator's own timeout ends it.
+                    error!(runner = %io.name, limit_bytes, "job payload larger than the limit, without id and token in its first bytes: dropped (the coordinator will time the job out)");
+                    (PollOutcome::NoJob, None)
                 }
                 Ok(JobRequestOutcome::NoJob { last_update }) => (PollOutcome::NoJob, last_update),
                 Ok(JobRequestOutcome::Conflict) => {

@@ -57,6 +57,15 @@ impl RunnerIo {
         })
     }
 
+    /// Every secret of this runner's configuration (runner token,
+    /// `cc_token`, watch token), to scrub from outside text
+    /// ([`paas_core::sanitize`]).
+    pub fn secrets(&self) -> Vec<&Secret> {
+        let mut secrets = vec![&self.token, &self.config.cc.token];
+        secrets.extend(self.config.trace_watch.token.as_ref());
+        secrets
+    }
+
     /// The runner's flavor catalogue.
     pub async fn flavors(&self) -> Result<FlavorTable, CleverError> {
         let flavors = self
@@ -183,10 +192,12 @@ impl RunnerIo {
                 }
             }
         };
+        let plain_http_host = git_push::plain_http_host(&self.config.cc.api_url);
         let request = git_push::PushRequest {
             repo_url: &url,
             user: &self.config.cc.auth_user,
             password: &self.config.cc.token,
+            plain_http_host: plain_http_host.as_deref(),
             files: &files,
             message: "Job definition",
             author_name: "Heptapod Paas Runner",

@@ -168,6 +168,8 @@ pub(crate) struct Shared {
     pub(crate) http: reqwest::Client,
     /// Bounds the concurrent `git http-backend` processes.
     pub(crate) git_slots: Arc<tokio::sync::Semaphore>,
+    /// See [`CleverSim::set_git_url_base`].
+    git_url_base: std::sync::RwLock<Option<String>>,
 }
 
 struct SimState {
@@ -231,6 +233,7 @@ impl CleverSim {
         let sim = CleverSim {
             shared: Arc::new(Shared {
                 config,
+                git_url_base: std::sync::RwLock::new(None),
                 base_url: format!("http://{reachable}"),
                 state: Mutex::new(SimState {
                     apps: Vec::new(),
@@ -278,7 +281,24 @@ impl CleverSim {
 
     /// The deployment repository URL of an application (`deployment.httpUrl`).
     pub fn git_url(&self, app_id: &str) -> String {
-        format!("{}/git/{app_id}.git", self.shared.base_url)
+        let base = self
+            .shared
+            .git_url_base
+            .read()
+            .ok()
+            .and_then(|base| base.clone());
+        let base = base.as_deref().unwrap_or(&self.shared.base_url);
+        format!("{base}/git/{app_id}.git")
+    }
+
+    /// From now on, `deployment.httpUrl` points under `base` (e.g.
+    /// `http://other-host:port`) instead of the simulator: an API answer
+    /// sending the deployment elsewhere, to test where credentials go.
+    /// `None` restores the simulator's own repositories.
+    pub fn set_git_url_base(&self, base: Option<&str>) {
+        if let Ok(mut current) = self.shared.git_url_base.write() {
+            *current = base.map(str::to_owned);
+        }
     }
 
     pub fn config(&self) -> &CleverConfig {

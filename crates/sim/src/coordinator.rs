@@ -238,6 +238,11 @@ pub struct CoordinatorStats {
     pub long_polls_waiting: u64,
     /// Requests answered 502/503 by fault injection.
     pub faults_injected: u64,
+    /// `/api/v4` requests whose URL carried a token (a `token`,
+    /// `job_token` or `private_token` parameter). GitLab accepts them, but
+    /// URLs end up in the access logs of every proxy on the way.
+    #[serde(default)]
+    pub tokens_in_urls: u64,
 }
 
 /// A job as `GET /sim/jobs` shows it: times in milliseconds since the

@@ -126,6 +126,9 @@ pub struct JobSpec {
     pub duration: Duration,
     /// A user cancels the job this long after its arrival.
     pub cancel_after: Option<Duration>,
+    /// Its payload is over the runner's limit: handed over as
+    /// `PollOutcome::JobTooLarge`.
+    pub too_large: bool,
 }
 
 impl JobSpec {
@@ -137,7 +140,13 @@ impl JobSpec {
             boot: Some(secs(7)),
             duration: secs(30),
             cancel_after: None,
+            too_large: false,
         }
+    }
+
+    pub fn too_large(mut self) -> JobSpec {
+        self.too_large = true;
+        self
     }
 
     pub fn flavor(mut self, name: &str) -> JobSpec {
@@ -1442,13 +1451,18 @@ impl Harness {
             .partition(|in_flight| matches!(in_flight.outcome, Outcome::LateCreate(_)));
         self.in_flight = late;
         for in_flight in lost {
-            if let Outcome::Poll(_, PollOutcome::Job(job)) = &in_flight.outcome {
+            let handed_out = match &in_flight.outcome {
+                Outcome::Poll(_, PollOutcome::Job(job)) => Some(job.job_id),
+                Outcome::Poll(_, PollOutcome::JobTooLarge { job_id, .. }) => Some(*job_id),
+                _ => None,
+            };
+            if let Some(job_id) = handed_out {
                 let key = self
                     .coordinator
                     .jobs
                     .keys()
                     .copied()
-                    .find(|key| key.job_id == job.job_id)
+                    .find(|key| key.job_id == job_id)
                     .expect("handed-out job is known");
                 self.lost_in_transit.insert(key);
             }
@@ -1672,6 +1686,13 @@ impl Harness {
                         transient: fault.transient(),
                     },
                     None => match self.coordinator.take(runner, now) {
+                        Some(job) if self.coordinator.job(job.job_id).spec.too_large => {
+                            PollOutcome::JobTooLarge {
+                                job_id: job.job_id,
+                                token: job.token,
+                                limit_bytes: 16 << 20,
+                            }
+                        }
                         Some(job) => PollOutcome::Job(job),
                         None => PollOutcome::NoJob,
                     },
@@ -1845,11 +1866,13 @@ impl Harness {
         self.note(job, format!("  <- {text}"));
         match outcome {
             Outcome::Poll(runner, outcome) => {
-                if let PollOutcome::Job(job) = &outcome {
-                    let key = JobKey {
-                        runner,
-                        job_id: job.job_id,
-                    };
+                let delivered_id = match &outcome {
+                    PollOutcome::Job(job) => Some(job.job_id),
+                    PollOutcome::JobTooLarge { job_id, .. } => Some(*job_id),
+                    _ => None,
+                };
+                if let Some(job_id) = delivered_id {
+                    let key = JobKey { runner, job_id };
                     self.delivered.insert(key);
                     self.delivered_at.entry(key).or_insert(now);
                 }
@@ -2394,6 +2417,13 @@ fn describe_outcome(outcome: &Outcome) -> (Option<JobKey>, String) {
                 (None, format!("r{runner} error (transient: {transient})"))
             }
             PollOutcome::Cancelled => (None, format!("r{runner} cancelled")),
+            PollOutcome::JobTooLarge { job_id, .. } => (
+                Some(JobKey {
+                    runner: *runner,
+                    job_id: *job_id,
+                }),
+                format!("r{runner} job j{job_id} too large"),
+            ),
         },
         Outcome::Confirmed(key, check) => {
             (Some(*key), format!("j{} confirm {check:?}", key.job_id))

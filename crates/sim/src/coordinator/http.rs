@@ -67,9 +67,16 @@ async fn front_proxy(State(sim): State<CoordinatorSim>, request: Request, next: 
     } else {
         faults.api_error_rate
     };
+    let token_in_url = request.uri().query().is_some_and(|query| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .any(|(name, _)| matches!(name.as_ref(), "token" | "job_token" | "private_token"))
+    });
     let fault = {
         let mut state = sim.lock();
         state.count_request(is_job_request);
+        if token_in_url {
+            state.count_token_in_url();
+        }
         state.draw_fault(rate)
     };
     sim.notify_changed();

@@ -291,6 +291,10 @@ impl State {
         }
     }
 
+    pub fn count_token_in_url(&mut self) {
+        self.counters.tokens_in_urls += 1;
+    }
+
     pub fn long_poll_started(&mut self) {
         self.counters.long_polls += 1;
         self.counters.long_polls_waiting += 1;
