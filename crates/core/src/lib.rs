@@ -9,6 +9,7 @@ pub mod dispatcher;
 pub mod flavor;
 pub mod job;
 pub mod messages;
+pub mod naming;
 pub mod record;
 pub mod secret;
 
@@ -18,5 +19,6 @@ pub use dispatcher::{
 };
 pub use flavor::{weight_of_ram_mib, Flavor, FlavorTable};
 pub use job::{App, Failure, FailureKind, Job, JobKey, NewJob, Resource, RunnerIdx, Stage};
+pub use naming::AppOwner;
 pub use record::{JobRecord, StageRecord};
 pub use secret::Secret;
