@@ -897,7 +897,9 @@ impl Driver {
                 age_secs: app.age.map(|age| age.as_secs()),
             })
             .collect();
-        let changed = seen.len() != self.foreign_seen[runner].len()
+        // The first listing replaces what an earlier run recorded.
+        let changed = first
+            || seen.len() != self.foreign_seen[runner].len()
             || seen
                 .iter()
                 .zip(&self.foreign_seen[runner])

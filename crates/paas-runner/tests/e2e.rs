@@ -411,6 +411,30 @@ async fn only_our_orphans_are_deleted_at_start_and_reap_deletes_foreign_ones_on_
         "{logs}"
     );
 
+    // `state` lists them as the last reconciliation saw them.
+    let state = tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+        .arg("state")
+        .arg(&harness.config_path)
+        .current_dir(harness.dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&state.stdout);
+    assert!(state.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .contains("2 application(s) under this configuration's runner keys belong to another")
+            && stdout.contains(&format!(
+                "app={} name=hpd-job-glrt-000-424243 owner=r_someoneelse",
+                foreign.id
+            ))
+            && stdout.contains(&format!(
+                "app={} name=hpd-job-glrt-000-424244 owner=unmarked",
+                unmarked.id
+            )),
+        "{stdout}"
+    );
+
     // Asked explicitly, reap deletes the foreign ones of this runner key.
     let stdout = reap(&["--yes", "--include-foreign"]).await;
     assert!(
