@@ -851,7 +851,7 @@ impl Driver {
                     app = %name,
                     owner = %owner.label(&self.system_id),
                     %age,
-                    "reconciliation: application under this runner's key is not this installation's; counted in the quota, not deleted (`paas-runner reap --include-foreign` deletes it)"
+                    "reconciliation: application under this runner's key is not this installation's; counted in the quota, not deleted (`paas-runner reap CONFIG --yes --include-foreign` deletes it)"
                 )
             }
             Notice::MachineVanished { job, app_id } => {
