@@ -65,6 +65,10 @@ pub struct CreateApp {
     pub instance_variant: String,
     /// Flavor name as the API knows it, e.g. `heptapod-runner-M`.
     pub flavor_api_name: String,
+    /// `description`: free text kept with the application (the owner
+    /// marker of the installation; see `paas_core::naming`). Empty: not
+    /// sent, like the reference runner.
+    pub description: String,
 }
 
 /// An application, as far as the runner cares.
@@ -82,6 +86,8 @@ pub struct App {
     pub max_flavor: Option<AppFlavor>,
     /// `creationDate`, in milliseconds since the Unix epoch.
     pub creation_date_ms: Option<i64>,
+    /// `description`, as given at creation.
+    pub description: Option<String>,
 }
 
 /// The flavor of an existing application.
@@ -400,6 +406,12 @@ impl CleverClient {
             min_flavor: &'a str,
             max_flavor: &'a str,
             name: &'a str,
+            // clever-tools always sends one (the name); the reference runner
+            // none. The reference lists `description` in the application
+            // object of GET and list answers; that the text is kept as sent
+            // (no length cut, no rewriting) is UNVERIFIED.
+            #[serde(skip_serializing_if = "str::is_empty")]
+            description: &'a str,
         }
         let body = Body {
             zone: &spec.zone,
@@ -413,6 +425,7 @@ impl CleverClient {
             min_flavor: &spec.flavor_api_name,
             max_flavor: &spec.flavor_api_name,
             name: &spec.name,
+            description: &spec.description,
         };
         let url = self.applications_endpoint(&[])?;
         // UNVERIFIED: whether success is 200 or 201; any status below 400 is.
@@ -727,6 +740,7 @@ fn parse_app(app: &Value) -> Option<App> {
             .pointer("/instance/maxFlavor")
             .and_then(parse_app_flavor),
         creation_date_ms: app.get("creationDate").and_then(lenient_i64),
+        description: text("/description"),
     })
 }
 

@@ -137,6 +137,7 @@ fn app_json(id: &str, name: &str) -> Value {
         "id": id,
         "ownerId": "orga_42",
         "name": name,
+        "description": "paas-runner job 12 owner=r_abc",
         "zone": "par",
         "creationDate": 1_700_000_000_123_i64,
         "state": "WANTS_TO_BE_UP",
@@ -250,6 +251,7 @@ async fn create_app_sends_the_reference_body() {
         instance_version: "20210101".into(),
         instance_variant: "70d676a0-a775-4dc9-a43d-3121036e8515".into(),
         flavor_api_name: "heptapod-runner-S".into(),
+        description: "paas-runner job 12 owner=r_abc".into(),
     };
     let app = mock.client().create_app(&spec).await.unwrap();
     assert_eq!(
@@ -265,6 +267,7 @@ async fn create_app_sends_the_reference_body() {
                 cpus: 2
             }),
             creation_date_ms: Some(1_700_000_000_123),
+            description: Some("paas-runner job 12 owner=r_abc".into()),
         }
     );
     let call = &mock.calls()[0];
@@ -282,7 +285,7 @@ async fn create_app_sends_the_reference_body() {
             "instanceVariant": "70d676a0-a775-4dc9-a43d-3121036e8515",
             "maxInstances": 1, "minInstances": 1, "instanceVersion": "20210101",
             "minFlavor": "heptapod-runner-S", "maxFlavor": "heptapod-runner-S",
-            "name": "hpd-job-abcdefgh-12",
+            "name": "hpd-job-abcdefgh-12", "description": "paas-runner job 12 owner=r_abc",
         })
     );
 }
@@ -302,6 +305,7 @@ async fn create_app_errors_are_typed() {
         instance_version: "".into(),
         instance_variant: "v".into(),
         flavor_api_name: "f".into(),
+        description: String::new(),
     };
     let err = mock.client().create_app(&spec).await.unwrap_err();
     assert_eq!((err.status(), err.api_id()), (Some(400), Some(9017)));
@@ -379,7 +383,8 @@ async fn list_and_get_apps() {
             repo_state: None,
             http_url: None,
             max_flavor: None,
-            creation_date_ms: None
+            creation_date_ms: None,
+            description: None,
         }
     );
 
@@ -588,6 +593,7 @@ async fn clever_error_messages_are_sanitised_and_scrubbed_of_the_token() {
         instance_version: "".into(),
         instance_variant: "v".into(),
         flavor_api_name: "f".into(),
+        description: String::new(),
     };
     let err = mock.client().create_app(&spec).await.unwrap_err();
     assert_no_token(&err);

@@ -63,6 +63,10 @@ pub struct Config {
     /// cloud's applications, to adopt or delete what no job accounts for;
     /// 0 turns them off.
     pub reconcile_interval: Duration,
+    /// `paas_orphan_min_age` (ours): an application of this installation
+    /// that no job accounts for is deleted by reconciliation or `reap` only
+    /// once it is at least this old; 0 is refused.
+    pub orphan_min_age: Duration,
     /// `paas_slow_provisioning_notice` (ours): a job not launched after this
     /// long gets one line in its log saying what is being prepared; 0 turns
     /// it off.
@@ -137,6 +141,9 @@ pub const DEFAULT_SLOW_PROVISIONING_NOTICE: Duration = Duration::from_secs(120);
 /// Default of `paas_reconcile_interval`.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(300);
 
+/// Default of `paas_orphan_min_age`.
+pub const DEFAULT_ORPHAN_MIN_AGE: Duration = Duration::from_secs(600);
+
 /// Global keys read here.
 const GLOBAL_KEYS: &[&str] = &[
     "concurrent",
@@ -153,6 +160,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "paas_repoll_same_runner_immediately",
     "paas_log_statistics",
     "paas_reconcile_interval",
+    "paas_orphan_min_age",
     "paas_slow_provisioning_notice",
     "listen_address",
     "runners",
@@ -266,6 +274,9 @@ fn parse_with(text: &str, path: &Path, read_file: ReadFile<'_>) -> Result<Config
         reconcile_interval: root
             .seconds("paas_reconcile_interval", true)?
             .unwrap_or(DEFAULT_RECONCILE_INTERVAL),
+        orphan_min_age: root
+            .seconds("paas_orphan_min_age", false)?
+            .unwrap_or(DEFAULT_ORPHAN_MIN_AGE),
         listen_address,
         runners,
         warnings,

@@ -382,6 +382,15 @@ fn intervals_accept_fractions() {
 }
 
 #[test]
+fn orphan_min_age_defaults_to_ten_minutes() {
+    let config = parse_ok(BASE);
+    assert_eq!(config.orphan_min_age, Duration::from_secs(600));
+    let config = parse_ok(&format!("paas_orphan_min_age = 90\n{BASE}"));
+    assert_eq!(config.orphan_min_age, Duration::from_secs(90));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
 fn global_errors() {
     let cases = [
         (
@@ -411,6 +420,10 @@ fn global_errors() {
         (
             "check_interval = nan\n",
             "/etc/paas.toml:1: key `check_interval`: expected a positive number of seconds, got NaN",
+        ),
+        (
+            "paas_orphan_min_age = 0\n",
+            "/etc/paas.toml:1: key `paas_orphan_min_age`: expected a positive number of seconds, got 0",
         ),
         (
             "job_progress_poll_interval = \"30s\"\n",

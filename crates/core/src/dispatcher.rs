@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::flavor::{Flavor, FlavorTable};
 use crate::job::{App, Failure, FailureKind, Job, JobKey, NewJob, Resource, RunnerIdx, Stage};
 use crate::messages;
+use crate::naming::{self, AppOwner};
 use crate::record::{JobRecord, StageRecord};
 use crate::secret::Secret;
 
@@ -76,6 +77,10 @@ pub struct DispatcherConfig {
     /// Time between reconciliations (listing the cloud's applications to
     /// adopt or delete what no job accounts for). Zero turns them off.
     pub reconcile_interval: Duration,
+    /// An application of this installation that no job accounts for is
+    /// deleted only once it is this old (`paas_orphan_min_age`; zero: at
+    /// once); one whose age is unknown never is.
+    pub orphan_min_age: Duration,
     /// A job not launched this long after its acquisition gets one line in
     /// its log saying what is being prepared (zero: never). Such bytes cost
     /// the inner runner as many of its own first bytes (it starts writing at
@@ -117,7 +122,7 @@ impl RunnerSpec {
     /// Name of the application of a job: deterministic, so that a restarted
     /// process can find what a previous one created.
     pub fn app_name(&self, job_id: u64) -> String {
-        format!("hpd-job-{}-{}", self.key, job_id)
+        naming::app_name(&self.key, job_id)
     }
 }
 
@@ -252,6 +257,23 @@ pub enum Notice {
         app_id: String,
         name: String,
     },
+    /// An application under the runner's name prefix that this
+    /// installation does not own (another owner's, or unmarked) was found:
+    /// counted in the quota, never deleted.
+    Foreign {
+        runner: RunnerIdx,
+        app_id: String,
+        name: String,
+        owner: AppOwner,
+        /// Its age when listed, if known.
+        age: Option<Duration>,
+    },
+    /// The application of a job under way is gone from the cloud although
+    /// nothing here deleted it: the job is failed.
+    MachineVanished {
+        job: JobKey,
+        app_id: String,
+    },
 }
 
 /// Result of a job confirmation.
@@ -271,6 +293,17 @@ pub struct ListedApp {
     pub name: String,
     pub weight: f64,
     pub created_ms: Option<i64>,
+    /// Whose it is, by the marker in its description.
+    pub owner: AppOwner,
+    /// How old it was when listed (`None`: unknown).
+    pub age: Option<Duration>,
+}
+
+/// An application under a runner's name prefix that is not ours.
+#[derive(Debug, Clone)]
+struct ForeignApp {
+    runner: RunnerIdx,
+    weight: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -279,6 +312,9 @@ struct Orphan {
     name: String,
     weight: f64,
     created_ms: Option<i64>,
+    /// When it is old enough to be deleted (`None`: its age is unknown, it
+    /// is never deleted).
+    deletable_at: Option<Instant>,
     busy: bool,
     /// Its last deletion failed: tried again at the next reconciliation
     /// only (not at every drive, which would hammer a failing API).
@@ -362,6 +398,10 @@ pub struct Stats {
     pub reserved_weight: f64,
     pub quota: f64,
     pub polls_in_flight: usize,
+    /// Applications under the runners' name prefixes that this
+    /// installation does not own (counted in `weight`, never deleted).
+    pub foreign_apps: usize,
+    pub foreign_weight: f64,
     pub acquired_total: u64,
     pub launched_total: u64,
     pub failed_total: u64,
@@ -400,6 +440,19 @@ pub struct Dispatcher {
     orphans: BTreeMap<String, Orphan>,
     /// Untracked applications already reported while resources are kept.
     kept_reported: BTreeSet<String>,
+    /// Applications of other owners (or unmarked) under the runners' name
+    /// prefixes, by id, as of each runner's last listing.
+    foreign: BTreeMap<String, ForeignApp>,
+    /// Listings started so far; each listing takes the next number.
+    list_generation: u64,
+    /// Per runner: the number of its listing under way (or last).
+    list_started: Vec<u64>,
+    /// Per job whose application exists: the value of `list_generation`
+    /// when that became known. A listing started later must show it.
+    exists_since: BTreeMap<JobKey, u64>,
+    /// Jobs whose application a listing found gone, acted on at their next
+    /// step (a command in flight is let finish first).
+    vanished: BTreeMap<JobKey, String>,
     /// When jobs are due a slow-launch notice.
     notice_wakeups: BTreeSet<(Instant, JobKey)>,
     /// Next reconciliation, and whether one is under way per runner.
@@ -441,6 +494,11 @@ impl Dispatcher {
             poll_cursor: 0,
             orphans: BTreeMap::new(),
             kept_reported: BTreeSet::new(),
+            foreign: BTreeMap::new(),
+            list_generation: 0,
+            list_started: vec![0; runner_count],
+            exists_since: BTreeMap::new(),
+            vanished: BTreeMap::new(),
             notice_wakeups: BTreeSet::new(),
             next_reconcile_at: None,
             listing: vec![false; runner_count],
@@ -528,6 +586,10 @@ impl Dispatcher {
                 // Only the launch queue moves a queued job on.
                 self.launch_queue.push_back(key);
             }
+            if job.app_id().is_some() {
+                // Recorded by an earlier process: before any listing of ours.
+                self.exists_since.insert(key, 0);
+            }
             self.jobs.insert(key, job);
             self.ready.insert(key);
         }
@@ -612,12 +674,22 @@ impl Dispatcher {
         } else {
             self.notice_wakeups.iter().next().map(|(at, _)| *at)
         };
+        let orphan_wakeup = if self.shutting_down {
+            None
+        } else {
+            self.orphans
+                .values()
+                .filter(|orphan| !orphan.busy && !orphan.failed)
+                .filter_map(|orphan| orphan.deletable_at)
+                .min()
+        };
         [
             job_wakeup,
             poll_wakeup,
             launch_wakeup,
             reconcile_wakeup,
             notice_wakeup,
+            orphan_wakeup,
         ]
         .into_iter()
         .flatten()
@@ -663,6 +735,8 @@ impl Dispatcher {
             }
         }
         stats.weight += self.orphan_weight();
+        stats.foreign_apps = self.foreign.len();
+        stats.foreign_weight = self.foreign.values().map(|app| app.weight).sum();
         for runner in &self.runners {
             stats.reserved_weight += runner.reserved;
             stats.polls_in_flight += usize::from(runner.poll_in_flight);
@@ -751,6 +825,7 @@ impl Dispatcher {
                 job.resource = Resource::Exists(app);
                 job.attempts = 0;
                 job.stage = Stage::Deploying;
+                self.exists_since.insert(key, self.list_generation);
                 self.save(key);
             }
             StepOutcome::Failed {
@@ -1017,6 +1092,12 @@ impl Dispatcher {
 
     /// The applications of a runner found in the cloud (`None`: the listing
     /// failed; it is tried again at the next reconciliation).
+    ///
+    /// Applications of this installation that no job accounts for are
+    /// deleted once `orphan_min_age` old; those of other owners, or without
+    /// owner marker, are reported and counted in the quota, never deleted.
+    /// A job under way whose application is missing from a listing started
+    /// after the application was known to exist is failed.
     pub fn handle_app_list(
         &mut self,
         runner: RunnerIdx,
@@ -1033,19 +1114,31 @@ impl Dispatcher {
             self.drive(now);
             return;
         };
-        let prefix = format!("hpd-job-{}-", self.runners[runner].spec.key);
+        let listed: BTreeSet<&str> = apps.iter().map(|app| app.id.as_str()).collect();
+        // What is no longer listed is gone: it counts no more.
+        self.orphans.retain(|id, orphan| {
+            orphan.runner != runner || orphan.busy || listed.contains(id.as_str())
+        });
+        self.foreign
+            .retain(|id, app| app.runner != runner || listed.contains(id.as_str()));
+        self.find_vanished(runner, &listed);
+        let runner_key = self.runners[runner].spec.key.clone();
         for app in apps {
-            let Some(job_id) = app
-                .name
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.parse::<u64>().ok())
-            else {
+            let Some(job_id) = naming::job_id_of(&app.name, &runner_key) else {
                 continue;
             };
             let key = JobKey { runner, job_id };
+            if let Some(Resource::Exists(existing)) = self.jobs.get(&key).map(|job| &job.resource) {
+                if existing.id == app.id {
+                    continue;
+                }
+            }
+            if app.owner != AppOwner::Ours {
+                self.note_foreign(runner, app);
+                continue;
+            }
             let adopt = match self.jobs.get(&key) {
                 Some(job) => match &job.resource {
-                    Resource::Exists(existing) if existing.id == app.id => continue,
                     // A second application for one job: the extra one goes.
                     Resource::Exists(_) => false,
                     Resource::Maybe | Resource::None => {
@@ -1061,6 +1154,7 @@ impl Dispatcher {
                         weight: app.weight,
                     });
                 }
+                self.exists_since.insert(key, self.list_generation);
                 self.commands.push_back(Command::Notice(Notice::Adopted {
                     job: key,
                     app_id: app.id,
@@ -1088,26 +1182,122 @@ impl Dispatcher {
                 }
                 continue;
             }
-            if !self.orphans.contains_key(&app.id) {
-                self.commands.push_back(Command::Notice(Notice::Orphan {
-                    runner,
-                    app_id: app.id.clone(),
-                    name: app.name.clone(),
-                }));
-                self.orphans.insert(
-                    app.id.clone(),
-                    Orphan {
-                        runner,
-                        name: app.name,
-                        weight: app.weight,
-                        created_ms: app.created_ms,
-                        busy: false,
-                        failed: false,
-                    },
-                );
+            // Young applications may be a creation whose job this process
+            // does not know yet (or no more): deleted only once old enough.
+            let deletable_at = app
+                .age
+                .map(|age| now + self.config.orphan_min_age.saturating_sub(age));
+            if let Some(orphan) = self.orphans.get_mut(&app.id) {
+                orphan.deletable_at = deletable_at;
+                continue;
             }
+            self.commands.push_back(Command::Notice(Notice::Orphan {
+                runner,
+                app_id: app.id.clone(),
+                name: app.name.clone(),
+            }));
+            self.orphans.insert(
+                app.id.clone(),
+                Orphan {
+                    runner,
+                    name: app.name,
+                    weight: app.weight,
+                    created_ms: app.created_ms,
+                    deletable_at,
+                    busy: false,
+                    failed: false,
+                },
+            );
         }
         self.drive(now);
+    }
+
+    /// Records an application that is not ours; reports it the first time.
+    fn note_foreign(&mut self, runner: RunnerIdx, app: ListedApp) {
+        if self.foreign.contains_key(&app.id) {
+            return;
+        }
+        self.foreign.insert(
+            app.id.clone(),
+            ForeignApp {
+                runner,
+                weight: app.weight,
+            },
+        );
+        self.commands.push_back(Command::Notice(Notice::Foreign {
+            runner,
+            app_id: app.id,
+            name: app.name,
+            owner: app.owner,
+            age: app.age,
+        }));
+    }
+
+    /// Marks the jobs of `runner` whose application a listing should show
+    /// but does not. Left out: jobs whose application became known after
+    /// the listing started (a creation in flight), and jobs that delete it
+    /// themselves or are failing already.
+    fn find_vanished(&mut self, runner: RunnerIdx, listed: &BTreeSet<&str>) {
+        let generation = self.list_started.get(runner).copied().unwrap_or(0);
+        for job in self.jobs.values() {
+            if job.key.runner != runner || job.failed {
+                continue;
+            }
+            if !matches!(
+                job.stage,
+                Stage::Deploying | Stage::Launching { .. } | Stage::Running
+            ) {
+                continue;
+            }
+            let Some(app_id) = job.app_id() else {
+                continue;
+            };
+            let known_before = self
+                .exists_since
+                .get(&job.key)
+                .is_some_and(|since| *since < generation);
+            if known_before && !listed.contains(app_id) {
+                self.vanished.insert(job.key, app_id.to_owned());
+                self.ready.insert(job.key);
+            }
+        }
+    }
+
+    /// The job's machine is gone (see [`Dispatcher::find_vanished`]): the
+    /// job is failed with a message saying so, its weight released at once.
+    /// Returns whether it was (the job may have moved on meanwhile).
+    fn end_vanished(&mut self, key: JobKey, app_id: String) -> bool {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return false;
+        };
+        let still = !job.failed
+            && job.app_id() == Some(app_id.as_str())
+            && matches!(
+                job.stage,
+                Stage::Deploying | Stage::Launching { .. } | Stage::Running
+            );
+        if !still {
+            return false;
+        }
+        job.resource = Resource::None;
+        if let Some(at) = job.next_step_at.take() {
+            self.wakeups.remove(&(at, key));
+        }
+        self.exists_since.remove(&key);
+        self.commands
+            .push_back(Command::Notice(Notice::MachineVanished {
+                job: key,
+                app_id: app_id.clone(),
+            }));
+        self.fail(
+            key,
+            Failure {
+                kind: FailureKind::System,
+                message: messages::machine_vanished(&app_id),
+            },
+        );
+        self.ready.insert(key);
+        true
     }
 
     /// Outcome of an orphan deletion (a failed one is tried again at the
@@ -1122,9 +1312,16 @@ impl Dispatcher {
         self.drive(now);
     }
 
-    /// Weight of applications no job accounts for (until deleted).
+    /// Weight of applications no job accounts for: ours until deleted,
+    /// and those of other owners (or unmarked) while listed. A machine of
+    /// another installation under our runner key uses the same
+    /// organisation: counting it keeps the organisation within the quota.
     pub fn orphan_weight(&self) -> f64 {
-        self.orphans.values().map(|orphan| orphan.weight).sum()
+        self.orphans
+            .values()
+            .map(|orphan| orphan.weight)
+            .sum::<f64>()
+            + self.foreign.values().map(|app| app.weight).sum::<f64>()
     }
 
     fn start_reconciliation(&mut self, now: Instant) {
@@ -1138,6 +1335,8 @@ impl Dispatcher {
         for runner in 0..self.runners.len() {
             if !self.listing[runner] {
                 self.listing[runner] = true;
+                self.list_generation += 1;
+                self.list_started[runner] = self.list_generation;
                 self.commands.push_back(Command::ListApps { runner });
             }
         }
@@ -1146,13 +1345,15 @@ impl Dispatcher {
         }
     }
 
-    /// Deletes newly found orphans at once (the periodic pass retries).
-    fn delete_orphans(&mut self) {
+    /// Deletes orphans as soon as they are old enough (the periodic pass
+    /// retries failed deletions).
+    fn delete_orphans(&mut self, now: Instant) {
         if self.shutting_down {
             return;
         }
         for (app_id, orphan) in self.orphans.iter_mut() {
-            if !orphan.busy && !orphan.failed {
+            let old_enough = orphan.deletable_at.is_some_and(|at| at <= now);
+            if !orphan.busy && !orphan.failed && old_enough {
                 orphan.busy = true;
                 self.commands.push_back(Command::DeleteOrphan {
                     runner: orphan.runner,
@@ -1397,6 +1598,8 @@ impl Dispatcher {
     }
 
     fn finish(&mut self, key: JobKey) {
+        self.exists_since.remove(&key);
+        self.vanished.remove(&key);
         if let Some(job) = self.jobs.remove(&key) {
             if let Some(at) = job.next_step_at {
                 self.wakeups.remove(&(at, key));
@@ -1414,6 +1617,10 @@ impl Dispatcher {
             }
             self.wakeups.insert((at, key));
             self.ready.remove(&key);
+            if self.vanished.contains_key(&key) {
+                // Its machine is gone: nothing to wait for.
+                self.ready.insert(key);
+            }
         }
     }
 
@@ -1427,7 +1634,7 @@ impl Dispatcher {
     /// Starts whatever can start now.
     fn drive(&mut self, now: Instant) {
         self.start_reconciliation(now);
-        self.delete_orphans();
+        self.delete_orphans(now);
         self.start_launches(now);
         // A step can make a job ready again (a failure found while
         // stepping): loop until none is. Each such step changes the job's
@@ -1470,7 +1677,22 @@ impl Dispatcher {
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
-        if job.busy || job.next_step_at.is_some_and(|at| at > now) {
+        if job.busy {
+            return;
+        }
+        // A machine found gone ends the job at once, whatever it waits for
+        // (but not while the service stops: the next process sees it too).
+        if !(self.shutting_down && job.confirmed) {
+            if let Some(app_id) = self.vanished.remove(&key) {
+                if self.end_vanished(key, app_id) {
+                    return;
+                }
+            }
+        }
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        if job.next_step_at.is_some_and(|at| at > now) {
             return;
         }
         // A job that arrived as the service stops is still confirmed: the

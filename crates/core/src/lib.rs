@@ -9,6 +9,7 @@ pub mod dispatcher;
 pub mod flavor;
 pub mod job;
 pub mod messages;
+pub mod naming;
 pub mod record;
 pub mod sanitize;
 pub mod secret;
@@ -19,6 +20,7 @@ pub use dispatcher::{
 };
 pub use flavor::{weight_of_ram_mib, Flavor, FlavorTable};
 pub use job::{App, Failure, FailureKind, Job, JobKey, NewJob, Resource, RunnerIdx, Stage};
+pub use naming::AppOwner;
 pub use record::{JobRecord, StageRecord};
 pub use sanitize::{sanitize, sanitize_bytes};
 pub use secret::Secret;

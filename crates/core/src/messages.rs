@@ -96,7 +96,7 @@ pub fn payload_too_large(limit_bytes: u64) -> String {
 
 fn size_text(bytes: u64) -> String {
     const MIB: u64 = 1024 * 1024;
-    if bytes >= MIB && bytes % MIB == 0 {
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else {
         format!("{bytes} bytes")
@@ -135,6 +135,25 @@ pub fn infrastructure_failure(what_happened: &str) -> String {
         "{what_happened}\n\
          This is a problem of the runner's infrastructure, not of your job: retry it, \
          and tell the administrators of this runner if it happens again."
+    )
+}
+
+/// The job's machine disappeared while the job was under way: deleted
+/// outside paas-runner (by hand, by another tool or installation, or by
+/// Clever Cloud). `app_id` comes from the API: only its plain characters
+/// are shown.
+pub fn machine_vanished(app_id: &str) -> String {
+    let app_id: String = app_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        .take(64)
+        .collect();
+    format!(
+        "ERROR: the Clever Cloud machine running this job (application {app_id}) was deleted \
+         outside paas-runner, so the job cannot go on.\n\
+         Your job is not at fault: retry it. If this happens again, tell the administrators of \
+         this runner: something else deletes its machines (another installation or a cleanup \
+         script sharing its Clever Cloud organisation)."
     )
 }
 
@@ -264,6 +283,15 @@ mod tests {
             text.starts_with("Job not active (no log) after 0.5 seconds\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn machine_vanished_says_what_to_do_and_shows_no_control_character() {
+        let text = machine_vanished("app_1\n\x1b[31mforged");
+        assert!(text.contains("application app_131mforged"), "{text}");
+        assert!(text.contains("deleted outside paas-runner"), "{text}");
+        assert!(text.contains("retry it"), "{text}");
+        assert!(!text.contains('\x1b'), "{text}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use paas_core::{LaunchWatch, Notice};
+use paas_core::{AppOwner, LaunchWatch, Notice, RunnerIdx};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -27,6 +27,8 @@ use rand::{Rng, SeedableRng};
 const DEFAULT_SEEDS: u64 = 300;
 /// Job ids of leftovers: above every workload's.
 const LEFTOVER_IDS: u64 = 1000;
+/// Job ids of the foreign applications (none of the workload or leftovers).
+const FOREIGN_IDS: u64 = 900_000;
 /// Steps after which a seed counts as a livelock.
 const MAX_STEPS: u64 = 200_000;
 
@@ -41,6 +43,12 @@ struct Chaos {
     /// Chance, per stop, that applications no record accounts for appear
     /// while the process is down.
     leftover_rate: f64,
+    /// Chance, per step, that someone deletes the machine of a job under
+    /// way behind the dispatcher's back (reconciling runs only).
+    vanish_rate: f64,
+    /// Applications of another installation under the runners' names, there
+    /// from the start and deleted by their owner at some step.
+    foreign: Vec<(RunnerIdx, &'static str, AppOwner)>,
 }
 
 fn random_setup(seed: u64) -> (Setup, Chaos) {
@@ -210,12 +218,31 @@ fn random_setup(seed: u64) -> (Setup, Chaos) {
             setup = setup.leftover(runner, LEFTOVER_IDS, flavor);
         }
     }
+    let vanish_rate = if reconciling && rng.gen_bool(0.3) {
+        rng.gen_range(0.0002..0.003)
+    } else {
+        0.0
+    };
+    let mut foreign = Vec::new();
+    if reconciling && rng.gen_bool(0.2) {
+        let owner = if rng.gen_bool(0.5) {
+            AppOwner::Foreign("r_other".to_owned())
+        } else {
+            AppOwner::Unmarked
+        };
+        let flavor = FLAVORS[rng.gen_range(0..2)].0;
+        if weight(flavor) * 2.0 < setup.config.quota {
+            foreign.push((rng.gen_range(0..runner_count), flavor, owner));
+        }
+    }
     let chaos = if rng.gen_bool(0.2) {
         Chaos {
             restart_rate: 0.0,
             crash_share: 0.0,
             max_restarts: 0,
             leftover_rate,
+            vanish_rate,
+            foreign,
         }
     } else {
         Chaos {
@@ -223,7 +250,15 @@ fn random_setup(seed: u64) -> (Setup, Chaos) {
             crash_share: 0.75,
             max_restarts: rng.gen_range(1..=8),
             leftover_rate,
+            vanish_rate,
+            foreign,
         }
+    };
+    // Orphans deleted at once, or only once old enough.
+    setup.config.orphan_min_age = if rng.gen_bool(0.5) {
+        Duration::ZERO
+    } else {
+        secs(rng.gen_range(1..=120))
     };
     (setup, chaos)
 }
@@ -256,7 +291,33 @@ fn run_seed(seed: u64, tracing: bool) -> Harness {
     harness.tracing = tracing;
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x00c0_ffee);
     let mut stops = 0;
+    let mut foreign: Vec<String> = chaos
+        .foreign
+        .iter()
+        .enumerate()
+        .map(|(index, (runner, flavor, owner))| {
+            harness.add_foreign(*runner, FOREIGN_IDS + index as u64, flavor, owner.clone())
+        })
+        .collect();
     loop {
+        if !foreign.is_empty() && (harness.steps > 20_000 || rng.gen_bool(0.0005)) {
+            // Their owner deletes them (the run could not settle else).
+            for id in foreign.drain(..) {
+                harness.cloud.apps.remove(&id);
+            }
+        }
+        if chaos.vanish_rate > 0.0 && rng.gen_bool(chaos.vanish_rate) {
+            let with_machine: Vec<u64> = harness
+                .dispatcher
+                .jobs()
+                .filter(|job| job.app_id().is_some())
+                .map(|job| job.key.job_id)
+                .collect();
+            if !with_machine.is_empty() {
+                let job_id = with_machine[rng.gen_range(0..with_machine.len())];
+                harness.remove_behind_back(job_id);
+            }
+        }
         if harness.is_done(Harness::is_settled) {
             break;
         }
@@ -322,6 +383,7 @@ struct Figures {
     orphans: u64,
     strays: u64,
     late_creations: u64,
+    vanished: u64,
     jobs_over: u64,
     steps: u64,
 }
@@ -341,6 +403,7 @@ impl Figures {
         self.orphans += other.orphans;
         self.strays += other.strays;
         self.late_creations += other.late_creations;
+        self.vanished += other.vanished;
         self.jobs_over += other.jobs_over;
         self.steps += other.steps;
     }
@@ -360,6 +423,7 @@ impl Figures {
                 } => self.confirm_given_up += 1,
                 Notice::Adopted { .. } => self.adopted += 1,
                 Notice::Orphan { .. } => self.orphans += 1,
+                Notice::MachineVanished { .. } => self.vanished += 1,
                 _ => {}
             }
         }
@@ -440,7 +504,7 @@ fn seeded_workloads_with_faults_and_crashes_keep_the_invariants() {
         "seeds {}..{} ({} seeds, {workers} threads) in {:.1?}: {} crashes, {} graceful stops; {} jobs taken, \
          {} dropped by the coordinator, {} withdrawn, {} confirmations given up; {} faults \
          injected; {} applications created, {} adopted, {} orphans found, {} strays \
-         ({} late creations), {} jobs over mid-step; {} steps",
+         ({} late creations), {} jobs over mid-step, {} machines vanished; {} steps",
         seeds.start,
         seeds.end,
         f.seeds,
@@ -458,6 +522,7 @@ fn seeded_workloads_with_faults_and_crashes_keep_the_invariants() {
         f.strays,
         f.late_creations,
         f.jobs_over,
+        f.vanished,
         f.steps,
     );
     assert!(
@@ -482,6 +547,11 @@ fn seeded_workloads_with_faults_and_crashes_keep_the_invariants() {
     );
     assert!(f.adopted > at_least(3), "too few adoptions: {}", f.adopted);
     assert!(f.orphans > at_least(20), "too few orphans: {}", f.orphans);
+    assert!(
+        f.vanished > at_least(3),
+        "too few vanished machines: {}",
+        f.vanished
+    );
     assert!(
         f.jobs_over > at_least(5),
         "too few jobs over mid-step: {}",

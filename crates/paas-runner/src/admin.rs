@@ -2,22 +2,35 @@
 //! reconciliation would delete, and deleting it).
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
+use paas_core::naming::{self, AppOwner};
 use paas_store::Store;
 
+use crate::driver::{age_text, ForeignSeen, FOREIGN_META_KEY};
 use crate::runners::RunnerIo;
 
-/// The store a configuration uses.
-fn open_store(config: &paas_config::Config) -> anyhow::Result<Store> {
+/// Where the state database of a configuration is, made absolute (against
+/// the current directory, as the service resolves it) for messages.
+pub fn store_location(config: &paas_config::Config) -> PathBuf {
     let path = match &config.state_file {
         Some(state_file) => paas_store::store_path(state_file),
-        None => std::path::PathBuf::from("paas-runner-state.db"),
+        None => PathBuf::from("paas-runner-state.db"),
     };
+    std::path::absolute(&path).unwrap_or(path)
+}
+
+/// The state database of a configuration, which must exist (an operator
+/// command never creates one). The one place where operator commands open
+/// the store.
+pub fn open_existing_store(config: &paas_config::Config) -> anyhow::Result<Store> {
+    let path = store_location(config);
     if !path.exists() {
         anyhow::bail!(
-            "{}: no state database (the service has not run with this configuration)",
+            "no state database at {} (the service has not run with this configuration, \
+             or `state_file` is not the one it uses)",
             path.display()
         );
     }
@@ -38,9 +51,10 @@ pub async fn state(config_path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     let result = (|| -> anyhow::Result<()> {
-        let store = open_store(&config)?;
+        let store = open_existing_store(&config)?;
         let records = store.load()?;
         println!("state database: {}", store.path().display());
+        print_foreign(&store)?;
         println!("{} tracked job(s)", records.len());
         if records.is_empty() {
             return Ok(());
@@ -58,7 +72,10 @@ pub async fn state(config_path: &Path) -> ExitCode {
                 .unwrap_or_else(|| format!("?{}", record.runner_key));
             let app = match (&record.app_id, record.app_maybe) {
                 (Some(id), _) => id.clone(),
-                (None, true) => format!("(maybe) hpd-job-{}-{}", record.runner_key, record.job_id),
+                (None, true) => format!(
+                    "(maybe) {}",
+                    naming::app_name(&record.runner_key, record.job_id)
+                ),
                 (None, false) => "-".to_owned(),
             };
             let weight = if record.app_id.is_some() {
@@ -98,14 +115,65 @@ pub async fn state(config_path: &Path) -> ExitCode {
     }
 }
 
-/// `paas-runner reap CONFIG [--yes]`: applications of this configuration's
-/// runners that no tracked job accounts for.
-pub async fn reap(config_path: &Path, yes: bool) -> ExitCode {
+/// Prints the applications of other installations (or unmarked) that the
+/// service saw under its runner keys at its last reconciliation.
+fn print_foreign(store: &Store) -> anyhow::Result<()> {
+    let Some(json) = store.get_meta(FOREIGN_META_KEY)? else {
+        return Ok(());
+    };
+    let seen: Vec<ForeignSeen> = serde_json::from_str(&json).unwrap_or_default();
+    if seen.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "{} application(s) under this configuration's runner keys belong to another installation \
+         or carry no owner marker (last reconciliation); counted in the quota, never deleted \
+         (`paas-runner reap CONFIG --yes --include-foreign` deletes them):",
+        seen.len()
+    );
+    for app in seen {
+        println!(
+            "  foreign  app={} name={} owner={} age={}",
+            shown(&app.app_id),
+            shown(&app.name),
+            shown(&app.owner),
+            app.age_secs
+                .map(age_text)
+                .unwrap_or_else(|| "unknown".into())
+        );
+    }
+    Ok(())
+}
+
+/// Text from the cloud, made safe for a terminal line.
+fn shown(text: &str) -> String {
+    text.chars()
+        .take(100)
+        .flat_map(char::escape_debug)
+        .collect()
+}
+
+/// `paas-runner reap CONFIG [--yes [--include-foreign]]`: applications of
+/// this configuration's runners that no tracked job accounts for.
+pub async fn reap(config_path: &Path, yes: bool, include_foreign: bool) -> ExitCode {
     let config = match load_config(config_path) {
         Ok(config) => config,
         Err(code) => return code,
     };
-    match reap_inner(&config, yes).await {
+    // Without the store, every live job's machine looks untracked: deleting
+    // is refused, listing is still allowed.
+    let store = match open_existing_store(&config) {
+        Ok(store) => Some(store),
+        Err(error) if yes => {
+            eprintln!("paas-runner reap: {error:#}; refusing to delete anything without it");
+            return ExitCode::from(crate::run::EXIT_CONFIG);
+        }
+        Err(error) => {
+            println!("{error:#}: every application is shown as untracked and nobody's");
+            None
+        }
+    };
+    match reap_inner(&config, store.as_ref(), yes, include_foreign).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("paas-runner reap: {error:#}");
@@ -114,65 +182,139 @@ pub async fn reap(config_path: &Path, yes: bool) -> ExitCode {
     }
 }
 
-async fn reap_inner(config: &paas_config::Config, yes: bool) -> anyhow::Result<()> {
-    let records = tracked_records(config)?;
+/// What `reap` makes of an untracked application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// This installation's, old enough: deleted with `--yes`.
+    Orphan,
+    /// This installation's, younger than the minimum age (or of unknown
+    /// age): perhaps a creation under way.
+    Young,
+    /// Another installation's, or unmarked: deleted only with
+    /// `--include-foreign`, and only past the minimum age.
+    Foreign,
+}
+
+fn verdict(owner: &AppOwner, age: Option<Duration>, min_age: Duration) -> Verdict {
+    let old_enough = age.is_some_and(|age| age >= min_age);
+    match (owner, old_enough) {
+        (AppOwner::Ours, true) => Verdict::Orphan,
+        (AppOwner::Ours, false) => Verdict::Young,
+        _ => Verdict::Foreign,
+    }
+}
+
+async fn reap_inner(
+    config: &paas_config::Config,
+    store: Option<&Store>,
+    yes: bool,
+    include_foreign: bool,
+) -> anyhow::Result<()> {
+    let (records, system_id) = match store {
+        Some(store) => (store.load()?, store.get_meta("system_id")?),
+        None => (Vec::new(), None),
+    };
+    let system_id = system_id.unwrap_or_default();
     // Applications a tracked job accounts for, by id and (when its creation
     // outcome is unknown) by name.
     let tracked_ids: HashSet<String> = records.iter().filter_map(|r| r.app_id.clone()).collect();
     let tracked_names: HashSet<String> = records
         .iter()
         .filter(|r| r.app_id.is_none())
-        .map(|r| format!("hpd-job-{}-{}", r.runner_key, r.job_id))
+        .map(|r| naming::app_name(&r.runner_key, r.job_id))
         .collect();
     let http = crate::setup::http_client()?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let mut found = 0;
+    let min_age = config.orphan_min_age;
+    let (mut deletable, mut young, mut foreign, mut deleted) = (0, 0, 0, 0);
     for runner_config in &config.runners {
         let io = RunnerIo::new(runner_config.clone(), http.clone())?;
-        let apps = io.list_own_apps(0.0).await?;
+        let apps = io.list_own_apps(0.0, &system_id).await?;
         for app in apps {
             if tracked_ids.contains(&app.id) || tracked_names.contains(&app.name) {
                 continue;
             }
-            found += 1;
+            let verdict = verdict(&app.owner, app.age, min_age);
+            let (label, delete) = match verdict {
+                Verdict::Orphan => {
+                    deletable += 1;
+                    ("orphan", yes)
+                }
+                Verdict::Young => {
+                    young += 1;
+                    ("young", false)
+                }
+                Verdict::Foreign => {
+                    foreign += 1;
+                    let old_enough = app.age.is_some_and(|age| age >= min_age);
+                    ("foreign", yes && include_foreign && old_enough)
+                }
+            };
             let age = app
-                .created_ms
-                .map(|ms| format!("{} s", (now_ms - ms).max(0) / 1000))
+                .age
+                .map(|age| age_text(age.as_secs()))
                 .unwrap_or_else(|| "unknown".into());
             println!(
-                "orphan  runner={} app={} name={} weight={:.1} age={}",
-                io.name, app.id, app.name, app.weight, age
+                "{label:<7} runner={} app={} name={} owner={} weight={:.1} age={}",
+                shown(&io.name),
+                shown(&app.id),
+                shown(&app.name),
+                app.owner.label(&system_id),
+                app.weight,
+                age
             );
-            if yes {
-                match io.delete_app(Some(&app.id), &app.name).await {
-                    paas_core::StepOutcome::Done(()) => println!("deleted {}", app.id),
+            if delete {
+                match io.delete_app(Some(&app.id), &app.name, &system_id).await {
+                    paas_core::StepOutcome::Done(()) => {
+                        deleted += 1;
+                        println!("deleted {}", shown(&app.id))
+                    }
                     paas_core::StepOutcome::Failed { user_message, .. } => {
-                        println!("could not delete {}: {user_message}", app.id)
+                        println!("could not delete {}: {user_message}", shown(&app.id))
                     }
                 }
             }
         }
     }
-    if found == 0 {
-        println!("no orphan application");
-    } else if !yes {
-        println!("{found} orphan application(s); run again with --yes to delete them");
+    let min_age_text = age_text(min_age.as_secs());
+    if deletable + young + foreign == 0 {
+        println!("no untracked application");
+        return Ok(());
+    }
+    println!(
+        "{deletable} orphan(s) of this installation older than {min_age_text}, {young} younger \
+         (or of unknown age, kept), {foreign} of other installations or unmarked; {deleted} deleted"
+    );
+    if !yes && deletable > 0 {
+        println!("run again with --yes to delete the orphans of this installation");
+    }
+    if foreign > 0 && !include_foreign {
+        println!(
+            "applications of other installations or unmarked are never deleted unless asked: \
+             --yes --include-foreign (only those older than {min_age_text})"
+        );
     }
     Ok(())
 }
 
-/// Records of the store, or none when the service never ran.
-fn tracked_records(config: &paas_config::Config) -> anyhow::Result<Vec<paas_core::JobRecord>> {
-    let path = match &config.state_file {
-        Some(state_file) => paas_store::store_path(state_file),
-        None => std::path::PathBuf::from("paas-runner-state.db"),
-    };
-    if !path.exists() {
-        println!("no state database at {}: no job is tracked", path.display());
-        return Ok(Vec::new());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_old_applications_are_orphans() {
+        let min = Duration::from_secs(600);
+        let old = Some(Duration::from_secs(601));
+        let young = Some(Duration::from_secs(5));
+        assert_eq!(verdict(&AppOwner::Ours, old, min), Verdict::Orphan);
+        assert_eq!(verdict(&AppOwner::Ours, young, min), Verdict::Young);
+        assert_eq!(verdict(&AppOwner::Ours, None, min), Verdict::Young);
+        let other = AppOwner::Foreign("r_x".into());
+        assert_eq!(verdict(&other, old, min), Verdict::Foreign);
+        assert_eq!(verdict(&AppOwner::Unmarked, old, min), Verdict::Foreign);
     }
-    Ok(Store::open(&path)?.load()?)
+
+    #[test]
+    fn cloud_text_is_shown_escaped() {
+        assert_eq!(shown("app_1\n\u{1b}[31m"), "app_1\\n\\u{1b}[31m");
+    }
 }

@@ -6,8 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use paas_core::{
-    App, Command, ConfirmCheck, Dispatcher, FailureKind, FlavorTable, JobKey, LaunchCheck,
-    ListedApp, NewJob, Notice, PollOutcome, RunnerIdx, Secret, Stats, StatusCheck, StepOutcome,
+    App, AppOwner, Command, ConfirmCheck, Dispatcher, FailureKind, FlavorTable, JobKey,
+    LaunchCheck, ListedApp, NewJob, Notice, PollOutcome, RunnerIdx, Secret, Stats, StatusCheck,
+    StepOutcome,
 };
 use paas_gitlab::{
     ConfirmOutcome, FailureReason, JobRequest, JobRequestOutcome, RemoteJobStatus, UpdateOutcome,
@@ -194,7 +195,29 @@ pub struct Driver {
     jobs_published_at: Option<Instant>,
     /// The first failed store write, if any.
     store_error: Option<String>,
+    /// Jobs the store held at start.
+    restored_jobs: usize,
+    /// Per runner: its first listing was answered.
+    listed_once: Vec<bool>,
+    /// Per runner: the applications of other owners (or unmarked) under its
+    /// key at its last listing, as `paas-runner state` shows them.
+    foreign_seen: Vec<Vec<ForeignSeen>>,
 }
+
+/// An application under a runner's key that this installation does not own,
+/// as kept in the store's meta data for `paas-runner state`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ForeignSeen {
+    pub runner_key: String,
+    pub app_id: String,
+    pub name: String,
+    /// The owner's system id, or `unmarked`.
+    pub owner: String,
+    pub age_secs: Option<u64>,
+}
+
+/// Store meta key holding the [`ForeignSeen`] list (JSON).
+pub const FOREIGN_META_KEY: &str = "foreign_apps";
 
 impl Driver {
     pub fn new(core: Dispatcher, runners: Runners, store: Store, system_id: String) -> Driver {
@@ -216,6 +239,9 @@ impl Driver {
             flavors_refresh_at: now() + FLAVORS_TTL,
             jobs_published_at: None,
             store_error: None,
+            restored_jobs: 0,
+            listed_once: vec![false; runner_count],
+            foreign_seen: vec![Vec::new(); runner_count],
         }
     }
 
@@ -227,6 +253,7 @@ impl Driver {
     /// Takes back the jobs of the store.
     pub fn restore(&mut self) -> anyhow::Result<()> {
         let records = self.store.load()?;
+        self.restored_jobs = records.len();
         if records.is_empty() {
             return Ok(());
         }
@@ -428,7 +455,12 @@ impl Driver {
             Event::Confirmed { job, check } => self.core.handle_confirmed(job, check, now),
             Event::JobOver { job } => self.core.handle_job_over(job, now),
             Event::Noticed { job, length } => self.core.handle_notice_written(job, length, now),
-            Event::AppList { runner, apps } => self.core.handle_app_list(runner, apps, now),
+            Event::AppList { runner, apps } => {
+                if let Some(apps) = &apps {
+                    self.after_listing(runner, apps);
+                }
+                self.core.handle_app_list(runner, apps, now)
+            }
             Event::OrphanDeleted { app_id, deleted } => {
                 self.core.handle_orphan_deleted(&app_id, deleted, now)
             }
@@ -470,9 +502,10 @@ impl Driver {
             Command::RequestJob { runner } => self.spawn_poll(runner),
             Command::CreateApp { job, name, flavor } => {
                 let may_exist = !self.create_attempted.insert(job);
+                let system_id = self.system_id.clone();
                 self.spawn(move |runners| async move {
                     let outcome = runners[job.runner]
-                        .create_app(&name, &flavor, may_exist)
+                        .create_app(job.job_id, &name, &flavor, may_exist, &system_id)
                         .await;
                     Event::Created { job, outcome }
                 });
@@ -549,9 +582,10 @@ impl Driver {
             }
             Command::ListApps { runner } => {
                 let default_weight = self.core.runner(runner).max_job_weight();
+                let system_id = self.system_id.clone();
                 self.spawn(move |runners| async move {
                     let io = &runners[runner];
-                    let apps = match io.list_own_apps(default_weight).await {
+                    let apps = match io.list_own_apps(default_weight, &system_id).await {
                         Ok(apps) => {
                             debug!(runner = %io.name, apps = apps.len(), "reconciliation: applications listed");
                             Some(apps)
@@ -570,11 +604,12 @@ impl Driver {
                 name,
                 created_ms,
             } => {
+                let system_id = self.system_id.clone();
                 self.spawn(move |runners| async move {
                     let io = &runners[runner];
                     let age = created_ms.map(age_of).unwrap_or_else(|| "unknown".to_owned());
-                    warn!(runner = %io.name, app_id = %app_id, app = %name, age = %age, "deleting an application no job accounts for");
-                    let deleted = matches!(io.delete_app(Some(&app_id), &name).await, StepOutcome::Done(()));
+                    warn!(runner = %io.name, app_id = %app_id, app = %name, owner = %system_id, age = %age, "deleting an application of this installation that no job accounts for");
+                    let deleted = matches!(io.delete_app(Some(&app_id), &name, &system_id).await, StepOutcome::Done(()));
                     Event::OrphanDeleted { app_id, deleted }
                 });
             }
@@ -647,9 +682,10 @@ impl Driver {
                 });
             }
             Command::DeleteApp { job, app_id, name } => {
+                let system_id = self.system_id.clone();
                 self.spawn(move |runners| async move {
                     let outcome = runners[job.runner]
-                        .delete_app(app_id.as_deref(), &name)
+                        .delete_app(app_id.as_deref(), &name, &system_id)
                         .await;
                     Event::Deleted { job, outcome }
                 });
@@ -851,6 +887,88 @@ impl Driver {
             } => {
                 warn!(runner = %self.runners[runner].name, %app_id, app = %name, "reconciliation: application belongs to no tracked job")
             }
+            Notice::Foreign {
+                runner,
+                app_id,
+                name,
+                owner,
+                age,
+            } => {
+                let age = age
+                    .map(|age| age_text(age.as_secs()))
+                    .unwrap_or_else(|| "unknown".to_owned());
+                warn!(
+                    runner = %self.runners[runner].name,
+                    %app_id,
+                    app = %name,
+                    owner = %owner.label(&self.system_id),
+                    %age,
+                    "reconciliation: application under this runner's key is not this installation's; counted in the quota, not deleted (`paas-runner reap CONFIG --yes --include-foreign` deletes it)"
+                )
+            }
+            Notice::MachineVanished { job, app_id } => {
+                error!(runner = %runner_name(&job), job_id = job.job_id, %app_id, "the job's application was deleted outside paas-runner; failing the job")
+            }
+        }
+    }
+
+    /// What a listing shows beyond the core's business: applications of the
+    /// runner's key while the store was empty at start (a wrong state file?),
+    /// and the foreign ones, kept for `paas-runner state`.
+    fn after_listing(&mut self, runner: RunnerIdx, apps: &[ListedApp]) {
+        let io = &self.runners[runner];
+        let first = !std::mem::replace(&mut self.listed_once[runner], true);
+        if first && self.restored_jobs == 0 && !apps.is_empty() {
+            let path = self.store.path();
+            let store = std::fs::canonicalize(path)
+                .or_else(|_| std::path::absolute(path))
+                .unwrap_or_else(|_| path.to_owned());
+            let ours = apps
+                .iter()
+                .filter(|app| app.owner == AppOwner::Ours)
+                .count();
+            error!(
+                runner = %io.name,
+                runner_key = %io.key,
+                store = %store.display(),
+                applications = apps.len(),
+                ours,
+                "the state store tracks no job, yet the organisation holds applications of this runner key: \
+                 is `state_file` the one this service used before? Applications of other installations \
+                 (or unmarked) are left alone; those marked as ours are deleted once old enough"
+            );
+        }
+        let seen: Vec<ForeignSeen> = apps
+            .iter()
+            .filter(|app| app.owner != AppOwner::Ours)
+            .map(|app| ForeignSeen {
+                runner_key: io.key.clone(),
+                app_id: app.id.clone(),
+                name: app.name.clone(),
+                owner: app.owner.label(&self.system_id).to_owned(),
+                age_secs: app.age.map(|age| age.as_secs()),
+            })
+            .collect();
+        // The first listing replaces what an earlier run recorded.
+        let changed = first
+            || seen.len() != self.foreign_seen[runner].len()
+            || seen
+                .iter()
+                .zip(&self.foreign_seen[runner])
+                .any(|(a, b)| a.app_id != b.app_id);
+        self.foreign_seen[runner] = seen;
+        if changed {
+            let all: Vec<&ForeignSeen> = self.foreign_seen.iter().flatten().collect();
+            let written = serde_json::to_string(&all)
+                .map_err(|error| error.to_string())
+                .and_then(|json| {
+                    self.store
+                        .set_meta(FOREIGN_META_KEY, &json)
+                        .map_err(|error| error.to_string())
+                });
+            if let Err(error) = written {
+                warn!(%error, "could not record the foreign applications for `paas-runner state`");
+            }
         }
     }
 }
@@ -937,6 +1055,11 @@ fn age_of(created_ms: i64) -> String {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
     let secs = (now_ms - created_ms).max(0) / 1000;
+    age_text(secs as u64)
+}
+
+/// `1h02m03s`.
+pub fn age_text(secs: u64) -> String {
     format!("{}h{:02}m{:02}s", secs / 3600, (secs / 60) % 60, secs % 60)
 }
 

@@ -48,13 +48,18 @@ enum Commands {
         config: PathBuf,
     },
     /// List the cloud applications of this configuration's runners that no
-    /// tracked job accounts for; with --yes, delete them.
+    /// tracked job accounts for; with --yes, delete those this installation
+    /// owns that are older than `paas_orphan_min_age`.
     Reap {
         /// Path of the configuration file (TOML).
         config: PathBuf,
-        /// Delete what is listed.
+        /// Delete what is listed as deletable (needs the state database).
         #[arg(long)]
         yes: bool,
+        /// With --yes, also delete applications of other installations and
+        /// unmarked ones (still only untracked ones past the minimum age).
+        #[arg(long, requires = "yes")]
+        include_foreign: bool,
     },
     /// Run a demonstration on embedded simulators of GitLab and Clever Cloud.
     Demo(demo::DemoArgs),
@@ -126,7 +131,11 @@ fn main() -> ExitCode {
         match cli.command {
             Commands::Run { config } => run::main(&config).await,
             Commands::State { config } => admin::state(&config).await,
-            Commands::Reap { config, yes } => admin::reap(&config, yes).await,
+            Commands::Reap {
+                config,
+                yes,
+                include_foreign,
+            } => admin::reap(&config, yes, include_foreign).await,
             Commands::Demo(args) => demo::main(args).await,
             Commands::Sim(args) => sim_cmd::main(args).await,
             Commands::Bench(args) => bench::main(args).await,

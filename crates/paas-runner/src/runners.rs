@@ -8,6 +8,7 @@ use std::time::Duration;
 use paas_clever::api::{App as CleverApp, CleverClient, CleverError, CreateApp, DeleteOutcome};
 use paas_clever::{build_context, git_push};
 use paas_config::RunnerConfig;
+use paas_core::naming::{self, AppOwner};
 use paas_core::{messages, App, Flavor, FlavorTable, ListedApp, Secret, StepOutcome};
 use paas_gitlab::CoordinatorClient;
 use tokio::sync::Mutex;
@@ -92,25 +93,41 @@ impl RunnerIo {
         Ok(version)
     }
 
-    async fn find_by_name(&self, name: &str) -> Result<Vec<CleverApp>, CleverError> {
+    /// The applications named `name` that the installation `system_id`
+    /// owns (by the marker in their description): only those are adopted
+    /// or deleted by name.
+    async fn find_by_name(
+        &self,
+        name: &str,
+        system_id: &str,
+    ) -> Result<Vec<CleverApp>, CleverError> {
         Ok(self
             .clever
             .list_apps()
             .await?
             .into_iter()
             .filter(|app| app.name == name)
+            .filter(|app| {
+                AppOwner::classify(app.description.as_deref(), system_id) == AppOwner::Ours
+            })
             .collect())
     }
 
-    /// Creates (or adopts, when `may_exist`) the job's application and sets
+    /// Creates (or adopts, when `may_exist`) the application of job
+    /// `job_id`, marked as owned by the installation `system_id`, and sets
     /// its environment.
     pub async fn create_app(
         &self,
+        job_id: u64,
         name: &str,
         flavor: &Flavor,
         may_exist: bool,
+        system_id: &str,
     ) -> StepOutcome<App> {
-        match self.create_app_inner(name, flavor, may_exist).await {
+        match self
+            .create_app_inner(job_id, name, flavor, may_exist, system_id)
+            .await
+        {
             Ok(app) => StepOutcome::Done(app),
             Err(error) => {
                 warn!(runner = %self.name, app = name, %error, "application creation failed");
@@ -124,12 +141,14 @@ impl RunnerIo {
 
     async fn create_app_inner(
         &self,
+        job_id: u64,
         name: &str,
         flavor: &Flavor,
         may_exist: bool,
+        system_id: &str,
     ) -> Result<App, CleverError> {
         let existing = if may_exist {
-            self.find_by_name(name).await?.into_iter().next()
+            self.find_by_name(name, system_id).await?.into_iter().next()
         } else {
             None
         };
@@ -145,6 +164,7 @@ impl RunnerIo {
                     instance_version: self.instance_version(false).await?,
                     instance_variant: self.config.cc.instance_variant_uuid.clone(),
                     flavor_api_name: flavor.api_name.clone(),
+                    description: naming::owner_marker(job_id, system_id),
                 };
                 match self.clever.create_app(&spec).await {
                     Err(error) if error.api_id() == Some(9017) => {
@@ -287,22 +307,30 @@ impl RunnerIo {
         }
     }
 
-    /// The runner's applications (named `hpd-job-<key>-*`) in the cloud.
-    /// `default_weight` stands for an application whose flavor is unknown.
-    pub async fn list_own_apps(&self, default_weight: f64) -> Result<Vec<ListedApp>, CleverError> {
-        let prefix = format!("hpd-job-{}-", self.key);
+    /// The runner's applications (named `hpd-job-<key>-<job id>`) in the
+    /// cloud, whoever owns them, each with its owner as seen by the
+    /// installation `system_id` and its age. `default_weight` stands for an
+    /// application whose flavor is unknown.
+    pub async fn list_own_apps(
+        &self,
+        default_weight: f64,
+        system_id: &str,
+    ) -> Result<Vec<ListedApp>, CleverError> {
+        let now_ms = unix_now_ms();
         Ok(self
             .clever
             .list_apps()
             .await?
             .into_iter()
-            .filter(|app| app.name.starts_with(&prefix))
+            .filter(|app| naming::job_id_of(&app.name, &self.key).is_some())
             .map(|app| ListedApp {
                 weight: app
                     .max_flavor
                     .as_ref()
                     .map(|flavor| paas_core::weight_of_ram_mib(flavor.ram_mib))
                     .unwrap_or(default_weight),
+                owner: AppOwner::classify(app.description.as_deref(), system_id),
+                age: app.creation_date_ms.map(|created| age_at(created, now_ms)),
                 id: app.id,
                 name: app.name,
                 created_ms: app.creation_date_ms,
@@ -310,12 +338,23 @@ impl RunnerIo {
             .collect())
     }
 
-    /// Deletes the application by id, or every application named `name`.
-    pub async fn delete_app(&self, app_id: Option<&str>, name: &str) -> StepOutcome<()> {
+    /// Deletes the application by id, or every application named `name`
+    /// that the installation `system_id` owns.
+    pub async fn delete_app(
+        &self,
+        app_id: Option<&str>,
+        name: &str,
+        system_id: &str,
+    ) -> StepOutcome<()> {
         let result = async {
             let ids: Vec<String> = match app_id {
                 Some(id) => vec![id.to_owned()],
-                None => self.find_by_name(name).await?.into_iter().map(|app| app.id).collect(),
+                None => self
+                    .find_by_name(name, system_id)
+                    .await?
+                    .into_iter()
+                    .map(|app| app.id)
+                    .collect(),
             };
             for id in ids {
                 match self.clever.delete_app(&id).await? {
@@ -347,6 +386,20 @@ fn create_message(error: &CleverError) -> String {
         "Clever Cloud could not create the machine for this job: {}",
         error.user_message()
     )
+}
+
+/// Age of something created at `created_ms` (Unix epoch, ms) at `now_ms`;
+/// a date in the future (clocks apart) makes it brand new.
+pub fn age_at(created_ms: i64, now_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(now_ms.saturating_sub(created_ms)).unwrap_or(0))
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 fn unix_now() -> i64 {

@@ -196,6 +196,7 @@ pub fn plan(
         quota,
         allowed_fraction_per_runner: config.quota.allowed_fraction_per_runner,
         reconcile_interval: config.reconcile_interval,
+        orphan_min_age: config.orphan_min_age,
         slow_notice_after: config.slow_provisioning_notice,
     };
     Ok((dispatcher_config, specs))

@@ -428,6 +428,13 @@ pub fn render_metrics(snapshot: &Snapshot, config: &StatusConfig) -> String {
         "Job requests in flight to the coordinators.",
         &scalar(stats.polls_in_flight as f64),
     );
+    family(
+        "foreign_apps",
+        "gauge",
+        "Applications under this service's runner keys that another installation owns or that carry \
+         no owner marker, at the last reconciliation: reported and counted in the quota, never deleted.",
+        &scalar(stats.foreign_apps as f64),
+    );
     for (name, help, value) in [
         (
             "jobs_acquired_total",
@@ -507,6 +514,8 @@ pub fn status_value(snapshot: &Snapshot, config: &StatusConfig) -> Value {
             "jobs": stats.jobs,
             "stages": stages,
             "polls_in_flight": stats.polls_in_flight,
+            "foreign_apps": stats.foreign_apps,
+            "foreign_weight": stats.foreign_weight,
             "jobs_acquired_total": stats.acquired_total,
             "jobs_launched_total": stats.launched_total,
             "jobs_failed_total": stats.failed_total,

@@ -317,10 +317,20 @@ async fn quota_too_small_for_the_largest_flavor_is_refused_at_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orphans_are_listed_by_reap_and_deleted_at_start() {
-    let mut harness = Harness::start(quick(), |_| {}).await;
-    // An application of this runner that no job accounts for (left by a
-    // lost state file, say), and one of another runner that must stay.
+async fn only_our_orphans_are_deleted_at_start_and_reap_deletes_foreign_ones_on_request() {
+    let mut harness = Harness::start(quick(), |options| {
+        options.extra_global = "paas_orphan_min_age = 1\n".into();
+    })
+    .await;
+    // The installation's store exists (the service ran before) with its
+    // system id; the cloud holds, under this runner's key, an application
+    // of ours that no job accounts for (a lost record, say), one of
+    // another installation and one without owner marker; and one of
+    // another runner.
+    let store_path = harness.dir.path().join("state.db");
+    let store = paas_store::Store::open(&store_path).unwrap();
+    store.set_meta("system_id", "r_e2eowner").unwrap();
+    drop(store);
     let clever = paas_clever::api::CleverClient::new(
         &harness.cluster.clever.api_url(),
         &harness.cluster.clever.config().orga_id,
@@ -329,41 +339,69 @@ async fn orphans_are_listed_by_reap_and_deleted_at_start() {
     )
     .unwrap();
     let version = clever.docker_instance_version().await.unwrap();
-    let spec = |name: &str| paas_clever::api::CreateApp {
+    let spec = |name: &str, description: &str| paas_clever::api::CreateApp {
         name: name.into(),
         zone: "par".into(),
         instance_version: version.clone(),
         instance_variant: "70d676a0-a775-4dc9-a43d-3121036e8515".into(),
         flavor_api_name: "heptapod-runner-XS".into(),
+        description: description.into(),
     };
     let orphan = clever
-        .create_app(&spec("hpd-job-glrt-000-424242"))
+        .create_app(&spec(
+            "hpd-job-glrt-000-424242",
+            &paas_core::naming::owner_marker(424242, "r_e2eowner"),
+        ))
         .await
         .unwrap();
     let foreign = clever
-        .create_app(&spec("hpd-job-otherrun-7"))
+        .create_app(&spec(
+            "hpd-job-glrt-000-424243",
+            &paas_core::naming::owner_marker(424243, "r_someoneelse"),
+        ))
+        .await
+        .unwrap();
+    let unmarked = clever
+        .create_app(&spec("hpd-job-glrt-000-424244", ""))
+        .await
+        .unwrap();
+    let other_runner = clever
+        .create_app(&spec("hpd-job-otherrun-7", ""))
         .await
         .unwrap();
 
-    let reap = tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
-        .arg("reap")
-        .arg(&harness.config_path)
-        .current_dir(harness.dir.path())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&reap.stdout);
-    assert!(
-        reap.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&reap.stderr)
-    );
-    assert!(stdout.contains(&orphan.id), "{stdout}");
-    assert!(!stdout.contains(&foreign.id), "{stdout}");
-    assert!(stdout.contains("--yes"), "{stdout}");
+    let (config_path, dir) = (harness.config_path.clone(), harness.dir.path().to_owned());
+    let reap = |args: &'static [&'static str]| {
+        let (config_path, dir) = (config_path.clone(), dir.clone());
+        async move {
+            let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+                .arg("reap")
+                .arg(&config_path)
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            assert!(
+                output.status.success(),
+                "{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            stdout
+        }
+    };
+    let stdout = reap(&[]).await;
+    for app in [&orphan, &foreign, &unmarked] {
+        assert!(stdout.contains(&app.id), "{stdout}");
+    }
+    assert!(!stdout.contains(&other_runner.id), "{stdout}");
+    assert!(stdout.contains("owner=r_someoneelse"), "{stdout}");
+    assert!(stdout.contains("owner=unmarked"), "{stdout}");
+    assert!(stdout.contains("--include-foreign"), "{stdout}");
     assert_eq!(
         harness.cluster.clever.stats().apps_live,
-        2,
+        4,
         "reap without --yes deletes nothing"
     );
 
@@ -378,15 +416,72 @@ async fn orphans_are_listed_by_reap_and_deleted_at_start() {
         )
         .await;
     assert!(gone, "orphan not deleted\n{}", harness.logs());
-    assert!(
-        harness.cluster.clever.app(&foreign.id).unwrap().is_live(),
-        "another runner's application stays"
-    );
+    // Listed at start and at every reconciliation: never deleted.
+    for app in [&foreign, &unmarked, &other_runner] {
+        assert!(
+            harness.cluster.clever.app(&app.id).unwrap().is_live(),
+            "{} stays\n{}",
+            app.name,
+            harness.logs()
+        );
+    }
     let logs = harness.logs();
     assert!(
-        logs.contains("deleting an application no job accounts for") && logs.contains("age="),
+        logs.contains("deleting an application of this installation that no job accounts for")
+            && logs.contains("age="),
         "{logs}"
     );
+    assert!(
+        logs.contains("is not this installation's") && logs.contains("owner=r_someoneelse"),
+        "{logs}"
+    );
+    // The store held no job while the organisation held applications of
+    // the runner's key: said loudly, with the store's path.
+    assert!(
+        logs.contains("the state store tracks no job")
+            && logs.contains(&store_path.display().to_string()),
+        "{logs}"
+    );
+
+    // `state` lists them as the last reconciliation saw them.
+    let state = tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+        .arg("state")
+        .arg(&harness.config_path)
+        .current_dir(harness.dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&state.stdout);
+    assert!(state.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .contains("2 application(s) under this configuration's runner keys belong to another")
+            && stdout.contains(&format!(
+                "app={} name=hpd-job-glrt-000-424243 owner=r_someoneelse",
+                foreign.id
+            ))
+            && stdout.contains(&format!(
+                "app={} name=hpd-job-glrt-000-424244 owner=unmarked",
+                unmarked.id
+            )),
+        "{stdout}"
+    );
+
+    // Asked explicitly, reap deletes the foreign ones of this runner key.
+    let stdout = reap(&["--yes", "--include-foreign"]).await;
+    assert!(
+        stdout.contains("2 of other installations or unmarked; 2 deleted"),
+        "{stdout}"
+    );
+    for app in [&foreign, &unmarked] {
+        assert!(!harness.cluster.clever.app(&app.id).unwrap().is_live());
+    }
+    assert!(harness
+        .cluster
+        .clever
+        .app(&other_runner.id)
+        .unwrap()
+        .is_live());
 
     // `state` shows tracked jobs without their tokens.
     let id = harness.enqueue(&[(vars::JOB_DURATION_MS, "20000")]);

@@ -69,6 +69,8 @@ fn snapshot() -> Snapshot {
             reserved_weight: 4.75,
             quota: 45.25,
             polls_in_flight: 2,
+            foreign_apps: 1,
+            foreign_weight: 2.0,
             acquired_total: 40,
             launched_total: 30,
             failed_total: 5,
@@ -195,6 +197,7 @@ fn metrics_follow_the_text_format() {
         "paas_runner_jobs{stage=\"failing\"} 1".into(),
         "paas_runner_jobs{stage=\"decommissioning\"} 0".into(),
         "paas_runner_polls_in_flight 2".into(),
+        "paas_runner_foreign_apps 1".into(),
         "paas_runner_jobs_acquired_total 40".into(),
         "paas_runner_jobs_launched_total 30".into(),
         "paas_runner_jobs_failed_total 5".into(),
@@ -247,7 +250,7 @@ fn metrics_follow_the_text_format() {
         }
     }
     assert!(text.ends_with('\n'));
-    assert_eq!(families.len(), 15, "{families:?}");
+    assert_eq!(families.len(), 16, "{families:?}");
 }
 
 #[test]

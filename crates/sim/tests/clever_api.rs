@@ -89,6 +89,29 @@ async fn catalogue_is_public_and_shaped_like_the_reference() {
 }
 
 #[tokio::test]
+async fn description_and_creation_date_are_kept_and_listed() {
+    let sim = start_sim(|_| {}).await;
+    let mut body = create_body(&sim.sim, "hpd-job-abcdefgh-5", "S");
+    body["description"] = json!("paas-runner job 5 owner=r_abc");
+    let (status, app) = sim.api.create(body).await;
+    assert_eq!(status, 200, "{app}");
+    let app_id = app["id"].as_str().expect("id").to_owned();
+    let created = app["creationDate"].as_u64().expect("creationDate");
+    let (_, got) = sim.api.get_app(&app_id).await;
+    assert_eq!(got["description"], "paas-runner job 5 owner=r_abc");
+    assert_eq!(got["creationDate"].as_u64(), Some(created));
+    let (_, list) = sim.api.list().await;
+    let listed = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|item| item["id"] == app_id.as_str())
+        .expect("listed");
+    assert_eq!(listed["description"], "paas-runner job 5 owner=r_abc");
+    assert_eq!(listed["creationDate"].as_u64(), Some(created));
+}
+
+#[tokio::test]
 async fn application_lifecycle() {
     let sim = start_sim(|_| {}).await;
     let api = &sim.api;

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use paas_core::AppOwner;
 use paas_core::{
     App, Command, ConfirmCheck, Dispatcher, DispatcherConfig, FailureKind, Flavor, FlavorTable,
     JobKey, JobRecord, LaunchCheck, LaunchWatch, ListedApp, NewJob, Notice, PollOutcome, RunnerIdx,
@@ -107,6 +108,7 @@ pub fn config() -> DispatcherConfig {
         quota: weight("2XL") * 4.0,
         allowed_fraction_per_runner: 1.0,
         reconcile_interval: Duration::ZERO,
+        orphan_min_age: Duration::ZERO,
         slow_notice_after: Duration::ZERO,
     }
 }
@@ -528,6 +530,9 @@ pub struct ModelApp {
     /// A stray the dispatcher could not count when it took a job (it had
     /// not listed it yet): the quota check of the cloud leaves it out.
     pub excused: bool,
+    /// Whose it is (its description's marker); the harness's dispatcher is
+    /// the installation whose applications are `Ours`.
+    pub owner: AppOwner,
 }
 
 /// An in-memory cloud: applications by id (names are looked up by scan),
@@ -606,6 +611,7 @@ impl ModelCloud {
                 created_at: now,
                 stray,
                 excused,
+                owner: AppOwner::Ours,
             },
         );
         self.max_live_weight = self.max_live_weight.max(self.live_weight());
@@ -614,7 +620,7 @@ impl ModelCloud {
 
     /// The applications whose name starts with `prefix`, as the API lists
     /// them (creation time in ms from `start`).
-    fn list(&self, prefix: &str, start: Instant) -> Vec<ListedApp> {
+    fn list(&self, prefix: &str, start: Instant, now: Instant) -> Vec<ListedApp> {
         self.apps
             .values()
             .filter(|app| app.name.starts_with(prefix))
@@ -623,12 +629,34 @@ impl ModelCloud {
                 name: app.name.clone(),
                 weight: app.weight,
                 created_ms: Some((app.created_at - start).as_millis() as i64),
+                owner: app.owner.clone(),
+                age: Some(now.saturating_duration_since(app.created_at)),
             })
             .collect()
     }
 
+    /// The application of that name this installation owns (the runner
+    /// adopts and deletes by name only what carries its marker).
     pub fn by_name(&self, name: &str) -> Option<&ModelApp> {
-        self.apps.values().find(|app| app.name == name)
+        self.apps
+            .values()
+            .find(|app| app.name == name && app.owner == AppOwner::Ours)
+    }
+
+    /// An application of another owner (or unmarked) under a runner's name.
+    pub fn insert_foreign(
+        &mut self,
+        name: &str,
+        job: JobKey,
+        flavor: &Flavor,
+        now: Instant,
+        owner: AppOwner,
+    ) -> String {
+        let id = self.add(name, job, flavor, now, true, false);
+        if let Some(app) = self.apps.get_mut(&id) {
+            app.owner = owner;
+        }
+        id
     }
 
     /// Creates the application, or adopts the one of that name.
@@ -673,7 +701,7 @@ impl ModelCloud {
             None => self
                 .apps
                 .values()
-                .filter(|app| app.name == name)
+                .filter(|app| app.name == name && app.owner == AppOwner::Ours)
                 .map(|app| app.id.clone())
                 .collect(),
         };
@@ -1018,6 +1046,8 @@ pub struct Harness {
     /// `handle_job_over` calls, and creations that landed after one.
     pub job_overs: u64,
     pub late_creations: u64,
+    /// Applications deleted behind the dispatcher's back.
+    pub vanished_apps: BTreeSet<String>,
     /// Largest live weight of the cloud, excused strays left out.
     pub max_accountable_weight: f64,
 }
@@ -1096,6 +1126,7 @@ impl Harness {
             faults_injected: 0,
             job_overs: 0,
             late_creations: 0,
+            vanished_apps: BTreeSet::new(),
             max_accountable_weight: 0.0,
         }
     }
@@ -1495,6 +1526,44 @@ impl Harness {
         id
     }
 
+    /// An application of `owner` named like job `job_id`'s of `runner`
+    /// appears (another installation sharing the organisation and runner
+    /// key, or an unmarked one).
+    pub fn add_foreign(
+        &mut self,
+        runner: RunnerIdx,
+        job_id: u64,
+        flavor_name: &str,
+        owner: AppOwner,
+    ) -> String {
+        let name = self.runners[runner].app_name(job_id);
+        let key = JobKey { runner, job_id };
+        let now = self.now;
+        let id = self
+            .cloud
+            .insert_foreign(&name, key, &flavor(flavor_name), now, owner);
+        self.note(Some(key), format!("FOREIGN {id} {name}"));
+        id
+    }
+
+    /// Someone deletes job `job_id`'s application behind the dispatcher's
+    /// back (its machine stops). Returns its id.
+    pub fn remove_behind_back(&mut self, job_id: u64) -> Option<String> {
+        let key = self.key(job_id);
+        let id = self
+            .cloud
+            .apps
+            .values()
+            .find(|app| app.job == key && app.owner == AppOwner::Ours)?
+            .id
+            .clone();
+        self.cloud.apps.remove(&id);
+        self.coordinator.kill(key, &id);
+        self.vanished_apps.insert(id.clone());
+        self.note(Some(key), format!("VANISHED {id}"));
+        Some(id)
+    }
+
     /// While the process runs, a second application of job `job_id`'s name
     /// appears (a creation racing another, a listing lagging): the
     /// dispatcher can only learn of it by listing, so it is excused from the
@@ -1599,6 +1668,15 @@ impl Harness {
                 {
                     self.cleared.insert(job);
                 }
+                if let Notice::MachineVanished { job, app_id } = &notice {
+                    // Only a machine really gone may end its job.
+                    if self.cloud.apps.contains_key(app_id) {
+                        self.violation(format!(
+                            "j{} failed as vanished although {app_id} exists",
+                            job.job_id
+                        ));
+                    }
+                }
                 let at = self.elapsed();
                 self.notices.push((at, notice));
             }
@@ -1623,7 +1701,7 @@ impl Harness {
                     Some(_) => None,
                     None => {
                         let prefix = format!("hpd-job-{}-", self.runners[runner].key);
-                        Some(self.cloud.list(&prefix, self.start))
+                        Some(self.cloud.list(&prefix, self.start, now))
                     }
                 };
                 self.schedule(Kind::List, Outcome::AppList(runner, apps));
@@ -1646,6 +1724,24 @@ impl Harness {
                 }
                 if !name.starts_with(&format!("hpd-job-{}-", self.runners[runner].key)) {
                     self.violation(format!("orphan {name} deleted for runner {runner}"));
+                }
+                let listed_app = self.cloud.apps.get(&app_id).map(|app| {
+                    (
+                        app.owner.clone(),
+                        now.saturating_duration_since(app.created_at),
+                    )
+                });
+                if let Some((owner, age)) = listed_app {
+                    if owner != AppOwner::Ours {
+                        self.violation(format!(
+                            "orphan deletion of {app_id}, an application of {owner:?}"
+                        ));
+                    }
+                    if age < self.config.orphan_min_age {
+                        self.violation(format!(
+                            "orphan deletion of {app_id} aged {age:?}, under the minimum age"
+                        ));
+                    }
                 }
                 let orphan_key = JobKey {
                     runner,
@@ -1729,10 +1825,12 @@ impl Harness {
                     match self.cloud.push(&app_id) {
                         None => {
                             self.cloud.deploys_to_missing_app += 1;
-                            self.violation(format!(
-                                "deploy of j{} to missing application {app_id}",
-                                job.job_id
-                            ));
+                            if !self.vanished_apps.contains(&app_id) {
+                                self.violation(format!(
+                                    "deploy of j{} to missing application {app_id}",
+                                    job.job_id
+                                ));
+                            }
                             outcome = StepOutcome::Failed {
                                 transient: false,
                                 user_message: "application not found".to_owned(),
@@ -2369,6 +2467,19 @@ fn describe_notice(notice: &Notice) -> String {
             app_id,
             name,
         } => format!("Notice orphan r{runner} {app_id} {name}"),
+        Notice::Foreign {
+            runner,
+            app_id,
+            name,
+            owner,
+            age,
+        } => format!(
+            "Notice foreign r{runner} {app_id} {name} {owner:?} age={}",
+            age.map_or_else(|| "?".to_owned(), |age| format!("{}s", age.as_secs()))
+        ),
+        Notice::MachineVanished { job, app_id } => {
+            format!("Notice vanished j{} {app_id}", job.job_id)
+        }
     }
 }
 
@@ -2511,8 +2622,9 @@ pub fn command_job(command: &Command) -> Option<JobKey> {
             | Notice::Decommissioned { job }
             | Notice::GaveUp { job, .. }
             | Notice::Withdrawn { job }
-            | Notice::Adopted { job, .. } => *job,
-            Notice::Orphan { .. } => return None,
+            | Notice::Adopted { job, .. }
+            | Notice::MachineVanished { job, .. } => *job,
+            Notice::Orphan { .. } | Notice::Foreign { .. } => return None,
         }),
     }
 }
