@@ -15,11 +15,7 @@ use crate::runners::RunnerIo;
 /// Where the state database of a configuration is, made absolute (against
 /// the current directory, as the service resolves it) for messages.
 pub fn store_location(config: &paas_config::Config) -> PathBuf {
-    let path = match &config.state_file {
-        Some(state_file) => paas_store::store_path(state_file),
-        None => PathBuf::from("paas-runner-state.db"),
-    };
-    std::path::absolute(&path).unwrap_or(path)
+    paas_store::resolve_store_path(config.state_file.as_deref())
 }
 
 /// The state database of a configuration, which must exist (an operator
@@ -54,6 +50,10 @@ pub async fn state(config_path: &Path) -> ExitCode {
         let store = open_existing_store(&config)?;
         let records = store.load()?;
         println!("state database: {}", store.path().display());
+        match paas_store::lock_holder(store.path())? {
+            Some(holder) => println!("held by the service: {holder}"),
+            None => println!("no service holds it (not running, or stopped)"),
+        }
         print_foreign(&store)?;
         println!("{} tracked job(s)", records.len());
         if records.is_empty() {

@@ -122,6 +122,24 @@ async fn a_second_service_on_the_same_store_is_refused_while_the_first_finishes(
     );
     println!("second service refused in {refused_in:?}");
 
+    // `state` reads while the service runs, and names who holds the store.
+    let state = tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+        .arg("state")
+        .arg(&harness.config_path)
+        .current_dir(harness.dir.path())
+        .output()
+        .await
+        .expect("state runs");
+    let stdout = String::from_utf8_lossy(&state.stdout);
+    assert!(state.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "held by the service: host {}, pid {first_pid}, since ",
+            host.trim()
+        )),
+        "{stdout}"
+    );
+
     harness.wait_all_done(&ids).await;
     for id in &ids {
         assert_eq!(harness.job(*id).status, JobStatus::Success, "job {id}");
