@@ -447,7 +447,7 @@ impl CleverClient {
         if apps.len() != entries.len() {
             tracing::warn!(
                 skipped = entries.len() - apps.len(),
-                "applications without id in the list, ignored"
+                "applications without a plain Clever Cloud id in the list, ignored"
             );
         }
         Ok(apps)
@@ -719,21 +719,31 @@ fn api_error(action: &'static str, status: u16, body: &[u8], token: &Secret) -> 
 fn missing_id(action: &'static str) -> CleverError {
     CleverError::Decode {
         action,
-        detail: "application without id".to_owned(),
+        detail: "application without a plain Clever Cloud id".to_owned(),
     }
 }
 
-/// The fields of an application object the runner uses; `None` without id.
+/// Longest application id taken from an answer (real ids are `app_` and a UUID).
+const MAX_ID_CHARS: usize = 128;
+
+/// The fields of an application object the runner uses; `None` without a
+/// plain id.
 fn parse_app(app: &Value) -> Option<App> {
     let text = |pointer: &str| {
         app.pointer(pointer)
             .and_then(Value::as_str)
             .map(str::to_owned)
     };
-    let id = text("/id").filter(|id| !id.is_empty())?;
+    // The id goes into URLs and log fields: only a plain Clever Cloud id is
+    // taken. The name is outside text too: control characters escaped and
+    // cut, so it can never forge a log line (our own names are plain ASCII).
+    let id =
+        text("/id").filter(|id| id.len() <= MAX_ID_CHARS && check_id("application", id).is_ok())?;
     Some(App {
         id,
-        name: text("/name").unwrap_or_default(),
+        name: text("/name")
+            .map(|name| paas_core::sanitize(&name, paas_core::sanitize::MAX_VALUE_CHARS, &[]))
+            .unwrap_or_default(),
         repo_state: text("/deployment/repoState"),
         http_url: text("/deployment/httpUrl"),
         max_flavor: app

@@ -364,6 +364,30 @@ async fn unauthorized_is_not_transient_and_hides_the_token() {
 }
 
 #[tokio::test]
+async fn hostile_application_ids_and_names_are_not_taken_as_they_are() {
+    let mock = Mock::start().await;
+    mock.on(
+        "GET /v2/organisations/orga_42/applications",
+        200,
+        json!([
+            {"id": "../../organisations/orga_other", "name": "path-like id"},
+            {"id": "app_1\n2026-01-01 INFO forged", "name": "id with a newline"},
+            {"id": "a".repeat(129), "name": "id too long"},
+            {"id": "app_2", "name": "hpd-job-x-1\n\u{1b}[31mforged line"},
+        ])
+        .to_string(),
+    );
+    let apps = mock.client().list_apps().await.unwrap();
+    let ids: Vec<&str> = apps.iter().map(|app| app.id.as_str()).collect();
+    assert_eq!(ids, ["app_2"], "only a plain id is taken");
+    assert_eq!(apps[0].name, "hpd-job-x-1\\n\\u{1b}[31mforged line");
+    assert!(!apps[0]
+        .name
+        .chars()
+        .any(paas_core::sanitize::is_unsafe_char));
+}
+
+#[tokio::test]
 async fn list_and_get_apps() {
     let mock = Mock::start().await;
     let minimal =
