@@ -659,11 +659,15 @@ async fn a_failing_state_store_stops_the_service_and_nothing_is_lost() {
         .await;
     assert!(started, "{}", harness.logs());
 
-    // From now on every write of a job record fails, as on a full disk.
+    // From now on every record of a new job fails, as on a full disk. The
+    // running job's own records still go through, so that the failure is
+    // met by the next job taken and not by whichever stage change of the
+    // running job happens to come first.
     let db = rusqlite::Connection::open(harness.dir.path().join("state.db")).unwrap();
-    db.execute_batch(
-        "CREATE TRIGGER refuse_inserts BEFORE INSERT ON jobs BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
-    )
+    db.execute_batch(&format!(
+        "CREATE TRIGGER refuse_inserts BEFORE INSERT ON jobs WHEN NEW.job_id != {running} \
+         BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;"
+    ))
     .unwrap();
     let unrecorded = harness.enqueue(&[(vars::JOB_DURATION_MS, "200")]);
     let mut child = harness.child.take().unwrap();
