@@ -600,8 +600,18 @@ pub fn render_page(snapshot: &Snapshot, history: &History, config: &StatusConfig
         html,
         "<div class=\"bar\" title=\"used {used_pct:.0}%, reserved {reserved_pct:.0}%\">\
          <div class=\"used\" style=\"width:{used_pct:.2}%\"></div>\
-         <div class=\"reserved\" style=\"width:{reserved_pct:.2}%\"></div></div></section>"
+         <div class=\"reserved\" style=\"width:{reserved_pct:.2}%\"></div></div>"
     );
+    if stats.foreign_apps > 0 {
+        let _ = writeln!(
+            html,
+            "<p class=\"figures bad\" id=\"foreign\">{} application(s) of another installation \
+             (or unmarked) under this runner's key: weight {:.1} counted in the quota, never \
+             deleted by this service (<code>paas-runner state</code> lists them)</p>",
+            stats.foreign_apps, stats.foreign_weight
+        );
+    }
+    html.push_str("</section>\n");
 
     // Jobs by stage and totals.
     html.push_str("<section><h2>Jobs</h2><div class=\"tiles\">\n");

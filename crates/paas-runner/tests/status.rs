@@ -328,6 +328,7 @@ fn page_shows_the_key_figures_and_escapes_names() {
         "<polyline class=\"line total\"",
         "<line class=\"limit\"",
         "setInterval(",
+        "1 application(s) of another installation (or unmarked) under this runner's key: weight 2.0",
     ] {
         assert!(page.contains(expected), "missing {expected:?} in\n{page}");
     }
@@ -338,6 +339,7 @@ fn page_shows_the_key_figures_and_escapes_names() {
 
     let empty = status::render_page(&Snapshot::default(), &History::new(10), &config());
     assert!(empty.contains("no samples yet"), "{empty}");
+    assert!(!empty.contains("another installation"), "{empty}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
