@@ -10,6 +10,7 @@ mod logging;
 mod run;
 mod runners;
 mod setup;
+mod signals;
 mod sim_cmd;
 mod status;
 
