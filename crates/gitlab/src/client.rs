@@ -606,6 +606,14 @@ impl CoordinatorClient {
     }
 }
 
+impl CoordinatorClient {
+    /// The shared HTTP client (for the runner lifecycle calls of
+    /// `runners_api`).
+    pub(crate) fn http_client(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
 /// A whole answer.
 struct Reply {
     status: u16,
