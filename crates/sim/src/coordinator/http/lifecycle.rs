@@ -37,9 +37,11 @@ struct SettingsBody {
 
 impl SettingsBody {
     /// Rails' validation of the new runner; the error body on failure.
-    fn settings(&self) -> Result<NewRunnerSettings, Response> {
+    fn settings(&self) -> Result<NewRunnerSettings, Box<Response>> {
         if self.paused.is_some() && self.active.is_some() {
-            return Err(grape_error("paused, active are mutually exclusive"));
+            return Err(Box::new(grape_error(
+                "paused, active are mutually exclusive",
+            )));
         }
         let tags: Vec<String> = match &self.tag_list {
             None | Some(Value::Null) => Vec::new(),
@@ -56,15 +58,15 @@ impl SettingsBody {
                 .filter(|tag| !tag.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            Some(_) => return Err(grape_error("tag_list is invalid")),
+            Some(_) => return Err(Box::new(grape_error("tag_list is invalid"))),
         };
         // The model's default is true.
         let run_untagged = self.run_untagged.unwrap_or(true);
         if !run_untagged && tags.is_empty() {
-            return Err(message(
+            return Err(Box::new(message(
                 StatusCode::BAD_REQUEST,
                 "400 Bad request - tags_list can not be empty when runner is not allowed to pick untagged jobs",
-            ));
+            )));
         }
         Ok(NewRunnerSettings {
             description: self.description.clone().unwrap_or_default(),
@@ -101,7 +103,7 @@ pub(super) async fn register(State(sim): State<CoordinatorSim>, body: Bytes) -> 
     }
     let settings = match request.settings() {
         Ok(settings) => settings,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let (id, token) = sim.lock().create_runner(settings, false);
     sim.notify_changed();
@@ -136,7 +138,7 @@ pub(super) async fn create(
     }
     let settings = match request.settings() {
         Ok(settings) => settings,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let (id, token) = sim.lock().create_runner(settings, true);
     sim.notify_changed();
@@ -162,7 +164,7 @@ fn token_body(body: &[u8]) -> Result<(String, Option<String>), Response> {
 pub(super) async fn verify(State(sim): State<CoordinatorSim>, body: Bytes) -> Response {
     let (token, system_id) = match token_body(&body) {
         Ok(parsed) => parsed,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let verified = sim.lock().verify_runner(&token, system_id.as_deref());
     sim.notify_changed();
@@ -180,7 +182,7 @@ pub(super) async fn verify(State(sim): State<CoordinatorSim>, body: Bytes) -> Re
 pub(super) async fn delete(State(sim): State<CoordinatorSim>, body: Bytes) -> Response {
     let (token, _) = match token_body(&body) {
         Ok(parsed) => parsed,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let known = sim.lock().delete_runner(&token);
     sim.notify_changed();
@@ -195,7 +197,7 @@ pub(super) async fn delete(State(sim): State<CoordinatorSim>, body: Bytes) -> Re
 pub(super) async fn delete_manager(State(sim): State<CoordinatorSim>, body: Bytes) -> Response {
     let (token, system_id) = match token_body(&body) {
         Ok(parsed) => parsed,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(system_id) = system_id else {
         return grape_error("system_id is missing");
