@@ -151,12 +151,12 @@ struct TokenBody {
     system_id: Option<String>,
 }
 
-fn token_body(body: &[u8]) -> Result<(String, Option<String>), Response> {
+fn token_body(body: &[u8]) -> Result<(String, Option<String>), Box<Response>> {
     let request: TokenBody = serde_json::from_slice(body)
-        .map_err(|_| grape_error("message body does not match declared format"))?;
+        .map_err(|_| Box::new(grape_error("message body does not match declared format")))?;
     let token = request
         .token
-        .ok_or_else(|| grape_error("token is missing"))?;
+        .ok_or_else(|| Box::new(grape_error("token is missing")))?;
     Ok((token, request.system_id))
 }
 
