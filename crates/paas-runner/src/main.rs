@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod credentials;
 mod demo;
 mod driver;
 mod import;

@@ -115,7 +115,7 @@ pub async fn serve(
     let http = setup::http_client()?;
     tokio::pin!(shutdown);
     let (dispatcher, runners) = tokio::select! {
-        prepared = setup::prepare(config, config_path, http) => prepared?,
+        prepared = setup::prepare(config, config_path, http, &system_id) => prepared?,
         () = &mut shutdown => {
             info!("stopped before the service was ready");
             return Ok(());

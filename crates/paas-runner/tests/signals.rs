@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{Harness, DEADLINE, SIGHUP, SIGQUIT, SIGTERM, SIGUSR1};
 use paas_sim::cluster::ClusterSettings;
-use paas_sim::coordinator::JobStatus;
+use paas_sim::coordinator::{CoordinatorFaults, JobStatus};
 use paas_sim::vars;
 
 fn quick() -> ClusterSettings {
@@ -100,6 +100,36 @@ async fn usr1_dumps_the_state_hup_is_ignored_and_quit_stops_gracefully() {
     let logs = harness.logs();
     assert!(logs.contains("SIGQUIT"), "{logs}");
     assert!(!logs.contains("core dumped"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_before_the_service_is_ready_do_not_kill_it() {
+    // Every runner API call fails with 502/503: the service stays in the
+    // retries of its credentials check, not ready.
+    let settings = ClusterSettings {
+        coordinator_faults: CoordinatorFaults {
+            api_error_rate: 1.0,
+            ..CoordinatorFaults::default()
+        },
+        ..quick()
+    };
+    let mut harness = Harness::start(settings, |_| {}).await;
+    harness.spawn_runner();
+    harness.wait_for_log_line("retrying").await;
+    harness.send_signal(SIGUSR1);
+    harness
+        .wait_for_log_line("the service is still starting")
+        .await;
+    harness.send_signal(SIGHUP);
+    harness
+        .wait_for_log_line("configuration reload is not supported yet")
+        .await;
+    assert!(harness.is_running(), "{}", harness.logs());
+    let status = harness.signal_and_wait(SIGQUIT).await;
+    assert_eq!(status.code(), Some(0), "{}", harness.logs());
+    assert!(harness
+        .logs()
+        .contains("stopped before the service was ready"));
 }
 
 /// Reads notifications until one contains `wanted`; false at the deadline.
