@@ -8,6 +8,7 @@ mod demo;
 mod driver;
 mod import;
 mod logging;
+mod register;
 mod run;
 mod runners;
 mod setup;
@@ -58,6 +59,15 @@ enum Commands {
         #[arg(long)]
         yes: bool,
     },
+    /// Register a runner on a GitLab instance and write its section in the
+    /// configuration file (created if absent).
+    Register(Box<register::RegisterArgs>),
+    /// Check the runner tokens of a configuration; with --delete, remove
+    /// the runners whose token is refused.
+    Verify(register::VerifyArgs),
+    /// Unregister runners from GitLab and remove them from the
+    /// configuration.
+    Unregister(register::UnregisterArgs),
     /// Run a demonstration on embedded simulators of GitLab and Clever Cloud.
     Demo(demo::DemoArgs),
     /// Start the GitLab and Clever Cloud simulators alone, for any runner.
@@ -129,6 +139,9 @@ fn main() -> ExitCode {
             Commands::Run { config } => run::main(&config).await,
             Commands::State { config } => admin::state(&config).await,
             Commands::Reap { config, yes } => admin::reap(&config, yes).await,
+            Commands::Register(args) => register::register(*args).await,
+            Commands::Verify(args) => register::verify(args).await,
+            Commands::Unregister(args) => register::unregister(args).await,
             Commands::Demo(args) => demo::main(args).await,
             Commands::Sim(args) => sim_cmd::main(args).await,
             Commands::Bench(args) => bench::main(args).await,

@@ -186,6 +186,17 @@ fn dump_state(target: &Mutex<Option<DumpTarget>>) {
 /// Writes `bytes` to `path` through a temporary file in the same directory
 /// (mode 0600), renamed over it.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_private_file_owned(path, bytes, None)
+}
+
+/// [`write_private_file`], the new file given `owner` (uid, gid) first when
+/// set and allowed (a root operator editing a service user's file keeps it
+/// readable by that user).
+pub fn write_private_file_owned(
+    path: &Path,
+    bytes: &[u8],
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -196,6 +207,11 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .tempfile_in(dir)?;
     file.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    if let Some((uid, gid)) = owner {
+        // Not allowed unless root or already the owner: then the writer
+        // owns the new file, as with any edit.
+        let _ = std::os::unix::fs::fchown(file.as_file(), Some(uid), Some(gid));
+    }
     file.write_all(bytes)?;
     file.as_file().sync_all()?;
     file.persist(path).map_err(|error| error.error)?;
