@@ -326,6 +326,68 @@ async fn legacy_registration_verify_delete_and_glrt_tokens() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("belong to the runner in GitLab"));
 
+    // A runner created in GitLab (its glrt- token given): verified, then
+    // written with its id; --replace replaces it in place.
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{coordinator_url}/api/v4/user/runners"))
+        .header("PRIVATE-TOKEN", harness.cluster.admin_token.as_str())
+        .json(&serde_json::json!({"runner_type": "instance_type", "tag_list": "clever"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let created_token = created["token"].as_str().unwrap().to_owned();
+    let args = common_args("from-gitlab");
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let envs = [
+        ("CI_SERVER_TOKEN", created_token.as_str()),
+        ("CC_TOKEN", clever.token.as_str()),
+    ];
+    let output = paas_runner(&dir, &argv, &envs).await;
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(!text(&output).contains(&created_token));
+    assert_eq!(token_of(&config, "from-gitlab"), created_token);
+    let document: toml::Table = std::fs::read_to_string(&config).unwrap().parse().unwrap();
+    let section = document["runners"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(section["id"].as_integer(), created["id"].as_i64());
+    let output = paas_runner(&dir, &argv, &envs).await;
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "same token again: {}",
+        text(&output)
+    );
+    let mut args = args.clone();
+    args.push("--replace".into());
+    args.extend(["--cc-max-flavor".to_owned(), "XL".to_owned()]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = paas_runner(&dir, &argv, &envs).await;
+    assert!(output.status.success(), "{}", text(&output));
+    let loaded = paas_config::load(&config).expect("loads");
+    let names: Vec<&str> = loaded.runners.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["sim-runner-0", "legacy", "from-gitlab"]);
+    assert_eq!(loaded.runners[2].cc.max_flavor.as_deref(), Some("XL"));
+    // Removed again so that the rest of the test sees two runners.
+    let output = paas_runner(
+        &dir,
+        &[
+            "unregister",
+            config.to_str().unwrap(),
+            "--name",
+            "from-gitlab",
+        ],
+        &[],
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output));
+
     // The legacy runner is deleted on GitLab behind our back: verify says
     // so, and --delete removes its section only.
     let deleted = reqwest::Client::new()
