@@ -133,6 +133,9 @@ async fn listen(mut streams: Streams, signals: ServiceSignals) {
     }
 }
 
+/// Jobs listed in the dump's log line at most.
+const DUMP_LOG_JOBS: usize = 50;
+
 /// Writes the state dump (`SIGUSR1`): one info line with the figures, and
 /// the whole document (no token, no payload: the same as `/status.json`)
 /// to the dump file, written atomically with mode 0600.
@@ -153,11 +156,16 @@ fn dump_state(target: &Mutex<Option<DumpTarget>>) {
     document["dumped_at"] = serde_json::json!(dumped_at);
     let stats = &snapshot.stats;
     let written = write_private_file(&target.path, document.to_string().as_bytes());
-    let jobs: Vec<String> = snapshot
+    // The log line lists the first jobs only; the file has them all.
+    let mut jobs: Vec<String> = snapshot
         .jobs
         .iter()
+        .take(DUMP_LOG_JOBS)
         .map(|job| format!("{}#{}:{}", job.runner, job.job_id, job.stage))
         .collect();
+    if snapshot.jobs.len() > DUMP_LOG_JOBS {
+        jobs.push(format!("… {} more", snapshot.jobs.len() - DUMP_LOG_JOBS));
+    }
     match written {
         Ok(()) => info!(
             signal = "SIGUSR1",
