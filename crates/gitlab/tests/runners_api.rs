@@ -16,10 +16,13 @@ use serde_json::{json, Value};
 const TOKEN: &str = "glrt-SECRET-runner-token";
 const ADMIN: &str = "glpat-SECRET-admin-token";
 
+/// A request as received: path and query, `PRIVATE-TOKEN`, JSON body.
+type Seen = (String, Option<String>, Value);
+
 #[derive(Clone, Default)]
 struct Script {
     answers: Arc<Mutex<Vec<(u16, String)>>>,
-    seen: Arc<Mutex<Vec<(String, Option<String>, Value)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 async fn handle(
