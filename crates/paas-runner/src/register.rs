@@ -193,9 +193,9 @@ pub async fn register(args: RegisterArgs) -> ExitCode {
 
 async fn register_inner(mut args: RegisterArgs) -> Result<(), Refusal> {
     let path = chosen_path(args.config_path.take(), args.config.take());
-    let mut document = read_document(&path)?;
-    let created_file = document.is_none();
-    let mut document = document.take().unwrap_or_default();
+    let existing = read_document(&path)?;
+    let created_file = existing.is_none();
+    let mut document = existing.unwrap_or_default();
     if args.name.trim().is_empty() {
         return Err("--name must not be empty".into());
     }
