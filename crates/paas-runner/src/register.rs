@@ -258,8 +258,11 @@ async fn register_inner(mut args: RegisterArgs) -> Result<(), Refusal> {
     ) {
         (Some(token), None, None) => {
             let token = Secret::new(token);
+            // The service's system id when it already ran with this store,
+            // so that GitLab files the verification under its manager.
+            let system_id = known_system_id(&document, args.state_file.as_deref());
             let verified = client
-                .verify_runner(&token, None)
+                .verify_runner(&token, system_id.as_deref())
                 .await
                 .map_err(|error| explain(error, "the runner token (--token)"))?;
             (token, verified.id)
@@ -508,6 +511,25 @@ fn explain(error: GitlabError, what: &str) -> Refusal {
 /// ever ran (the runner manager GitLab knows it by).
 fn service_system_id(config: &paas_config::Config) -> Option<String> {
     let path = paas_store::resolve_store_path(config.state_file.as_deref());
+    if !path.exists() {
+        return None;
+    }
+    paas_store::Store::open(&path)
+        .ok()?
+        .get_meta("system_id")
+        .ok()
+        .flatten()
+}
+
+/// The system id recorded in the state database the file names (or
+/// `--state-file`), if that database exists.
+fn known_system_id(document: &DocumentMut, state_file: Option<&Path>) -> Option<String> {
+    let state_file = document
+        .get("state_file")
+        .and_then(Item::as_str)
+        .map(PathBuf::from)
+        .or_else(|| state_file.map(Path::to_path_buf))?;
+    let path = paas_store::resolve_store_path(Some(&state_file));
     if !path.exists() {
         return None;
     }

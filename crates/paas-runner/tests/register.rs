@@ -80,7 +80,7 @@ async fn the_announced_runner_is_registered_runs_its_jobs_and_unregisters() {
     let dir = harness.dir.path().to_path_buf();
     let config = dir.join("registered.toml");
     let coordinator_url = harness.cluster.coordinator.url();
-    let clever = harness.cluster.clever.config();
+    let clever = harness.cluster.clever.config().clone();
     let admin = harness.cluster.admin_token.clone();
     let state_file = dir.join("registered.db");
     let register_args = |name: &str| -> Vec<String> {
@@ -201,23 +201,70 @@ async fn the_announced_runner_is_registered_runs_its_jobs_and_unregisters() {
         .unwrap()
         .managers;
     assert_eq!(managers_before.len(), 1, "{managers_before:?}");
+    // A second runner created in GitLab, registered with its token once the
+    // service ran here: verified under the service's runner manager.
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{coordinator_url}/api/v4/user/runners"))
+        .header("PRIVATE-TOKEN", admin.as_str())
+        .json(&serde_json::json!({"runner_type": "instance_type"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second_token = created["token"].as_str().unwrap().to_owned();
+    let cc_api_url = harness.cluster.clever.api_url();
     let output = paas_runner(
         &dir,
         &[
-            "unregister",
+            "register",
             config.to_str().unwrap(),
+            "--url",
+            &coordinator_url,
             "--name",
-            "clever-shared",
+            "second",
+            "--cc-api-url",
+            &cc_api_url,
+            "--cc-orga-id",
+            &clever.orga_id,
         ],
+        &[
+            ("CI_SERVER_TOKEN", second_token.as_str()),
+            ("CC_TOKEN", clever.token.as_str()),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output));
+    let second_id = created["id"].as_u64().unwrap();
+    let second = harness
+        .cluster
+        .coordinator
+        .runners()
+        .into_iter()
+        .find(|r| r.id == second_id)
+        .unwrap();
+    assert_eq!(second.managers, managers_before, "the service's system id");
+
+    let output = paas_runner(
+        &dir,
+        &["unregister", config.to_str().unwrap(), "--all-runners"],
         &[],
     )
     .await;
     assert!(output.status.success(), "{}", text(&output));
-    assert!(
-        text(&output).contains("runner manager deleted"),
+    assert_eq!(
+        text(&output).matches("runner manager deleted").count(),
+        2,
         "{}",
         text(&output)
     );
+    assert!(harness
+        .cluster
+        .coordinator
+        .runners()
+        .iter()
+        .all(|r| r.managers.is_empty()));
     let after = harness
         .cluster
         .coordinator
