@@ -286,3 +286,38 @@ pub fn set_installed(signals: ServiceSignals) {
 pub fn installed() -> Option<&'static ServiceSignals> {
     INSTALLED.get()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn the_dump_sits_beside_the_state_database() {
+        assert_eq!(
+            dump_path(Path::new("/var/lib/paas-runner/state.db")),
+            Path::new("/var/lib/paas-runner/state.db.dump.json")
+        );
+    }
+
+    #[test]
+    fn private_files_are_replaced_whole_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private_file(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // No temporary file left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["config.toml"]);
+    }
+}
