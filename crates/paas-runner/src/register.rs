@@ -239,6 +239,17 @@ async fn register_inner(mut args: RegisterArgs) -> Result<(), Refusal> {
         }
     }
 
+    if document
+        .get("runners")
+        .is_some_and(|runners| !runners.is_array_of_tables())
+    {
+        return Err(format!(
+            "{}: `runners` is not written as [[runners]] sections; rewrite it so before registering",
+            path.display()
+        )
+        .into());
+    }
+
     // Refuse a clash before asking GitLab for anything.
     let clash = find_clash(&document, &args.name, args.token.as_deref());
     if let (Some(index), false) = (clash, args.replace) {
@@ -647,12 +658,10 @@ fn runner_section(args: &RegisterArgs, url: &str, token: &Secret, runner_id: Opt
 
 /// Adds `section` at the end of `[[runners]]`, or in place of runners[i].
 fn insert_runner(document: &mut DocumentMut, section: Table, replace: Option<usize>) {
+    // `register_inner` refused any other shape of `runners`.
     let runners = document
         .entry("runners")
         .or_insert_with(|| Item::ArrayOfTables(ArrayOfTables::new()));
-    if !runners.is_array_of_tables() {
-        *runners = Item::ArrayOfTables(ArrayOfTables::new());
-    }
     let Some(tables) = runners.as_array_of_tables_mut() else {
         return;
     };
