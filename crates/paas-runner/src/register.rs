@@ -19,6 +19,10 @@ use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
 
 use crate::run::EXIT_CONFIG;
 
+/// Stands for the runner token while the new section is checked, before
+/// GitLab gives the real one.
+const PREFLIGHT_TOKEN: &str = "preflight-check-placeholder";
+
 /// `paas-runner register`.
 #[derive(clap::Args, Debug)]
 pub struct RegisterArgs {
@@ -258,6 +262,25 @@ async fn register_inner(mut args: RegisterArgs) -> Result<(), Refusal> {
              pass --replace to replace it, or choose another --name",
             path.display(),
             args.name
+        )
+        .into());
+    }
+
+    // Check, before GitLab creates anything, that the file will load with
+    // this runner (the token is not known yet: a placeholder stands in).
+    let mut preflight = document.clone();
+    if created_file {
+        write_globals(&mut preflight, &args, &path);
+    }
+    let placeholder = Secret::new(PREFLIGHT_TOKEN);
+    insert_runner(
+        &mut preflight,
+        runner_section(&args, client.base_url(), &placeholder, None),
+        clash,
+    );
+    if let Err(error) = paas_config::parse(&preflight.to_string(), &path) {
+        return Err(format!(
+            "the configuration would not load with this runner, so nothing was registered: {error}"
         )
         .into());
     }

@@ -357,6 +357,30 @@ async fn legacy_registration_verify_delete_and_glrt_tokens() {
     assert!(!text(&output).contains("GR1348941wrong"));
     assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
 
+    // An option the configuration cannot take is refused before anything is
+    // registered.
+    let runners_before = harness.cluster.coordinator.runners().len();
+    let mut args = common_args("bad-flavor");
+    args.extend(["--cc-default-flavor".to_owned(), String::new()]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = paas_runner(
+        &dir,
+        &argv,
+        &[
+            ("REGISTRATION_TOKEN", registration.as_str()),
+            ("CC_TOKEN", "secret:missing"),
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains("nothing was registered"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(harness.cluster.coordinator.runners().len(), runners_before);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+
     // A glrt- token with tags is refused as gitlab-runner does.
     let mut args = common_args("glrt");
     args.extend(as_str(&["--tag-list".into(), "clever".into()]));
