@@ -656,6 +656,14 @@ impl CoordinatorClient {
     }
 }
 
+impl CoordinatorClient {
+    /// The shared HTTP client (for the runner lifecycle calls of
+    /// `runners_api`).
+    pub(crate) fn http_client(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
 /// An answer, with at most a bounded prefix of its body.
 struct Reply {
     status: u16,

@@ -14,6 +14,7 @@ mod error;
 mod failure;
 mod job;
 mod range;
+mod runners_api;
 
 pub use client::{
     http_client_builder, AppendOutcome, ConfirmOutcome, CoordinatorClient, RemoteJobStatus,
@@ -26,3 +27,7 @@ pub use job::{
     id_and_token_of_prefix, AcquiredJob, JobRequest, JobRequestOutcome, JobVariable, PayloadError,
 };
 pub use range::parse_range_end;
+pub use runners_api::{
+    is_created_runner_token, NewRunner, RunnerSettings, TokenUser, Unregistered, VerifiedRunner,
+    MAX_ANSWER_BYTES,
+};

@@ -3,13 +3,16 @@
 
 mod admin;
 mod bench;
+mod credentials;
 mod demo;
 mod driver;
 mod import;
 mod logging;
+mod register;
 mod run;
 mod runners;
 mod setup;
+mod signals;
 mod sim_cmd;
 mod status;
 
@@ -61,6 +64,15 @@ enum Commands {
         #[arg(long, requires = "yes")]
         include_foreign: bool,
     },
+    /// Register a runner on a GitLab instance and write its section in the
+    /// configuration file (created if absent).
+    Register(Box<register::RegisterArgs>),
+    /// Check the runner tokens of a configuration; with --delete, remove
+    /// the runners whose token is refused.
+    Verify(register::VerifyArgs),
+    /// Unregister runners from GitLab and remove them from the
+    /// configuration.
+    Unregister(register::UnregisterArgs),
     /// Run a demonstration on embedded simulators of GitLab and Clever Cloud.
     Demo(demo::DemoArgs),
     /// Start the GitLab and Clever Cloud simulators alone, for any runner.
@@ -136,6 +148,9 @@ fn main() -> ExitCode {
                 yes,
                 include_foreign,
             } => admin::reap(&config, yes, include_foreign).await,
+            Commands::Register(args) => register::register(*args).await,
+            Commands::Verify(args) => register::verify(args).await,
+            Commands::Unregister(args) => register::unregister(args).await,
             Commands::Demo(args) => demo::main(args).await,
             Commands::Sim(args) => sim_cmd::main(args).await,
             Commands::Bench(args) => bench::main(args).await,

@@ -16,6 +16,17 @@ use crate::status;
 pub const EXIT_CONFIG: u8 = 2;
 
 pub async fn main(config_path: &Path) -> ExitCode {
+    // First of all: until handlers exist, SIGHUP or SIGUSR1 would kill the
+    // process and SIGQUIT dump core.
+    let shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        match crate::signals::install_or_log() {
+            Some(signals) => {
+                let stopped = signals.stopped();
+                crate::signals::set_installed(signals);
+                Box::pin(stopped)
+            }
+            None => Box::pin(shutdown_signal()),
+        };
     raise_open_files_limit();
     let config = match paas_config::load(config_path) {
         Ok(config) => config,
@@ -31,7 +42,7 @@ pub async fn main(config_path: &Path) -> ExitCode {
         eprintln!("paas-runner: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    match serve(&config, config_path, shutdown_signal(), None).await {
+    match serve(&config, config_path, shutdown, None).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             if let Some(setup_error) = error.downcast_ref::<SetupError>() {
@@ -104,7 +115,7 @@ pub async fn serve(
     let http = setup::http_client()?;
     tokio::pin!(shutdown);
     let (dispatcher, runners) = tokio::select! {
-        prepared = setup::prepare(config, config_path, http) => prepared?,
+        prepared = setup::prepare(config, config_path, http, &system_id) => prepared?,
         () = &mut shutdown => {
             info!("stopped before the service was ready");
             return Ok(());
@@ -112,6 +123,8 @@ pub async fn serve(
     };
     info!(store = %store_path.display(), %system_id, runners = runners.len(), "paas-runner started");
     let started_at = std::time::SystemTime::now();
+    let dump_config = status::StatusConfig::new(system_id.clone(), started_at);
+    let dump_file = crate::signals::dump_path(store.path());
     let mut driver = Driver::new(dispatcher, runners, store, system_id.clone());
     driver.restore()?;
     if let Some(listen_address) = &config.listen_address {
@@ -146,6 +159,10 @@ pub async fn serve(
     if let Some(ready) = ready {
         let _ = ready.send(driver.subscribe());
     }
+    if let Some(signals) = crate::signals::installed() {
+        signals.dump_from(driver.subscribe(), dump_config, dump_file);
+    }
+    crate::signals::notify_ready();
     driver.run(shutdown).await
 }
 

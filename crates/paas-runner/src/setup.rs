@@ -28,19 +28,23 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// Builds the runners' IO handles and the dispatcher.
+/// Builds the runners' IO handles and the dispatcher, after checking each
+/// runner's credentials ([`crate::credentials`]; `system_id` names this
+/// host's runner manager).
 pub async fn prepare(
     config: &Config,
     config_path: &Path,
     http: reqwest::Client,
+    system_id: &str,
 ) -> anyhow::Result<(Dispatcher, Runners)> {
     let mut runners = Vec::new();
-    let mut tables = Vec::new();
     for runner_config in &config.runners {
-        let io = RunnerIo::new(runner_config.clone(), http.clone())?;
-        let table = read_catalogue(&io).await?;
-        runners.push(io);
-        tables.push(table);
+        runners.push(RunnerIo::new(runner_config.clone(), http.clone())?);
+    }
+    crate::credentials::check_all(&runners, config_path, system_id).await?;
+    let mut tables = Vec::new();
+    for io in &runners {
+        tables.push(read_catalogue(io).await?);
     }
     let (dispatcher_config, specs) = plan(config, config_path, &runners, tables)?;
     info!(

@@ -56,8 +56,12 @@ async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         println!("runner token {idx}:    {token}");
     }
     println!(
-        "admin token:       {}  (for [runners.paas_job_trace_watch])",
+        "admin token:       {}  (for [runners.paas_job_trace_watch], and an administrator's access token for `register --access-token`)",
         cluster.admin_token
+    );
+    println!(
+        "registration token: {}  (legacy, for `register --registration-token`)",
+        cluster.registration_token
     );
     println!("cc_api_url:        {}", cluster.clever.api_url());
     println!("cc_orga_id:        {}", clever.orga_id);
@@ -69,7 +73,7 @@ async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         println!("configuration:     {}", path.display());
     }
     println!(
-        "control:           GET {0}/sim/jobs, GET {0}/sim/stats, POST {0}/sim/jobs",
+        "control:           GET {0}/sim/jobs, GET {0}/sim/stats, GET {0}/sim/runners, POST {0}/sim/jobs",
         cluster.coordinator.url()
     );
 

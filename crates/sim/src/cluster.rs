@@ -86,6 +86,8 @@ pub struct SimCluster {
     pub clever: CleverSim,
     pub runner_tokens: Vec<String>,
     pub admin_token: String,
+    /// The coordinator's legacy registration token.
+    pub registration_token: String,
     _git_root: tempfile::TempDir,
 }
 
@@ -101,6 +103,7 @@ impl SimCluster {
             })
             .collect();
         let admin_token = format!("glpat-simadmin{:012x}", settings.seed);
+        let registration_token = format!("GR1348941sim{:012x}", settings.seed);
         let coordinator = CoordinatorSim::start(
             tokio::net::TcpListener::bind("127.0.0.1:0").await?,
             CoordinatorConfig {
@@ -110,6 +113,7 @@ impl SimCluster {
                 faults: settings.coordinator_faults.clone(),
                 seed: settings.seed,
                 ack_window: settings.ack_window,
+                registration_token: Some(registration_token.clone()),
                 ..CoordinatorConfig::default()
             },
         )
@@ -132,6 +136,7 @@ impl SimCluster {
             clever,
             runner_tokens,
             admin_token,
+            registration_token,
             _git_root: git_root,
         })
     }

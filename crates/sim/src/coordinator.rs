@@ -9,8 +9,16 @@
 //! - the two user/admin calls a dispatcher needs:
 //!   `GET /api/v4/projects/:id/jobs/:job_id/trace` and
 //!   `POST /api/v4/projects/:id/jobs/:job_id/cancel` (`PRIVATE-TOKEN`);
+//! - the runner lifecycle (§10): `POST /api/v4/runners` (legacy
+//!   registration, with [`CoordinatorConfig::registration_token`]),
+//!   `POST /api/v4/user/runners` (instance runners, admin token),
+//!   `POST /api/v4/runners/verify`, `DELETE /api/v4/runners`,
+//!   `DELETE /api/v4/runners/managers`, and `GET /api/v4/user`; runners
+//!   keep their tags, `run_untagged` and `paused`, and `/jobs/request`
+//!   honours them (Rails' `matches_build?`: a job's tags all the runner's,
+//!   untagged jobs only with `run_untagged`; a paused runner gets 204);
 //! - control endpoints for other processes: `GET /sim/jobs`, `GET /sim/stats`,
-//!   `POST /sim/jobs`, `POST /sim/jobs/:id/cancel`.
+//!   `GET /sim/runners`, `POST /sim/jobs`, `POST /sim/jobs/:id/cancel`.
 //!
 //! Two-phase job commit (§2.6) is simulated: a runner advertising
 //! `two_phase_job_commit` gets jobs that stay `pending`, reserved for it,
@@ -21,7 +29,7 @@
 //! no `canceling` state (§6: as if the runner had not advertised
 //! `cancel_gracefully`), no 202 on the final PUT (§3: as with live trace
 //! off; that this is the self-managed default is UNVERIFIED),
-//! every job matches every runner's tags, and the log is always "being
+//! only instance runners, and the log is always "being
 //! watched" so the trace update interval is 3 s rather than 60 s.
 //!
 //! `long_poll = 0` means Workhorse's flag explicitly set to zero: its
@@ -45,6 +53,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 pub use tokio::time::Instant;
 
+pub use state::registry::RunnerInfo;
 use state::State;
 
 /// How a [`CoordinatorSim`] behaves.
@@ -71,6 +80,10 @@ pub struct CoordinatorConfig {
     /// runner commits it (`PUT /jobs/:id {state:"running"}`). Runners that
     /// do not advertise the feature get running jobs either way.
     pub two_phase_commit: bool,
+    /// The instance's legacy registration token (`POST /api/v4/runners`);
+    /// `None`: registration tokens are disabled, as by default since GitLab
+    /// 17.0 (410 Gone).
+    pub registration_token: Option<String>,
     /// How long a job handed out under two-phase commit waits for the
     /// runner's commit; each `PUT state=pending` renews it. Past it the job
     /// is dropped as `runner_provisioning_timeout`. GitLab's
@@ -92,6 +105,7 @@ impl Default for CoordinatorConfig {
             seed: 0,
             two_phase_commit: true,
             ack_window: DEFAULT_ACK_WINDOW,
+            registration_token: None,
         }
     }
 }
@@ -125,6 +139,9 @@ pub struct JobSpec {
     pub variables: Vec<(String, String)>,
     /// Job timeout sent as `runner_info.timeout`.
     pub timeout_secs: u64,
+    /// The job's `tags:`; only runners having all of them take it, and a
+    /// job without tags only runners with `run_untagged`.
+    pub tags: Vec<String>,
 }
 
 impl Default for JobSpec {
@@ -135,6 +152,7 @@ impl Default for JobSpec {
             name: "test".to_string(),
             variables: Vec::new(),
             timeout_secs: 3600,
+            tags: Vec::new(),
         }
     }
 }
@@ -361,6 +379,12 @@ impl CoordinatorSim {
         if changed {
             self.notify_changed();
         }
+    }
+
+    /// The runners the coordinator knows (configured, created or
+    /// registered), without their tokens.
+    pub fn runners(&self) -> Vec<RunnerInfo> {
+        self.lock().runner_infos()
     }
 
     /// Counters and current job counts per status.

@@ -111,6 +111,8 @@ pub struct JobGroup {
     pub timeout_secs: u64,
     /// More job variables; the fields above win over these.
     pub variables: BTreeMap<String, String>,
+    /// The jobs' `tags:` (a runner takes them only if it has them all).
+    pub tags: Vec<String>,
 }
 
 impl Default for JobGroup {
@@ -129,6 +131,7 @@ impl Default for JobGroup {
             project_id: 1,
             timeout_secs: 3600,
             variables: BTreeMap::new(),
+            tags: Vec::new(),
         }
     }
 }
@@ -315,6 +318,7 @@ impl Workload {
                         name,
                         variables: variables.into_iter().collect(),
                         timeout_secs: group.timeout_secs,
+                        tags: group.tags.clone(),
                     },
                 });
             }

@@ -188,3 +188,58 @@ extern "C" {
 
 pub const SIGTERM: i32 = 15;
 pub const SIGKILL: i32 = 9;
+
+pub const SIGHUP: i32 = 1;
+pub const SIGQUIT: i32 = 3;
+pub const SIGUSR1: i32 = 10;
+
+impl Harness {
+    /// Sends a signal to the running runner without waiting for anything.
+    pub fn send_signal(&self, signal: i32) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(|child| child.id())
+            .expect("runner running") as i32;
+        // SAFETY: plain kill(2) on our own child.
+        let rc = unsafe { libc_kill(pid, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Whether the runner process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Waits until the logs of the current run contain `text`.
+    pub async fn wait_for_log_line(&self, text: &str) {
+        let start = std::time::Instant::now();
+        while !self
+            .logs()
+            .rsplit("----- run ")
+            .next()
+            .unwrap_or_default()
+            .contains(text)
+        {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{text:?} never logged\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Harness {
+    /// Waits for the runner (already told to stop) to exit.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("runner running");
+        tokio::time::timeout(DEADLINE, child.wait())
+            .await
+            .expect("runner exits in time")
+            .expect("wait")
+    }
+}

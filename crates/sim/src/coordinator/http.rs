@@ -20,6 +20,8 @@ use super::payload::{job_entity, job_payload, Site};
 use super::state::{AppendTrace, JobAuthError, JobUpdate, RequestJob, UpdateJob};
 use super::{CoordinatorSim, Instant, JobSpec, JobStatus};
 
+mod lifecycle;
+
 /// Workhorse reads at most this much of a job request (`maxRegisterBodySize`).
 const MAX_JOB_REQUEST_BYTES: usize = 32 * 1024;
 
@@ -42,6 +44,17 @@ pub(super) fn router(sim: CoordinatorSim) -> Router {
         .route("/api/v4/jobs/{id}/trace", patch(append_trace))
         .route("/api/v4/job", get(current_job))
         .route(
+            "/api/v4/runners",
+            post(lifecycle::register).delete(lifecycle::delete),
+        )
+        .route("/api/v4/runners/verify", post(lifecycle::verify))
+        .route(
+            "/api/v4/runners/managers",
+            axum::routing::delete(lifecycle::delete_manager),
+        )
+        .route("/api/v4/user/runners", post(lifecycle::create))
+        .route("/api/v4/user", get(lifecycle::current_user))
+        .route(
             "/api/v4/projects/{project_id}/jobs/{job_id}/trace",
             get(project_job_trace),
         )
@@ -53,7 +66,8 @@ pub(super) fn router(sim: CoordinatorSim) -> Router {
     let control = Router::new()
         .route("/sim/jobs", get(list_jobs).post(create_job))
         .route("/sim/jobs/{id}/cancel", post(cancel_job))
-        .route("/sim/stats", get(stats));
+        .route("/sim/stats", get(stats))
+        .route("/sim/runners", get(lifecycle::list));
     api.merge(control).with_state(sim)
 }
 
@@ -202,6 +216,9 @@ impl Drop for HeldPoll {
 struct JobRequestBody {
     token: Option<String>,
     last_update: Option<String>,
+    /// The runner manager the request is filed under.
+    #[serde(default)]
+    system_id: Option<String>,
     /// Read leniently: whatever its shape, only a literal `true` at
     /// `features.two_phase_job_commit` counts.
     #[serde(default)]
@@ -234,6 +251,7 @@ fn rails_request_job(sim: &CoordinatorSim, body: &[u8]) -> Response {
     let now = Instant::now();
     let response = {
         let mut state = sim.lock();
+        state.touch_runner_manager(&runner_token, request.system_id.as_deref());
         match state.request_job(
             &runner_token,
             request.last_update.as_deref(),

@@ -10,6 +10,8 @@ use rand::{Rng, SeedableRng};
 
 use super::{CoordinatorStats, Instant, JobRecord, JobSpec, JobStatus, TraceWrite};
 
+pub(crate) mod registry;
+
 /// Failure reasons this coordinator accepts in `PUT /jobs/:id` and lists in
 /// the job payload's `features.failure_reasons`: the three always accepted
 /// plus the older server enum of reference §3. Bridge-job reasons are left
@@ -170,6 +172,8 @@ pub(crate) struct State {
     /// Generates tokens, versions and commit ids.
     id_rng: SmallRng,
     counters: CoordinatorStats,
+    /// Runners and their managers, tags, `run_untagged`, `paused`.
+    registry: registry::Registry,
 }
 
 impl State {
@@ -185,7 +189,11 @@ impl State {
             fault_rng: SmallRng::seed_from_u64(seed),
             id_rng: SmallRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
             counters: CoordinatorStats::default(),
+            registry: registry::Registry::default(),
         };
+        for token in runner_tokens {
+            state.add_configured_runner(token);
+        }
         // Rails creates a version on a runner's first request
         // (`ensure_runner_queue_value`); creating them up front differs only
         // in that an unknown token never has one.
@@ -327,12 +335,17 @@ impl State {
         now: Instant,
     ) -> RequestJob {
         self.expire_commit_windows(now);
-        if !self.runner_tokens.iter().any(|known| known == runner_token) {
+        let Some(runner) = self.registry.get(runner_token) else {
             return RequestJob::Forbidden;
-        }
+        };
+        let paused = runner.info.paused;
         let version = self.queue_version(runner_token).to_string();
         if last_update == Some(version.as_str()) {
             return RequestJob::UpToDate { version };
+        }
+        // A paused runner gets 204 (reference §2).
+        if paused {
+            return RequestJob::NoJob { version };
         }
         let matching: Vec<u64> = self
             .pending
@@ -344,6 +357,10 @@ impl State {
                         .runner_token
                         .as_deref()
                         .is_none_or(|only| only == runner_token)
+                        && self
+                            .registry
+                            .get(runner_token)
+                            .is_some_and(|runner| runner.takes(&job.spec.tags))
                 })
             })
             .collect();
