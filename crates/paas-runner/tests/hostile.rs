@@ -96,13 +96,7 @@ async fn a_forged_flavor_fails_the_job_without_forging_any_line() {
         })
         .expect("save");
     drop(store);
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
-        .arg("state")
-        .arg(&harness.config_path)
-        .current_dir(harness.dir.path())
-        .output()
-        .await
-        .expect("state runs");
+    let output = harness.run_command(&["state"]).await;
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("999"), "{stdout}");

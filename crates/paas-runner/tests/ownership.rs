@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{Harness, DEADLINE, SIGTERM};
+use common::{run_to_exit, Harness, DEADLINE, SIGTERM};
 use paas_clever::api::CleverClient;
 use paas_sim::cluster::{ClusterSettings, ConfigOptions};
 use paas_sim::coordinator::JobStatus;
@@ -142,14 +142,9 @@ async fn two_installations_on_one_organisation_leave_each_other_alone() {
 }
 
 async fn reap(config: &Path, dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_paas-runner"))
-        .arg("reap")
-        .arg(config)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .await
-        .expect("reap runs");
+    let mut all = vec![std::ffi::OsStr::new("reap"), config.as_os_str()];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    let output = run_to_exit(dir, &all).await;
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -169,14 +164,7 @@ async fn reap_yes_without_its_store_refuses_and_deletes_nothing() {
     .await;
     harness.spawn_runner();
     let id = harness.enqueue(&[(vars::JOB_DURATION_MS, "30000")]);
-    let started = harness
-        .cluster
-        .coordinator
-        .wait_until(
-            move |sim| sim.job(id).is_some_and(|job| job.first_trace_at.is_some()),
-            DEADLINE,
-        )
-        .await;
+    let started = harness.wait_started(id).await;
     assert!(started, "{}", harness.logs());
     let elsewhere = tempfile::tempdir().expect("tempdir");
     let (code, stdout, stderr) = reap(
@@ -217,17 +205,7 @@ async fn machine_deleted_behind_the_back_ends_its_job_and_frees_the_quota() {
     .await;
     harness.spawn_runner();
     let first = harness.enqueue(&[(vars::JOB_DURATION_MS, "600000")]);
-    let started = harness
-        .cluster
-        .coordinator
-        .wait_until(
-            move |sim| {
-                sim.job(first)
-                    .is_some_and(|job| job.first_trace_at.is_some())
-            },
-            DEADLINE,
-        )
-        .await;
+    let started = harness.wait_started(first).await;
     assert!(started, "{}", harness.logs());
     let second = harness.enqueue(&[(vars::JOB_DURATION_MS, "300")]);
 

@@ -173,17 +173,7 @@ async fn a_taken_listen_address_stops_the_start() {
         options.extra_global = format!("listen_address = \"{address}\"\n");
     })
     .await;
-    let output = tokio::time::timeout(
-        DEADLINE,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
-            .arg("run")
-            .arg(&harness.config_path)
-            .current_dir(harness.dir.path())
-            .output(),
-    )
-    .await
-    .expect("exits in time")
-    .expect("runs");
+    let output = harness.run_command(&["run"]).await;
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     let config = std::fs::read_to_string(&harness.config_path).expect("config");
@@ -207,17 +197,7 @@ async fn a_malformed_listen_address_is_a_configuration_error() {
         options.extra_global = "listen_address = \"http://127.0.0.1:9252\"\n".into();
     })
     .await;
-    let output = tokio::time::timeout(
-        DEADLINE,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
-            .arg("run")
-            .arg(&harness.config_path)
-            .current_dir(harness.dir.path())
-            .output(),
-    )
-    .await
-    .expect("exits in time")
-    .expect("runs");
+    let output = harness.run_command(&["run"]).await;
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("key `listen_address`"), "{stderr}");

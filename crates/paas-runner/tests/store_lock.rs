@@ -87,17 +87,7 @@ async fn a_second_service_on_the_same_store_is_refused_while_the_first_finishes(
     );
 
     let started = Instant::now();
-    let second = tokio::time::timeout(
-        DEADLINE,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
-            .arg("run")
-            .arg(&harness.config_path)
-            .current_dir(harness.dir.path())
-            .output(),
-    )
-    .await
-    .expect("the second service exits at once")
-    .expect("second service runs");
+    let second = harness.run_command(&["run"]).await;
     let refused_in = started.elapsed();
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{stderr}");
@@ -123,13 +113,7 @@ async fn a_second_service_on_the_same_store_is_refused_while_the_first_finishes(
     println!("second service refused in {refused_in:?}");
 
     // `state` reads while the service runs, and names who holds the store.
-    let state = tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
-        .arg("state")
-        .arg(&harness.config_path)
-        .current_dir(harness.dir.path())
-        .output()
-        .await
-        .expect("state runs");
+    let state = harness.run_command(&["state"]).await;
     let stdout = String::from_utf8_lossy(&state.stdout);
     assert!(state.status.success(), "{stdout}");
     assert!(

@@ -243,3 +243,41 @@ impl Harness {
             .expect("wait")
     }
 }
+
+/// Runs the binary with `args` in `dir` to its end (a command that must
+/// exit by itself: `state`, `reap`, a refused `run`), within [`DEADLINE`].
+pub async fn run_to_exit(dir: &std::path::Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    tokio::time::timeout(
+        DEADLINE,
+        Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("paas-runner exits in time")
+    .expect("paas-runner runs")
+}
+
+impl Harness {
+    /// Runs the binary with `args` followed by the harness's configuration
+    /// file, in the harness's directory, to its end.
+    pub async fn run_command(&self, args: &[&str]) -> std::process::Output {
+        let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        all.push(self.config_path.as_os_str());
+        run_to_exit(self.dir.path(), &all).await
+    }
+
+    /// Waits until the inner runner of job `id` has written to its log
+    /// (its machine runs it); false past [`DEADLINE`].
+    pub async fn wait_started(&self, id: u64) -> bool {
+        self.cluster
+            .coordinator
+            .wait_until(
+                move |sim| sim.job(id).is_some_and(|job| job.first_trace_at.is_some()),
+                DEADLINE,
+            )
+            .await
+    }
+}
