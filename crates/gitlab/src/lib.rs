@@ -15,6 +15,7 @@ mod failure;
 mod job;
 mod range;
 
+pub use client::{endpoint_of, RequestObserver};
 pub use client::{
     http_client_builder, AppendOutcome, ConfirmOutcome, CoordinatorClient, RemoteJobStatus,
     UpdateOutcome, ADVERTISED_FEATURES, DEFAULT_CALL_TIMEOUT, MAX_ERROR_BODY_BYTES,

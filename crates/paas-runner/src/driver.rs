@@ -15,6 +15,8 @@ use paas_gitlab::{
 };
 use paas_store::Store;
 use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Step;
 use tokio::task::AbortHandle;
 use tracing::{debug, error, info, warn};
 
@@ -443,8 +445,24 @@ impl Driver {
                 }
                 self.core.handle_poll(runner, outcome, now);
             }
-            Event::Created { job, outcome } => self.core.handle_created(job, outcome, now),
-            Event::Deployed { job, outcome } => self.core.handle_deployed(job, outcome, now),
+            Event::Created { job, outcome } => {
+                if matches!(outcome, StepOutcome::Done(_)) {
+                    crate::metrics::recorder().step_done(
+                        (job.runner, job.job_id),
+                        Step::Create,
+                        now,
+                    );
+                }
+                self.core.handle_created(job, outcome, now)
+            }
+            Event::Deployed { job, outcome } => {
+                if matches!(outcome, StepOutcome::Done(_)) {
+                    let recorder = crate::metrics::recorder();
+                    recorder.step_done((job.runner, job.job_id), Step::Deploy, now);
+                    recorder.step_started((job.runner, job.job_id), Step::Launch, now);
+                }
+                self.core.handle_deployed(job, outcome, now)
+            }
             Event::Launch { job, check } => self.core.handle_launch_check(job, check, now),
             Event::Status { job, check } => self.core.handle_status(job, check, now),
             Event::LogAppended { job, outcome } => self.core.handle_log_appended(job, outcome, now),
@@ -491,6 +509,7 @@ impl Driver {
                 }
             }
             Command::Forget(job) => {
+                crate::metrics::recorder().job_forgotten((job.runner, job.job_id), now());
                 self.create_attempted.remove(&job);
                 let key = &self.runners[job.runner].key;
                 if let Err(error) = self.store.forget(key, job.job_id) {
@@ -501,6 +520,11 @@ impl Driver {
             Command::Notice(notice) => self.log_notice(notice),
             Command::RequestJob { runner } => self.spawn_poll(runner),
             Command::CreateApp { job, name, flavor } => {
+                crate::metrics::recorder().step_started(
+                    (job.runner, job.job_id),
+                    Step::Create,
+                    now(),
+                );
                 let may_exist = !self.create_attempted.insert(job);
                 let system_id = self.system_id.clone();
                 self.spawn(move |runners| async move {
@@ -515,6 +539,11 @@ impl Driver {
                 app_id,
                 payload,
             } => {
+                crate::metrics::recorder().step_started(
+                    (job.runner, job.job_id),
+                    Step::Deploy,
+                    now(),
+                );
                 let token = self.job_token(job);
                 self.spawn(move |runners| async move {
                     let runner = &runners[job.runner];
@@ -663,6 +692,7 @@ impl Driver {
                     .accepted_by(failure_reasons.as_deref());
                     let outcome = match runner.coordinator.fail_job(job.job_id, &token, reason, None).await {
                         Ok(UpdateOutcome::Accepted) => {
+                            crate::metrics::recorder().failure(&runner.name, reason.as_str());
                             info!(runner = %runner.name, job_id = job.job_id, reason = reason.as_str(), "job reported failed");
                             StepOutcome::Done(())
                         }
@@ -844,12 +874,20 @@ impl Driver {
                 weight,
             } => {
                 let stats = self.core.stats();
-                info!(runner = %runner_name(&job), job_id = job.job_id, %flavor, weight, used = stats.weight, quota = stats.quota, "job accounted");
+                crate::metrics::recorder().job_acquired(
+                    (job.runner, job.job_id),
+                    &runner_name(&job),
+                    &flavor,
+                    now(),
+                );
+                info!(runner = %runner_name(&job), job_id = job.job_id, %flavor, weight = round2(weight), used = round2(stats.weight), quota = round2(stats.quota), "job accounted");
             }
             Notice::Launched { job } => {
+                crate::metrics::recorder().step_done((job.runner, job.job_id), Step::Launch, now());
                 info!(runner = %runner_name(&job), job_id = job.job_id, "job launched")
             }
             Notice::Finished { job } => {
+                crate::metrics::recorder().job_finished((job.runner, job.job_id), now());
                 debug!(runner = %runner_name(&job), job_id = job.job_id, "job over; decommissioning")
             }
             Notice::Failed { job, message } => {
@@ -885,6 +923,7 @@ impl Driver {
                 app_id,
                 name,
             } => {
+                crate::metrics::recorder().orphan_found();
                 warn!(runner = %self.runners[runner].name, %app_id, app = %name, "reconciliation: application belongs to no tracked job")
             }
             Notice::Foreign {
@@ -1059,6 +1098,11 @@ fn age_of(created_ms: i64) -> String {
 }
 
 /// `1h02m03s`.
+/// A weight as logs show it: two decimals.
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
 pub fn age_text(secs: u64) -> String {
     format!("{}h{:02}m{:02}s", secs / 3600, (secs / 60) % 60, secs % 60)
 }

@@ -142,6 +142,7 @@ pub fn plan(
             max_flavor: cc.max_flavor.clone(),
             flavors,
             zone: cc.zone.clone(),
+            limit: io.config.limit,
             launch_watch: io.config.trace_watch.token.as_ref().map(|_| LaunchWatch {
                 timeout: io.config.trace_watch.timeout,
                 poll_step: io.config.trace_watch.poll_step,
