@@ -137,8 +137,9 @@ enum Event {
 }
 
 /// Live figures published by the driver (progress displays, status page,
-/// metrics). Counters are refreshed after every event; the job list at most
-/// every [`JOB_LIST_PERIOD`].
+/// metrics), counters and job list of the same instant: rebuilt together at
+/// most every [`JOB_LIST_PERIOD`] (and at once while stopping), so that the
+/// page, `/status.json` and `/metrics` always agree with each other.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub stats: Stats,
@@ -174,7 +175,8 @@ pub struct JobView {
 /// The longest one launch check (job status, then job log) may take: the
 /// job fails at most this long after `paas_job_trace_watch.timeout_seconds`.
 pub const LAUNCH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the job list of the [`Snapshot`] is rebuilt.
+/// How often the [`Snapshot`] is rebuilt at most (a change is published at
+/// the latest this long after it happened).
 pub const JOB_LIST_PERIOD: Duration = Duration::from_millis(250);
 
 /// The event loop and what it owns.
@@ -195,6 +197,9 @@ pub struct Driver {
     snapshot_tx: watch::Sender<Snapshot>,
     flavors_refresh_at: Instant,
     jobs_published_at: Option<Instant>,
+    /// A change happened since the last snapshot (published when
+    /// [`JOB_LIST_PERIOD`] has passed).
+    publish_pending: bool,
     /// The first failed store write, if any.
     store_error: Option<String>,
     /// Jobs the store held at start.
@@ -240,6 +245,7 @@ impl Driver {
             snapshot_tx,
             flavors_refresh_at: now() + FLAVORS_TTL,
             jobs_published_at: None,
+            publish_pending: false,
             store_error: None,
             restored_jobs: 0,
             listed_once: vec![false; runner_count],
@@ -343,7 +349,11 @@ impl Driver {
     fn next_deadline(&self) -> Instant {
         let idle = now() + Duration::from_secs(3600);
         let core = self.core.poll_timeout().unwrap_or(idle);
-        core.min(self.flavors_refresh_at).min(idle)
+        let publish = match (self.publish_pending, self.jobs_published_at) {
+            (true, Some(at)) => at + JOB_LIST_PERIOD,
+            _ => idle,
+        };
+        core.min(self.flavors_refresh_at).min(publish).min(idle)
     }
 
     fn publish(&mut self) {
@@ -352,15 +362,13 @@ impl Driver {
             .jobs_published_at
             .is_none_or(|at| now.saturating_duration_since(at) >= JOB_LIST_PERIOD)
             || self.core.is_shutting_down();
-        let stats = self.core.stats();
-        let shutting_down = self.core.is_shutting_down();
         if !refresh_jobs {
-            self.snapshot_tx.send_modify(|snapshot| {
-                snapshot.stats = stats;
-                snapshot.shutting_down = shutting_down;
-            });
+            self.publish_pending = true;
             return;
         }
+        let stats = self.core.stats();
+        let shutting_down = self.core.is_shutting_down();
+        self.publish_pending = false;
         self.jobs_published_at = Some(now);
         let mut runners: Vec<RunnerView> = (0..self.core.runner_count())
             .map(|idx| {

@@ -413,13 +413,18 @@ pub fn status_value(snapshot: &Snapshot, config: &StatusConfig) -> Value {
             "jobs_failed_total": stats.failed_total,
             "jobs_done_total": stats.done_total,
         },
-        "runners": snapshot.runners.iter().map(|runner| json!({
+        "runners": snapshot.runners.iter().enumerate().map(|(idx, runner)| json!({
             "name": runner.name,
             "key": runner.key,
             "jobs": runner.jobs,
             "weight": runner.weight,
             "max_job_weight": runner.max_job_weight,
             "quota_max_fraction": runner.quota_max_fraction,
+            // The limit holding back its job requests, if any.
+            "held_by": stats.held.get(idx).and_then(Option::as_ref).map(|hold| json!({
+                "limit": hold.name(),
+                "detail": hold.to_string(),
+            })),
         })).collect::<Vec<_>>(),
         "jobs": snapshot.jobs.iter().map(|job| json!({
             "runner": job.runner,
@@ -494,6 +499,22 @@ pub fn render_page(snapshot: &Snapshot, history: &History, config: &StatusConfig
          <div class=\"used\" style=\"width:{used_pct:.2}%\"></div>\
          <div class=\"reserved\" style=\"width:{reserved_pct:.2}%\"></div></div>"
     );
+    let held = held_back(snapshot);
+    if !held.is_empty() {
+        html.push_str("<p class=\"figures\" id=\"held\">Job requests held back: ");
+        let parts: Vec<String> = held
+            .iter()
+            .map(|(runner, hold)| {
+                format!(
+                    "<b>{}</b> by {}",
+                    escape_html(runner),
+                    escape_html(&hold.to_string())
+                )
+            })
+            .collect();
+        html.push_str(&parts.join(" &middot; "));
+        html.push_str("</p>\n");
+    }
     if stats.foreign_apps > 0 {
         let _ = writeln!(
             html,
@@ -513,7 +534,11 @@ pub fn render_page(snapshot: &Snapshot, history: &History, config: &StatusConfig
         } else {
             "tile"
         };
-        let _ = writeln!(html, "<div class=\"{class}\"><b>{count}</b>{stage}</div>");
+        let _ = writeln!(
+            html,
+            "<div class=\"{class}\" title=\"{}\"><b>{count}</b>{stage}</div>",
+            stage_meaning(stage)
+        );
     }
     let (failed_recently, window_minutes) =
         match (history.samples().next(), history.samples().last()) {
@@ -537,10 +562,17 @@ pub fn render_page(snapshot: &Snapshot, history: &History, config: &StatusConfig
         stats.failed_total,
     );
 
-    // Plots.
-    let window_secs = config.sample_period.as_secs_f64() * history.capacity as f64;
+    // Plots, over a window that fits the data (a minute at first, up to the
+    // whole history).
     let samples: Vec<&Sample> = history.samples().collect();
     let times: Vec<f64> = samples.iter().map(|sample| sample.time_secs).collect();
+    let window_secs = plot_window_secs(
+        times
+            .last()
+            .zip(times.first())
+            .map_or(0.0, |(last, first)| last - first),
+        config.sample_period.as_secs_f64() * history.capacity as f64,
+    );
     let quota = samples.last().map_or(stats.quota, |sample| sample.quota);
     html.push_str("<section class=\"plots\"><div><h2>Weight</h2>\n");
     html.push_str(&render_plot(
@@ -759,6 +791,39 @@ fn no_store(response: impl IntoResponse) -> Response {
 }
 
 /// The stages of [`paas_core::Stats`], in lifecycle order.
+/// The runners whose job requests a limit holds back, with that limit.
+pub fn held_back(snapshot: &Snapshot) -> Vec<(&str, &paas_core::PollHold)> {
+    snapshot
+        .runners
+        .iter()
+        .zip(&snapshot.stats.held)
+        .filter_map(|(runner, hold)| Some((runner.name.as_str(), hold.as_ref()?)))
+        .collect()
+}
+
+/// What each stage means, the same words on the page and in the README.
+pub fn stage_meaning(stage: &str) -> &'static str {
+    match stage {
+        "queued" => "taken from the coordinator, waiting for its machine to be created",
+        "provisioning" => "its machine is being created and the build context pushed",
+        "launching" => "pushed; waiting for the job to start on its machine",
+        "running" => "running on its machine",
+        "failing" => "failed; the failure is being reported",
+        "decommissioning" => "over; its machine is being deleted",
+        _ => "",
+    }
+}
+
+/// The time window of the plots: the span of the data rounded up to 1, 2,
+/// 5, 10 or 15 minutes (at least one minute), at most `max_secs`.
+pub fn plot_window_secs(span_secs: f64, max_secs: f64) -> f64 {
+    [60.0, 120.0, 300.0, 600.0, 900.0]
+        .into_iter()
+        .find(|window| *window >= span_secs)
+        .unwrap_or(max_secs)
+        .min(max_secs.max(60.0))
+}
+
 pub(crate) fn stage_counts(snapshot: &Snapshot) -> [(&'static str, usize); 6] {
     let stats = &snapshot.stats;
     [

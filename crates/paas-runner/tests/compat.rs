@@ -121,4 +121,20 @@ async fn a_reference_unit_command_line_on_a_gitlab_runner_file_runs_and_stops() 
             .any(|message| message.contains("polling cycles done")),
         "{logs}"
     );
+
+    // `paas-runner state CONFIG | head`: the reader is gone before the
+    // command writes; it ends quietly, without a panic.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+        .arg("state")
+        .arg(&harness.config_path)
+        .current_dir(harness.dir.path())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run state");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

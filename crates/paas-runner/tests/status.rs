@@ -810,3 +810,42 @@ fn the_sample_dashboard_queries_exported_metrics() {
     }
     assert!(queried >= 10, "{queried}");
 }
+
+/// The limit holding back a runner's job requests is on the page and in
+/// `/status.json`, with the same words; stages say what they mean.
+#[test]
+fn held_back_requests_are_shown_with_their_limit() {
+    let snapshot = snapshot();
+    let page = status::render_page(&snapshot, &History::new(10), &config());
+    assert!(
+        page.contains(
+            "Job requests held back: <b>we&quot;ird\\&lt;name&gt;</b> by runner limit: 2 of 2 jobs"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains("title=\"taken from the coordinator, waiting for its machine to be created\"><b>1</b>queued"),
+        "{page}"
+    );
+    let json = status::status_value(&snapshot, &config());
+    assert_eq!(json["runners"][0]["held_by"], serde_json::Value::Null);
+    assert_eq!(json["runners"][1]["held_by"]["limit"], "runner_limit");
+    assert_eq!(
+        json["runners"][1]["held_by"]["detail"],
+        "runner limit: 2 of 2 jobs"
+    );
+}
+
+#[test]
+fn plots_fit_their_window_to_the_data() {
+    for (span, window) in [
+        (0.0, 60.0),
+        (59.0, 60.0),
+        (61.0, 120.0),
+        (250.0, 300.0),
+        (899.0, 900.0),
+        (5000.0, 900.0),
+    ] {
+        assert_eq!(status::plot_window_secs(span, 900.0), window, "{span}");
+    }
+}
