@@ -814,14 +814,15 @@ pub fn stage_meaning(stage: &str) -> &'static str {
     }
 }
 
-/// The time window of the plots: the span of the data rounded up to 1, 2,
-/// 5, 10 or 15 minutes (at least one minute), at most `max_secs`.
+/// The time window of the plots: the span of the data rounded up to 10 or
+/// 30 seconds, or 1, 2, 5, 10 or 15 minutes, at most `max_secs`: from the
+/// first seconds on, the data fills the plot.
 pub fn plot_window_secs(span_secs: f64, max_secs: f64) -> f64 {
-    [60.0, 120.0, 300.0, 600.0, 900.0]
+    [10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0]
         .into_iter()
         .find(|window| *window >= span_secs)
         .unwrap_or(max_secs)
-        .min(max_secs.max(60.0))
+        .min(max_secs.max(10.0))
 }
 
 pub(crate) fn stage_counts(snapshot: &Snapshot) -> [(&'static str, usize); 6] {
@@ -932,11 +933,15 @@ fn render_plot(
          <text x=\"{lx}\" y=\"10\" text-anchor=\"end\">{}</text>\
          <text x=\"{lx}\" y=\"{mid_text:.1}\" text-anchor=\"end\">{}</text>\
          <text x=\"{lx}\" y=\"{height}\" text-anchor=\"end\">0</text>\
-         <text x=\"{PLOT_LEFT}\" y=\"{PLOT_HEIGHT}\">-{} min</text>\
+         <text x=\"{PLOT_LEFT}\" y=\"{PLOT_HEIGHT}\">-{}</text>\
          <text x=\"{PLOT_WIDTH}\" y=\"{PLOT_HEIGHT}\" text-anchor=\"end\">now</text>",
         format_axis(y_max),
         format_axis(y_max / 2.0),
-        (window_secs / 60.0).round(),
+        if window_secs < 60.0 {
+            format!("{} s", window_secs.round())
+        } else {
+            format!("{} min", (window_secs / 60.0).round())
+        },
         mid = height / 2.0,
         mid_text = height / 2.0 + 4.0,
         lx = PLOT_LEFT - 4.0,
