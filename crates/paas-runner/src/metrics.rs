@@ -204,11 +204,12 @@ impl Recorder {
             .inc();
     }
 
-    /// A Clever Cloud API request to `endpoint` (a fixed name).
+    /// A Clever Cloud API request to `endpoint` (a fixed name, such as
+    /// `create application`, labelled `create_application`).
     pub fn cloud_request(&self, endpoint: &'static str, status: Option<u16>) {
         self.cloud_requests
             .get_or_create(&vec![
-                ("endpoint", endpoint.to_owned()),
+                ("endpoint", endpoint.replace(' ', "_")),
                 ("status", status.unwrap_or(0).to_string()),
             ])
             .inc();

@@ -4,6 +4,9 @@
 //! jobs by stage, the plots drawn. A screenshot is kept under the target
 //! directory (`target/tmp/status-page.png`).
 //!
+//! On the way, `/metrics` of the same service is checked while its jobs run
+//! (families present with what happened, `promtool check metrics`).
+//!
 //! Chromium comes from the distribution (`.ci/run` installs the Debian
 //! package `chromium`); without it the test prints a note and passes,
 //! unless `PAAS_RUNNER_REQUIRE_TOOLS` is set (CI).
@@ -110,6 +113,38 @@ async fn status_until(
     }
 }
 
+/// `promtool check metrics` on `text`, where promtool is installed.
+fn promtool_check(text: &str) {
+    use std::io::Write as _;
+    let Ok(mut promtool) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("PAAS_RUNNER_REQUIRE_TOOLS").is_none(),
+            "promtool is required (PAAS_RUNNER_REQUIRE_TOOLS is set) but not installed"
+        );
+        println!("NOTE: promtool is not installed here: `promtool check metrics` skipped");
+        return;
+    };
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let output = promtool.wait_with_output().expect("promtool ran");
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// The number in `<b>N</b>stage` of the page's stage tiles.
 fn tile(dom: &str, stage: &str) -> Option<u64> {
     let end = dom.find(&format!("</b>{stage}</div>"))?;
@@ -128,14 +163,6 @@ fn bar_width(dom: &str, class: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_quota_jobs_and_plots_in_a_browser() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("PAAS_RUNNER_REQUIRE_TOOLS").is_none(),
-            "chromium is required (PAAS_RUNNER_REQUIRE_TOOLS is set) but not installed"
-        );
-        println!("NOTE: chromium is not installed here: the browser test is skipped");
-        return;
-    };
     let mut harness = Harness::start(
         ClusterSettings {
             long_poll: Duration::from_millis(300),
@@ -180,6 +207,39 @@ async fn the_status_page_shows_quota_jobs_and_plots_in_a_browser() {
         tokio::time::sleep(POLL_STEP).await;
     }
 
+    // The metrics of the running service: gitlab-runner's families and
+    // ours carry what happened, and pass `promtool check metrics`.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for prefix in [
+        "gitlab_runner_api_request_statuses_total{runner=\"sim-runner-0\",endpoint=\"request_job\",status=\"201\"} ",
+        "paas_runner_cloud_api_requests_total{endpoint=\"create_application\",status=\"200\"} 3",
+        "paas_runner_provisioning_duration_seconds_count{runner=\"sim-runner-0\",flavor=\"M\",step=\"create\"} 1",
+        "paas_runner_pickup_latency_seconds_count{runner=\"sim-runner-0\",flavor=\"S\"} 2",
+        "gitlab_runner_jobs{runner=\"",
+        "gitlab_runner_concurrent 1000.0",
+    ] {
+        assert!(
+            metrics.lines().any(|line| line.starts_with(prefix)),
+            "no {prefix}\n{metrics}"
+        );
+    }
+    promtool_check(&metrics);
+
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("PAAS_RUNNER_REQUIRE_TOOLS").is_none(),
+            "chromium is required (PAAS_RUNNER_REQUIRE_TOOLS is set) but not installed"
+        );
+        println!("NOTE: chromium is not installed here: the browser part is skipped");
+        let status = harness.signal_and_wait(SIGTERM).await;
+        assert!(status.success(), "{status:?}\n{}", harness.logs());
+        return;
+    };
     let profile = tempfile::tempdir().expect("profile directory");
     let url = format!("{base}/");
     let dom = run_chromium(&browser, profile.path(), "--dump-dom", &url);

@@ -314,7 +314,7 @@ fn recorded_events_pass_promtool() {
     for line in [
         "gitlab_runner_api_request_statuses_total{runner=\"shared\",endpoint=\"request_job\",status=\"201\"} 1",
         "gitlab_runner_api_request_statuses_total{runner=\"shared\",endpoint=\"request_job\",status=\"0\"} 1",
-        "paas_runner_cloud_api_requests_total{endpoint=\"create application\",status=\"500\"} 1",
+        "paas_runner_cloud_api_requests_total{endpoint=\"create_application\",status=\"500\"} 1",
         "paas_runner_job_failures_total{runner=\"shared\",failure_reason=\"runner_system_failure\"} 1",
         "paas_runner_orphans_found_total 1",
         "paas_runner_provisioning_duration_seconds_count{runner=\"shared\",flavor=\"M\",step=\"create\"} 1",
