@@ -113,18 +113,14 @@ pub fn recorder() -> &'static Recorder {
     &RECORDER
 }
 
-fn histogram_family(buckets: &'static [f64]) -> HistogramFamily {
-    fn job() -> Histogram {
-        Histogram::new(JOB_DURATION_BUCKETS)
-    }
-    fn step() -> Histogram {
-        Histogram::new(STEP_BUCKETS)
-    }
-    if buckets.len() == JOB_DURATION_BUCKETS.len() {
-        Family::new_with_constructor(job)
-    } else {
-        Family::new_with_constructor(step)
-    }
+/// Histograms of whole jobs, with gitlab-runner's buckets.
+fn job_histograms() -> HistogramFamily {
+    Family::new_with_constructor(|| Histogram::new(JOB_DURATION_BUCKETS))
+}
+
+/// Histograms of steps and delays (seconds to minutes).
+fn step_histograms() -> HistogramFamily {
+    Family::new_with_constructor(|| Histogram::new(STEP_BUCKETS))
 }
 
 impl Recorder {
@@ -154,25 +150,25 @@ impl Recorder {
             "Applications of this installation that no job accounts for, found by reconciliation",
             orphans_found.clone(),
         );
-        let job_duration = histogram_family(&JOB_DURATION_BUCKETS);
+        let job_duration = job_histograms();
         registry.register(
             "gitlab_runner_job_duration_seconds",
             "Jobs from acquisition to the end of their run on the coordinator, by runner",
             job_duration.clone(),
         );
-        let provisioning = histogram_family(&STEP_BUCKETS);
+        let provisioning = step_histograms();
         registry.register(
             "paas_runner_provisioning_duration_seconds",
             "Provisioning steps (create, deploy, launch), by runner, flavor and step",
             provisioning.clone(),
         );
-        let pickup = histogram_family(&STEP_BUCKETS);
+        let pickup = step_histograms();
         registry.register(
             "paas_runner_pickup_latency_seconds",
             "From a job's acquisition to its start on its machine, by runner and flavor",
             pickup.clone(),
         );
-        let finish_to_delete = histogram_family(&STEP_BUCKETS);
+        let finish_to_delete = step_histograms();
         registry.register(
             "paas_runner_finish_to_delete_seconds",
             "From the end of a job to the deletion of its machine, by runner",

@@ -127,9 +127,10 @@ pub async fn run(snapshots: watch::Receiver<Snapshot>, settings: Settings) {
                 last_line = Some((line, now));
             }
         }
-        cycles += 1;
+        // The first tick is at once: N cycles end N intervals later.
         if settings.max_cycles.is_some_and(|max| cycles >= max) {
             return;
         }
+        cycles += 1;
     }
 }

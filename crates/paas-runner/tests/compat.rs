@@ -35,6 +35,7 @@ async fn a_reference_unit_command_line_on_a_gitlab_runner_file_runs_and_stops() 
     let log = std::fs::File::create(&log_path).expect("log file");
     // heptapod-paas-runner's unit: `heptapod-paas-runner CONFIG` and its
     // options, only the program's name changed.
+    let started = std::time::Instant::now();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
         .arg("-l")
         .arg("INFO")
@@ -62,6 +63,12 @@ async fn a_reference_unit_command_line_on_a_gitlab_runner_file_runs_and_stops() 
         .expect("wait");
     let logs = std::fs::read_to_string(&log_path).expect("logs");
     assert!(status.success(), "{status:?}\n{logs}");
+    // `--poll-interval 1` beat `check_interval`: 3 cycles of 1 s.
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 
     // The file's `log_format = "json"` holds; `-l INFO` beats its
     // `log_level = "debug"`.
