@@ -44,7 +44,7 @@ pub async fn prepare(
     }
     let (dispatcher_config, specs) = plan(config, config_path, &runners, tables)?;
     info!(
-        quota = dispatcher_config.quota,
+        quota = (dispatcher_config.quota * 100.0).round() / 100.0,
         concurrent = dispatcher_config.concurrent,
         reference_flavor = %config.quota.reference_flavor,
         reference_jobs_count = config.quota.reference_jobs_count,
