@@ -134,3 +134,76 @@ pub async fn run(snapshots: watch::Receiver<Snapshot>, settings: Settings) {
         cycles += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::RunnerView;
+    use paas_core::{PollHold, Stats};
+
+    fn settings() -> Settings {
+        Settings {
+            check_interval: Duration::from_secs(3),
+            log_statistics: true,
+            concurrent: 10,
+            max_provisioning: 4,
+            max_cycles: None,
+        }
+    }
+
+    fn snapshot(weight: f64, reserved: f64, held: Option<PollHold>) -> Snapshot {
+        Snapshot {
+            stats: Stats {
+                quota: 100.0,
+                weight,
+                reserved_weight: reserved,
+                jobs: 3,
+                queued: 1,
+                provisioning: 1,
+                running: 1,
+                held: vec![held],
+                ..Stats::default()
+            },
+            runners: vec![RunnerView {
+                name: "main".into(),
+                max_job_weight: 40.0,
+                ..RunnerView::default()
+            }],
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn the_statistics_line_has_the_reference_keys_and_meaning() {
+        let line = statistics(&snapshot(30.0, 0.0, None), &settings());
+        assert_eq!(
+            line,
+            json!({
+                "weight_quota": 100.0,
+                "current_weight": 30.0,
+                "weight_headroom": 70.0,
+                "can_take_job": true,
+                "max_jobs_in_provisioning": 4,
+                "jobs_in_provisioning": 2,
+                "current_concurrent_jobs": 3,
+                "max_concurrent_jobs": 10,
+                "held_back": {},
+            })
+        );
+        // Reserved weight counts as the reference's potential weight; the
+        // headroom then no longer fits the largest flavor.
+        let hold = PollHold::Quota {
+            headroom: 30.0,
+            needed: 40.0,
+            reserved: 40.0,
+        };
+        let line = statistics(&snapshot(30.0, 40.0, Some(hold)), &settings());
+        assert_eq!(line["current_weight"], 70.0);
+        assert_eq!(line["weight_headroom"], 30.0);
+        assert_eq!(line["can_take_job"], false);
+        assert_eq!(
+            line["held_back"]["main"],
+            "quota: headroom 30.0 below the 40.0 of the largest flavor (40.0 reserved by requests in flight)"
+        );
+    }
+}
