@@ -113,7 +113,8 @@ ensure_reference() {
 start_sim() {
     local workload=$1 dir=$2 i
     "$PAAS_RUNNER" sim --workload "$workload" --write-config "$dir/config.toml" \
-        --state-file "$dir/state.json" --exit-when-done >"$dir/sim.log" 2>&1 &
+        --state-file "$dir/state.json" --listen-address '' --exit-when-done \
+        >"$dir/sim.log" 2>&1 &
     SIM_PID=$!
     track_pid "$SIM_PID"
     for ((i = 0; i < 300; i++)); do

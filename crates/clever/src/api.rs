@@ -45,7 +45,14 @@ pub struct CleverClient {
     /// After a 429, every call of this client (and its clones) waits until
     /// then: a rate limit slows the whole API down, not one call.
     paused_until: std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+    /// Told of every request (metrics).
+    observer: Option<RequestObserver>,
 }
+
+/// Called once per API request with its action (one of a fixed set of
+/// names, such as `create application`) and the HTTP status of the answer
+/// (`None`: no answer).
+pub type RequestObserver = std::sync::Arc<dyn Fn(&'static str, Option<u16>) + Send + Sync>;
 
 /// Wait after a 429 without `Retry-After`.
 const RATE_LIMIT_DEFAULT_PAUSE: Duration = Duration::from_secs(5);
@@ -255,7 +262,14 @@ impl CleverClient {
             token,
             timeout: DEFAULT_TIMEOUT,
             paused_until: Default::default(),
+            observer: None,
         })
+    }
+
+    /// The same client, telling `observer` of every request.
+    pub fn with_observer(mut self, observer: RequestObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The same client with another timeout for each call.
@@ -583,7 +597,16 @@ impl CleverClient {
                 timed_out,
             }
         };
-        let mut response = request.send().await.map_err(transport)?;
+        let sent = request.send().await;
+        if let Some(observer) = &self.observer {
+            observer(
+                action,
+                sent.as_ref()
+                    .ok()
+                    .map(|response| response.status().as_u16()),
+            );
+        }
+        let mut response = sent.map_err(transport)?;
         let status = response.status().as_u16();
         if status == 429 {
             let wait = response

@@ -79,8 +79,15 @@ pub struct Config {
     /// `paas_repoll_same_runner_immediately`: poll a coordinator again at
     /// once when it gave a job. Defaults to `true`, unlike the reference.
     pub repoll_same_runner_immediately: bool,
-    /// `paas_log_statistics`.
+    /// `paas_log_statistics`: log heptapod-paas-runner's `JSON statistics`
+    /// line once per polling cycle.
     pub log_statistics: bool,
+    /// `log_level` (gitlab-runner's): `debug`, `info`, `warn`, `error`
+    /// (`fatal` and `panic` read as `error`); the command line wins.
+    pub log_level: Option<String>,
+    /// `log_format` (gitlab-runner's): `text` or `json` (`runner` reads as
+    /// `text`); the command line wins.
+    pub log_format: Option<String>,
     /// `listen_address`: where to serve metrics and status.
     pub listen_address: Option<String>,
     /// The `[[runners]]` entries, in file order; at least one.
@@ -164,12 +171,24 @@ const GLOBAL_KEYS: &[&str] = &[
     "paas_slow_provisioning_notice",
     "listen_address",
     "runners",
-];
-
-/// Global keys of GitLab Runner that are accepted and ignored.
-const GITLAB_RUNNER_GLOBAL_KEYS: &[&str] = &[
     "log_level",
     "log_format",
+];
+
+/// Default of `check_interval` (also what 0 means, as in gitlab-runner).
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(3);
+
+/// gitlab-runner's `log_level` values.
+pub const LOG_LEVELS: &[&str] = &[
+    "trace", "debug", "info", "warn", "warning", "error", "fatal", "panic",
+];
+
+/// gitlab-runner's `log_format` values.
+pub const LOG_FORMATS: &[&str] = &["runner", "text", "json"];
+
+/// Global keys of GitLab Runner that are accepted and have no effect here
+/// (each gets one warning).
+const GITLAB_RUNNER_GLOBAL_KEYS: &[&str] = &[
     "shutdown_timeout",
     "sentry_dsn",
     "connection_max_age",
@@ -214,16 +233,59 @@ fn parse_with(text: &str, path: &Path, read_file: ReadFile<'_>) -> Result<Config
     let mut warnings = Vec::new();
 
     for (key, _) in root.entries() {
-        if !GLOBAL_KEYS.contains(&key) && !GITLAB_RUNNER_GLOBAL_KEYS.contains(&key) {
+        if GITLAB_RUNNER_GLOBAL_KEYS.contains(&key) {
+            warnings.push(
+                root.error(
+                    key,
+                    "gitlab-runner setting with no effect in paas-runner: ignored",
+                )
+                .to_string(),
+            );
+        } else if JOB_PROGRESS_KEYS.contains(&key) {
+            warnings.push(
+                root.error(
+                    key,
+                    "no effect in paas-runner (polling resumes as soon as capacity frees up; \
+                     job status checks follow check_interval): ignored",
+                )
+                .to_string(),
+            );
+        } else if !GLOBAL_KEYS.contains(&key) {
             warnings.push(root.error(key, "unknown global key: ignored").to_string());
+        }
+    }
+    let log_level = root.string("log_level")?;
+    if let Some(level) = &log_level {
+        if !LOG_LEVELS.contains(&level.to_lowercase().as_str()) {
+            return Err(root.error(
+                "log_level",
+                format!(
+                    "unknown level {level:?}; expected one of {}",
+                    LOG_LEVELS.join(", ")
+                ),
+            ));
+        }
+    }
+    let log_format = root.string("log_format")?;
+    if let Some(format) = &log_format {
+        if !LOG_FORMATS.contains(&format.as_str()) {
+            return Err(root.error(
+                "log_format",
+                format!(
+                    "unknown format {format:?}; expected one of {}",
+                    LOG_FORMATS.join(", ")
+                ),
+            ));
         }
     }
 
     let quota = parse_quota(&root, &mut warnings)?;
     let concurrent = root.positive_integer("concurrent")?.unwrap_or(50);
+    // gitlab-runner writes `check_interval = 0` and reads it as its default.
     let check_interval = root
-        .seconds("check_interval", false)?
-        .unwrap_or(Duration::from_secs(3));
+        .seconds("check_interval", true)?
+        .filter(|interval| !interval.is_zero())
+        .unwrap_or(DEFAULT_CHECK_INTERVAL);
     let job_progress_poll_interval = match root.one_of(JOB_PROGRESS_KEYS)? {
         Some(key) => root.seconds(key, false)?,
         None => None,
@@ -278,6 +340,8 @@ fn parse_with(text: &str, path: &Path, read_file: ReadFile<'_>) -> Result<Config
             .seconds("paas_orphan_min_age", false)?
             .unwrap_or(DEFAULT_ORPHAN_MIN_AGE),
         listen_address,
+        log_level,
+        log_format,
         runners,
         warnings,
     })

@@ -52,6 +52,12 @@ pub struct RunnerConfig {
     pub paas_helper_image: Option<String>,
     /// `[runners.paas_job_trace_watch]` (or `[runners.job_trace_watch]`).
     pub trace_watch: TraceWatch,
+    /// `limit` (as gitlab-runner): the most jobs of this runner at once;
+    /// `None` when absent or 0 (no limit of its own).
+    pub limit: Option<usize>,
+    /// `tls-ca-file` (as gitlab-runner): a PEM bundle of certificate
+    /// authorities trusted for the coordinator, besides the public ones.
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// The `[[runners]]` entry for the inner runner on the job VM: this
     /// entry without the keys of this program (`cc_*`, `paas_*`, trace
     /// watch, secrets file…), with `executor = "docker"`, the resolved
@@ -96,6 +102,10 @@ pub struct CleverSettings {
     pub deployment_repo_timeout: Duration,
     /// `cc_deployment_repo_wait_step`: time between readiness checks.
     pub deployment_repo_wait_step: Duration,
+    /// `cc_tls_ca_file` (ours): a PEM bundle of certificate authorities
+    /// trusted for `cc_api_url` and the deployment repositories, besides the
+    /// public ones.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 /// Watching the job log on the coordinator to confirm a launch.
@@ -182,6 +192,7 @@ const CC_KEYS: &[&str] = &[
     "cc_deployment_repo_timeout",
     "cc_deployment_repo_wait_step",
     "cc_multi_tenant",
+    "cc_tls_ca_file",
 ];
 
 /// `cc_*` keys of the reference's multi-tenant mode.
@@ -202,6 +213,8 @@ fn is_forwarded(key: &str) -> bool {
         "job_trace_watch",
         "quota_max_fraction",
         "secrets_file",
+        // A file of this machine, not of the job's.
+        "tls-ca-file",
         // Replaced by the resolved token and the inner executor.
         "token",
         "executor",
@@ -235,6 +248,20 @@ pub(crate) fn parse_runner(
     )?;
     let paas_helper_image = table.string("heptapod_paas_runner_helper_image")?;
     let trace_watch = parse_trace_watch(table, &secrets, warnings)?;
+    let limit = match table.item("limit") {
+        None => None,
+        Some(item) if item.as_integer() == Some(0) => None,
+        Some(_) => table.positive_integer("limit").map_err(|_| {
+            table.error(
+                "limit",
+                "expected the most jobs of this runner at once (0 or absent: no limit of its own)",
+            )
+        })?,
+    };
+    let tls_ca_file = table
+        .string("tls-ca-file")?
+        .filter(|path| !path.is_empty())
+        .map(std::path::PathBuf::from);
 
     for (key, _) in table.entries() {
         let message = if key.starts_with("cc_") && CC_MULTI_TENANT_KEYS.contains(&key) {
@@ -263,6 +290,8 @@ pub(crate) fn parse_runner(
             heptapod_runner_main_image,
             paas_helper_image,
             trace_watch,
+            limit,
+            tls_ca_file,
             inner_config,
             line: table.line().unwrap_or(1),
         },
@@ -386,6 +415,10 @@ fn parse_clever_settings(
         deployment_repo_wait_step: table
             .seconds("cc_deployment_repo_wait_step", false)?
             .unwrap_or(Duration::from_secs(2)),
+        tls_ca_file: table
+            .string("cc_tls_ca_file")?
+            .filter(|path| !path.is_empty())
+            .map(std::path::PathBuf::from),
     })
 }
 

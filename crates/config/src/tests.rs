@@ -308,7 +308,20 @@ poll_step = 2
         )
     );
     let config = parse_ok(&text);
-    assert_eq!(config.warnings, Vec::<String>::new());
+    // gitlab-runner's keys without effect here get one warning each.
+    assert_eq!(
+        config.warnings,
+        [
+            "/etc/paas.toml:3: key `job_progress_poll_interval`: no effect in paas-runner \
+             (polling resumes as soon as capacity frees up; job status checks follow \
+             check_interval): ignored",
+            "/etc/paas.toml:12: key `shutdown_timeout`: gitlab-runner setting with no effect \
+             in paas-runner: ignored",
+            "/etc/paas.toml:13: key `session_server`: gitlab-runner setting with no effect in \
+             paas-runner: ignored",
+        ]
+    );
+    assert_eq!(config.log_level.as_deref(), Some("debug"));
     assert_eq!(config.concurrent, 7);
     assert_eq!(config.check_interval, Duration::from_millis(500));
     assert_eq!(config.job_progress_poll_interval, Duration::from_secs(12));
@@ -410,16 +423,22 @@ fn global_errors() {
             "/etc/paas.toml:1: key `concurrent`: expected a positive integer, got 1.5",
         ),
         (
-            "check_interval = 0\n",
-            "/etc/paas.toml:1: key `check_interval`: expected a positive number of seconds, got 0",
-        ),
-        (
             "check_interval = -0.5\n",
-            "/etc/paas.toml:1: key `check_interval`: expected a positive number of seconds, got -0.5",
+            "/etc/paas.toml:1: key `check_interval`: expected a number of seconds (0 or more), got -0.5",
         ),
         (
             "check_interval = nan\n",
-            "/etc/paas.toml:1: key `check_interval`: expected a positive number of seconds, got NaN",
+            "/etc/paas.toml:1: key `check_interval`: expected a number of seconds (0 or more), got NaN",
+        ),
+        (
+            "log_level = \"loud\"\n",
+            "/etc/paas.toml:1: key `log_level`: unknown level \"loud\"; expected one of trace, \
+             debug, info, warn, warning, error, fatal, panic",
+        ),
+        (
+            "log_format = \"xml\"\n",
+            "/etc/paas.toml:1: key `log_format`: unknown format \"xml\"; expected one of runner, \
+             text, json",
         ),
         (
             "paas_orphan_min_age = 0\n",
@@ -781,6 +800,12 @@ fn unknown_keys_are_warnings() {
     assert_eq!(
         config.warnings,
         [
+            "/etc/paas.toml:3: key `sentry_dsn`: gitlab-runner setting with no effect in \
+             paas-runner: ignored",
+            "/etc/paas.toml:4: key `connection_max_age`: gitlab-runner setting with no effect \
+             in paas-runner: ignored",
+            "/etc/paas.toml:5: key `user`: gitlab-runner setting with no effect in paas-runner: \
+             ignored",
             "/etc/paas.toml:6: key `foo`: unknown global key: ignored",
             "/etc/paas.toml:7: key `paas_bar`: unknown global key: ignored",
             "/etc/paas.toml:12: key `quota_computation.reference_flavour`: unknown key: ignored",
@@ -1202,4 +1227,45 @@ fn dangerous_values_are_refused_with_what_to_write_instead() {
          CC_ENABLE_HEPTAPOD_RUNNER = \"true\"\n",
     ));
     assert_eq!(config.runners[0].cc.extra_env.len(), 1);
+}
+
+/// What `gitlab-runner register` writes (global part), plus this program's
+/// keys: it must load, `check_interval = 0` meaning the default.
+#[test]
+fn a_file_written_by_gitlab_runner_register_loads() {
+    let text = format!(
+        "concurrent = 1\ncheck_interval = 0\nshutdown_timeout = 0\nlog_format = \"runner\"\n\
+         log_level = \"warning\"\n\n[session_server]\n  session_timeout = 1800\n{BASE}\
+         limit = 2\ntls-ca-file = \"/etc/ssl/private-ca.pem\"\ncc_tls_ca_file = \"/etc/cc-ca.pem\"\n\
+         [runners.cache]\n  MaxUploadedArchiveSize = 0\n"
+    );
+    let config = parse_ok(&text);
+    assert_eq!(config.check_interval, crate::DEFAULT_CHECK_INTERVAL);
+    assert_eq!(config.log_format.as_deref(), Some("runner"));
+    assert_eq!(config.log_level.as_deref(), Some("warning"));
+    assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
+    let runner = &config.runners[0];
+    assert_eq!(runner.limit, Some(2));
+    assert_eq!(
+        runner.tls_ca_file.as_deref(),
+        Some(Path::new("/etc/ssl/private-ca.pem"))
+    );
+    assert_eq!(
+        runner.cc.tls_ca_file.as_deref(),
+        Some(Path::new("/etc/cc-ca.pem"))
+    );
+    // `limit` still reaches the inner runner; a file of this machine does not.
+    assert_eq!(
+        runner.inner_config.get("limit"),
+        Some(&toml::Value::Integer(2))
+    );
+    assert!(runner.inner_config.get("tls-ca-file").is_none());
+    // 0 means no limit of its own, as in gitlab-runner.
+    let config = parse_ok(&format!("{BASE}limit = 0\n"));
+    assert_eq!(config.runners[0].limit, None);
+    let error = parse_err(&format!("{BASE}limit = -1\n"));
+    assert!(
+        error.to_string().contains("key `runners[0].limit`"),
+        "{error}"
+    );
 }

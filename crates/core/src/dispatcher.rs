@@ -103,6 +103,89 @@ pub struct RunnerSpec {
     pub launch_watch: Option<LaunchWatch>,
     /// Cloud zone of the machines (for messages to users).
     pub zone: String,
+    /// The most jobs of this runner at once (gitlab-runner's per-runner
+    /// `limit`); `None`: only the global limits apply.
+    pub limit: Option<usize>,
+}
+
+/// Why a runner's job requests are held back: the first limit that holds,
+/// as data for the status page, the demo line and the log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollHold {
+    /// No flavor is known yet: nothing could be provisioned.
+    NoFlavor,
+    /// The first listing of the cloud's applications is not in yet.
+    FirstListing,
+    /// `concurrent`: jobs tracked plus requests in flight.
+    Concurrent { jobs: usize, limit: usize },
+    /// `paas_max_concurrent_provisioning`: jobs being provisioned plus
+    /// requests in flight.
+    Provisioning { provisioning: usize, limit: usize },
+    /// The runner's own `limit`.
+    RunnerLimit { jobs: usize, limit: usize },
+    /// The quota's headroom is below the largest job the runner may
+    /// receive; `reserved` is held by requests in flight.
+    Quota {
+        headroom: f64,
+        needed: f64,
+        reserved: f64,
+    },
+    /// The runner's share of the quota is used up.
+    RunnerShare { used: f64, share: f64, needed: f64 },
+}
+
+impl PollHold {
+    /// Short name of the limit, for metrics labels and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PollHold::NoFlavor => "no_flavor",
+            PollHold::FirstListing => "first_listing",
+            PollHold::Concurrent { .. } => "concurrent",
+            PollHold::Provisioning { .. } => "provisioning",
+            PollHold::RunnerLimit { .. } => "runner_limit",
+            PollHold::Quota { .. } => "quota",
+            PollHold::RunnerShare { .. } => "runner_share",
+        }
+    }
+}
+
+impl std::fmt::Display for PollHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PollHold::NoFlavor => write!(f, "no flavor known yet"),
+            PollHold::FirstListing => write!(f, "waiting for the first listing of applications"),
+            PollHold::Concurrent { jobs, limit } => {
+                write!(f, "concurrent: {jobs} of {limit} jobs")
+            }
+            PollHold::Provisioning {
+                provisioning,
+                limit,
+            } => write!(
+                f,
+                "paas_max_concurrent_provisioning: {provisioning} of {limit} being provisioned"
+            ),
+            PollHold::RunnerLimit { jobs, limit } => {
+                write!(f, "runner limit: {jobs} of {limit} jobs")
+            }
+            PollHold::Quota {
+                headroom,
+                needed,
+                reserved,
+            } => write!(
+                f,
+                "quota: headroom {headroom:.1} below the {needed:.1} of the largest flavor \
+                 ({reserved:.1} reserved by requests in flight)"
+            ),
+            PollHold::RunnerShare {
+                used,
+                share,
+                needed,
+            } => write!(
+                f,
+                "runner share: {used:.1} of {share:.1} used, {needed:.1} needed"
+            ),
+        }
+    }
 }
 
 impl RunnerSpec {
@@ -406,6 +489,9 @@ pub struct Stats {
     pub launched_total: u64,
     pub failed_total: u64,
     pub done_total: u64,
+    /// Per runner (in configuration order): why its job requests are held
+    /// back, `None` when it may poll or has a request in flight.
+    pub held: Vec<Option<PollHold>>,
 }
 
 #[derive(Debug)]
@@ -741,6 +827,15 @@ impl Dispatcher {
             stats.reserved_weight += runner.reserved;
             stats.polls_in_flight += usize::from(runner.poll_in_flight);
         }
+        stats.held = (0..self.runners.len())
+            .map(|idx| {
+                if self.runners[idx].poll_in_flight || self.shutting_down {
+                    None
+                } else {
+                    self.poll_hold(idx)
+                }
+            })
+            .collect();
         stats
     }
 
@@ -1843,15 +1938,22 @@ impl Dispatcher {
         if runner.poll_in_flight || runner.next_poll_at.is_some_and(|at| at > now) {
             return false;
         }
+        self.poll_hold(idx).is_none()
+    }
+
+    /// The first limit that keeps runner `idx` from requesting a job now
+    /// (timing aside), `None` if none does.
+    fn poll_hold(&self, idx: RunnerIdx) -> Option<PollHold> {
+        let runner = &self.runners[idx];
         let min_weight = runner.spec.max_job_weight();
         if min_weight <= 0.0 {
             // No flavor known yet: nothing could be provisioned.
-            return false;
+            return Some(PollHold::NoFlavor);
         }
         if !self.config.reconcile_interval.is_zero() && self.unlisted.iter().any(|u| *u) {
             // Leftovers of any runner count in the shared quota: wait for
             // every first listing (a failed one lets polls go on).
-            return false;
+            return Some(PollHold::FirstListing);
         }
         let in_flight = self.runners.iter().filter(|r| r.poll_in_flight).count();
         let provisioning = self
@@ -1860,16 +1962,34 @@ impl Dispatcher {
             .filter(|j| j.stage.is_provisioning())
             .count();
         if self.jobs.len() + in_flight >= self.config.concurrent {
-            return false;
+            return Some(PollHold::Concurrent {
+                jobs: self.jobs.len() + in_flight,
+                limit: self.config.concurrent,
+            });
         }
         if provisioning + in_flight >= self.config.max_provisioning {
-            return false;
+            return Some(PollHold::Provisioning {
+                provisioning: provisioning + in_flight,
+                limit: self.config.max_provisioning,
+            });
         }
-        let used: f64 = self.jobs.values().map(Job::weight).sum::<f64>()
-            + self.orphan_weight()
-            + self.runners.iter().map(|r| r.reserved).sum::<f64>();
+        if let Some(limit) = runner.spec.limit {
+            // As gitlab-runner's `limit`: this runner's jobs, whatever their
+            // stage (its own request is not in flight here).
+            let jobs = self.jobs.keys().filter(|key| key.runner == idx).count();
+            if jobs >= limit {
+                return Some(PollHold::RunnerLimit { jobs, limit });
+            }
+        }
+        let reserved = self.runners.iter().map(|r| r.reserved).sum::<f64>();
+        let used: f64 =
+            self.jobs.values().map(Job::weight).sum::<f64>() + self.orphan_weight() + reserved;
         if used + min_weight > self.config.quota + EPSILON {
-            return false;
+            return Some(PollHold::Quota {
+                headroom: (self.config.quota - used).max(0.0),
+                needed: min_weight,
+                reserved,
+            });
         }
         let runner_used: f64 = self
             .jobs
@@ -1881,7 +2001,14 @@ impl Dispatcher {
             .config
             .allowed_fraction_per_runner
             .min(runner.spec.quota_max_fraction);
-        runner_used + min_weight <= fraction * self.config.quota + EPSILON
+        if runner_used + min_weight > fraction * self.config.quota + EPSILON {
+            return Some(PollHold::RunnerShare {
+                used: runner_used,
+                share: fraction * self.config.quota,
+                needed: min_weight,
+            });
+        }
+        None
     }
 }
 

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use paas_core::dispatcher::STEP_ATTEMPTS;
 use paas_core::messages;
-use paas_core::{backoff, FailureKind, FlavorTable, Notice, StageRecord};
+use paas_core::{backoff, FailureKind, FlavorTable, Notice, PollHold, StageRecord};
 use std::time::Duration;
 
 /// The first command with an effect for `job_id` in the trace after line
@@ -714,6 +714,64 @@ fn concurrent_caps_the_jobs_held_at_once() {
     let harness = setup.run();
     assert_eq!(harness.maxima.jobs, 3);
     assert_next_acquired_after(&harness, 3, "Forget");
+}
+
+#[test]
+fn a_runner_limit_caps_that_runners_jobs_and_says_so() {
+    // gitlab-runner's per-runner `limit`: runner 0 holds at most 2 jobs,
+    // while runner 1, without a limit, takes all of its own.
+    let mut setup = Setup::new()
+        .jobs(5, JobSpec::new(0).duration(100))
+        .jobs(4, JobSpec::new(1).duration(100));
+    setup.runners = vec![runner_spec(0), runner_spec(1)];
+    setup.runners[0].limit = Some(2);
+    setup.config.repoll_immediately = true;
+    let mut harness = setup.build();
+    harness.run_until(secs(1));
+    let stats = harness.dispatcher.stats();
+    let jobs_of = |runner: usize| {
+        harness
+            .dispatcher
+            .jobs()
+            .filter(|job| job.key.runner == runner)
+            .count()
+    };
+    assert_eq!(jobs_of(0), 2);
+    assert_eq!(jobs_of(1), 4);
+    assert_eq!(
+        stats.held[0],
+        Some(PollHold::RunnerLimit { jobs: 2, limit: 2 })
+    );
+    assert_eq!(
+        stats.held[0].as_ref().map(ToString::to_string).as_deref(),
+        Some("runner limit: 2 of 2 jobs")
+    );
+    harness.drive();
+    harness.assert_final();
+    // Every job ran in the end, never more than 2 of runner 0 at once.
+    assert_eq!(harness.times_of("Notice finished").len(), 9);
+}
+
+#[test]
+fn the_quota_hold_names_headroom_and_reservation() {
+    // Room for one 2XL and half an S: once an S job is taken, the next
+    // request (which must find room for a 2XL) is held by the quota.
+    let mut setup = Setup::new().jobs(3, JobSpec::new(0).duration(100));
+    setup.config.quota = weight("2XL") + weight("S") / 2.0;
+    setup.config.repoll_immediately = true;
+    let mut harness = setup.build();
+    harness.run_until(secs(1));
+    let stats = harness.dispatcher.stats();
+    match &stats.held[0] {
+        Some(PollHold::Quota {
+            headroom, needed, ..
+        }) => {
+            assert!(*headroom < *needed, "{:?}", stats.held);
+            assert!((*needed - weight("2XL")).abs() < 1e-9);
+            assert!((*headroom - (weight("2XL") - weight("S") / 2.0)).abs() < 1e-9);
+        }
+        other => panic!("expected a quota hold, got {other:?}"),
+    }
 }
 
 #[test]

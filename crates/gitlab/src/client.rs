@@ -142,6 +142,40 @@ pub struct CoordinatorClient {
     base_url: String,
     api_root: String,
     call_timeout: Duration,
+    observer: Option<Observer>,
+}
+
+/// Called once per request with its endpoint (a fixed name, see
+/// [`endpoint_of`]) and the HTTP status of the answer (`None`: no answer).
+pub type RequestObserver = std::sync::Arc<dyn Fn(&'static str, Option<u16>) + Send + Sync>;
+
+#[derive(Clone)]
+struct Observer(RequestObserver);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
+/// The endpoint a coordinator URL is for, by gitlab-runner's names where it
+/// has one (`request_job`, `update_job`, `patch_trace`): a fixed set, for
+/// metrics labels, never the URL itself.
+pub fn endpoint_of(url: &str) -> &'static str {
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    let Some((_, rest)) = path.split_once("/api/v4/") else {
+        return "other";
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments.as_slice() {
+        ["jobs", "request"] => "request_job",
+        ["jobs", _, "trace"] => "patch_trace",
+        ["jobs", _] => "update_job",
+        ["job"] => "job_status",
+        ["runners", "verify"] => "verify_runner",
+        ["projects", .., "trace"] => "read_trace",
+        _ => "other",
+    }
 }
 
 /// Whether a job is still being executed, according to `GET /api/v4/job`.
@@ -220,7 +254,14 @@ impl CoordinatorClient {
             base_url,
             api_root,
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            observer: None,
         })
+    }
+
+    /// The same client, telling `observer` of every request.
+    pub fn with_observer(mut self, observer: RequestObserver) -> Self {
+        self.observer = Some(Observer(observer));
+        self
     }
 
     /// The same client with another timeout for the calls that do not take
@@ -637,7 +678,15 @@ impl CoordinatorClient {
         };
         // One deadline for connecting, sending and reading the whole body,
         // whatever timeouts the shared reqwest client has.
-        match tokio::time::timeout(timeout, exchange).await {
+        let result = tokio::time::timeout(timeout, exchange).await;
+        if let Some(Observer(observer)) = &self.observer {
+            let status = match &result {
+                Ok(Ok(reply)) => Some(reply.status),
+                _ => None,
+            };
+            observer(endpoint_of(url), status);
+        }
+        match result {
             Ok(Ok(reply)) => {
                 tracing::debug!(url, status = reply.status, "coordinator answered");
                 Ok(reply)
@@ -944,6 +993,28 @@ fn describe_transport_error(error: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_named_from_a_fixed_set() {
+        for (url, endpoint) in [
+            ("https://gl.example/api/v4/jobs/request", "request_job"),
+            (
+                "https://gl.example/prefix/api/v4/jobs/12/trace",
+                "patch_trace",
+            ),
+            ("https://gl.example/api/v4/jobs/12", "update_job"),
+            ("https://gl.example/api/v4/job", "job_status"),
+            ("https://gl.example/api/v4/runners/verify", "verify_runner"),
+            (
+                "https://gl.example/api/v4/projects/3/jobs/12/trace",
+                "read_trace",
+            ),
+            ("https://gl.example/api/v4/anything/else?x=1", "other"),
+            ("https://gl.example/nothing", "other"),
+        ] {
+            assert_eq!(endpoint_of(url), endpoint, "{url}");
+        }
+    }
 
     #[test]
     fn base_urls_are_normalised() {

@@ -16,6 +16,7 @@ mod job;
 mod range;
 mod runners_api;
 
+pub use client::{endpoint_of, RequestObserver};
 pub use client::{
     http_client_builder, AppendOutcome, ConfirmOutcome, CoordinatorClient, RemoteJobStatus,
     UpdateOutcome, ADVERTISED_FEATURES, DEFAULT_CALL_TIMEOUT, MAX_ERROR_BODY_BYTES,

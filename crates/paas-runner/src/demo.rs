@@ -166,7 +166,10 @@ pub fn cluster_settings(workload: &Workload, runners: usize) -> ClusterSettings 
 
 /// What the progress line shows, read from the simulators and the driver.
 struct View {
-    queued: usize,
+    /// Waiting on the coordinator (GitLab's `pending`); "queued" is kept
+    /// for the runner's own stage (taken, not yet provisioned), as on the
+    /// status page.
+    pending: usize,
     provisioning: usize,
     running: usize,
     finished: usize,
@@ -175,6 +178,8 @@ struct View {
     weight: f64,
     quota: f64,
     jobs_total: usize,
+    /// The limits holding back job requests now, with what is reserved.
+    held: Vec<String>,
 }
 
 impl View {
@@ -186,8 +191,15 @@ impl View {
         let jobs = cluster.coordinator.jobs();
         let stats = snapshots.borrow().stats.clone();
         let clever = cluster.clever.stats();
+        let mut held: Vec<String> = stats
+            .held
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+        held.dedup();
         let mut view = View {
-            queued: 0,
+            pending: 0,
             provisioning: stats.queued + stats.provisioning + stats.launching,
             running: 0,
             finished: 0,
@@ -196,10 +208,11 @@ impl View {
             weight: clever.live_weight.max(0.0),
             quota: stats.quota,
             jobs_total,
+            held,
         };
         for job in &jobs {
             match job.status {
-                JobStatus::Pending => view.queued += 1,
+                JobStatus::Pending => view.pending += 1,
                 JobStatus::Running if job.first_trace_at.is_some() => view.running += 1,
                 JobStatus::Running => {}
                 JobStatus::Failed => {
@@ -232,10 +245,10 @@ impl Progress {
     }
 
     fn show(&self, view: &View, elapsed: Duration) {
-        let line = format!(
-            "[{:>6.1}s] queued {:>4} | provisioning {:>4} | running {:>4} | done {:>4}/{} ({} failed) | apps {:>4} | weight {:>7.1} / {:.1}",
+        let mut line = format!(
+            "[{:>6.1}s] pending {:>4} | provisioning {:>4} | running {:>4} | done {:>4}/{} ({} failed) | apps {:>4} | weight {:>7.1} / {:.1}",
             elapsed.as_secs_f64(),
-            view.queued,
+            view.pending,
             view.provisioning,
             view.running,
             view.finished,
@@ -245,6 +258,10 @@ impl Progress {
             view.weight,
             view.quota,
         );
+        if !view.held.is_empty() {
+            line.push_str(" | held by ");
+            line.push_str(&view.held.join("; "));
+        }
         let text = if self.tty {
             format!("\r{line}\x1b[K")
         } else {

@@ -15,6 +15,8 @@ use paas_gitlab::{
 };
 use paas_store::Store;
 use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Step;
 use tokio::task::AbortHandle;
 use tracing::{debug, error, info, warn};
 
@@ -135,8 +137,9 @@ enum Event {
 }
 
 /// Live figures published by the driver (progress displays, status page,
-/// metrics). Counters are refreshed after every event; the job list at most
-/// every [`JOB_LIST_PERIOD`].
+/// metrics), counters and job list of the same instant: rebuilt together at
+/// most every [`JOB_LIST_PERIOD`] (and at once while stopping), so that the
+/// page, `/status.json` and `/metrics` always agree with each other.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub stats: Stats,
@@ -172,7 +175,8 @@ pub struct JobView {
 /// The longest one launch check (job status, then job log) may take: the
 /// job fails at most this long after `paas_job_trace_watch.timeout_seconds`.
 pub const LAUNCH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the job list of the [`Snapshot`] is rebuilt.
+/// How often the [`Snapshot`] is rebuilt at most (a change is published at
+/// the latest this long after it happened).
 pub const JOB_LIST_PERIOD: Duration = Duration::from_millis(250);
 
 /// The event loop and what it owns.
@@ -193,6 +197,9 @@ pub struct Driver {
     snapshot_tx: watch::Sender<Snapshot>,
     flavors_refresh_at: Instant,
     jobs_published_at: Option<Instant>,
+    /// A change happened since the last snapshot (published when
+    /// [`JOB_LIST_PERIOD`] has passed).
+    publish_pending: bool,
     /// The first failed store write, if any.
     store_error: Option<String>,
     /// Jobs the store held at start.
@@ -238,6 +245,7 @@ impl Driver {
             snapshot_tx,
             flavors_refresh_at: now() + FLAVORS_TTL,
             jobs_published_at: None,
+            publish_pending: false,
             store_error: None,
             restored_jobs: 0,
             listed_once: vec![false; runner_count],
@@ -341,7 +349,11 @@ impl Driver {
     fn next_deadline(&self) -> Instant {
         let idle = now() + Duration::from_secs(3600);
         let core = self.core.poll_timeout().unwrap_or(idle);
-        core.min(self.flavors_refresh_at).min(idle)
+        let publish = match (self.publish_pending, self.jobs_published_at) {
+            (true, Some(at)) => at + JOB_LIST_PERIOD,
+            _ => idle,
+        };
+        core.min(self.flavors_refresh_at).min(publish).min(idle)
     }
 
     fn publish(&mut self) {
@@ -350,15 +362,13 @@ impl Driver {
             .jobs_published_at
             .is_none_or(|at| now.saturating_duration_since(at) >= JOB_LIST_PERIOD)
             || self.core.is_shutting_down();
-        let stats = self.core.stats();
-        let shutting_down = self.core.is_shutting_down();
         if !refresh_jobs {
-            self.snapshot_tx.send_modify(|snapshot| {
-                snapshot.stats = stats;
-                snapshot.shutting_down = shutting_down;
-            });
+            self.publish_pending = true;
             return;
         }
+        let stats = self.core.stats();
+        let shutting_down = self.core.is_shutting_down();
+        self.publish_pending = false;
         self.jobs_published_at = Some(now);
         let mut runners: Vec<RunnerView> = (0..self.core.runner_count())
             .map(|idx| {
@@ -443,8 +453,24 @@ impl Driver {
                 }
                 self.core.handle_poll(runner, outcome, now);
             }
-            Event::Created { job, outcome } => self.core.handle_created(job, outcome, now),
-            Event::Deployed { job, outcome } => self.core.handle_deployed(job, outcome, now),
+            Event::Created { job, outcome } => {
+                if matches!(outcome, StepOutcome::Done(_)) {
+                    crate::metrics::recorder().step_done(
+                        (job.runner, job.job_id),
+                        Step::Create,
+                        now,
+                    );
+                }
+                self.core.handle_created(job, outcome, now)
+            }
+            Event::Deployed { job, outcome } => {
+                if matches!(outcome, StepOutcome::Done(_)) {
+                    let recorder = crate::metrics::recorder();
+                    recorder.step_done((job.runner, job.job_id), Step::Deploy, now);
+                    recorder.step_started((job.runner, job.job_id), Step::Launch, now);
+                }
+                self.core.handle_deployed(job, outcome, now)
+            }
             Event::Launch { job, check } => self.core.handle_launch_check(job, check, now),
             Event::Status { job, check } => self.core.handle_status(job, check, now),
             Event::LogAppended { job, outcome } => self.core.handle_log_appended(job, outcome, now),
@@ -491,6 +517,7 @@ impl Driver {
                 }
             }
             Command::Forget(job) => {
+                crate::metrics::recorder().job_forgotten((job.runner, job.job_id), now());
                 self.create_attempted.remove(&job);
                 let key = &self.runners[job.runner].key;
                 if let Err(error) = self.store.forget(key, job.job_id) {
@@ -501,6 +528,11 @@ impl Driver {
             Command::Notice(notice) => self.log_notice(notice),
             Command::RequestJob { runner } => self.spawn_poll(runner),
             Command::CreateApp { job, name, flavor } => {
+                crate::metrics::recorder().step_started(
+                    (job.runner, job.job_id),
+                    Step::Create,
+                    now(),
+                );
                 let may_exist = !self.create_attempted.insert(job);
                 let system_id = self.system_id.clone();
                 self.spawn(move |runners| async move {
@@ -515,6 +547,11 @@ impl Driver {
                 app_id,
                 payload,
             } => {
+                crate::metrics::recorder().step_started(
+                    (job.runner, job.job_id),
+                    Step::Deploy,
+                    now(),
+                );
                 let token = self.job_token(job);
                 self.spawn(move |runners| async move {
                     let runner = &runners[job.runner];
@@ -663,6 +700,7 @@ impl Driver {
                     .accepted_by(failure_reasons.as_deref());
                     let outcome = match runner.coordinator.fail_job(job.job_id, &token, reason, None).await {
                         Ok(UpdateOutcome::Accepted) => {
+                            crate::metrics::recorder().failure(&runner.name, reason.as_str());
                             info!(runner = %runner.name, job_id = job.job_id, reason = reason.as_str(), "job reported failed");
                             StepOutcome::Done(())
                         }
@@ -844,12 +882,20 @@ impl Driver {
                 weight,
             } => {
                 let stats = self.core.stats();
-                info!(runner = %runner_name(&job), job_id = job.job_id, %flavor, weight, used = stats.weight, quota = stats.quota, "job accounted");
+                crate::metrics::recorder().job_acquired(
+                    (job.runner, job.job_id),
+                    &runner_name(&job),
+                    &flavor,
+                    now(),
+                );
+                info!(runner = %runner_name(&job), job_id = job.job_id, %flavor, weight = round2(weight), used = round2(stats.weight), quota = round2(stats.quota), "job accounted");
             }
             Notice::Launched { job } => {
+                crate::metrics::recorder().step_done((job.runner, job.job_id), Step::Launch, now());
                 info!(runner = %runner_name(&job), job_id = job.job_id, "job launched")
             }
             Notice::Finished { job } => {
+                crate::metrics::recorder().job_finished((job.runner, job.job_id), now());
                 debug!(runner = %runner_name(&job), job_id = job.job_id, "job over; decommissioning")
             }
             Notice::Failed { job, message } => {
@@ -885,6 +931,7 @@ impl Driver {
                 app_id,
                 name,
             } => {
+                crate::metrics::recorder().orphan_found();
                 warn!(runner = %self.runners[runner].name, %app_id, app = %name, "reconciliation: application belongs to no tracked job")
             }
             Notice::Foreign {
@@ -1059,6 +1106,11 @@ fn age_of(created_ms: i64) -> String {
 }
 
 /// `1h02m03s`.
+/// A weight as logs show it: two decimals.
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
 pub fn age_text(secs: u64) -> String {
     format!("{}h{:02}m{:02}s", secs / 3600, (secs / 60) % 60, secs % 60)
 }

@@ -1,6 +1,19 @@
 //! `paas-runner`: runs GitLab/Heptapod CI jobs, each on its own freshly
 //! provisioned Clever Cloud machine.
 
+/// `println!` for the whole binary: when standard output is closed (`paas-runner
+/// state CONFIG | head`), the command ends quietly with status 0, as
+/// ripgrep does, instead of panicking. Defined before the modules so that
+/// it is the one they use.
+macro_rules! println {
+    () => {
+        $crate::print_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::print_line(format_args!($($arg)*))
+    };
+}
+
 mod admin;
 mod bench;
 mod credentials;
@@ -8,18 +21,22 @@ mod demo;
 mod driver;
 mod import;
 mod logging;
+mod metrics;
 mod register;
 mod run;
 mod runners;
 mod setup;
 mod signals;
 mod sim_cmd;
+mod statistics;
 mod status;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,11 +46,14 @@ use clap::{CommandFactory, Parser, Subcommand};
 )]
 struct Cli {
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
+    /// Wins over the file's `log_level`.
     #[arg(long, global = true, default_value = "info", env = "PAAS_RUNNER_LOG")]
     log_level: String,
-    /// Log format.
+    /// Log format. Wins over the file's `log_format`.
     #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
     log_format: logging::LogFormat,
+    #[command(flatten)]
+    reference: run::ReferenceOptions,
     #[command(subcommand)]
     command: Commands,
 }
@@ -100,7 +120,10 @@ fn reference_style_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
     let mut index = 1;
     while index < args.len() {
         let arg = args[index].to_string_lossy();
-        if arg == "--log-level" || arg == "--log-format" {
+        if arg == "--log-level"
+            || arg == "--log-format"
+            || run::REFERENCE_VALUE_OPTIONS.contains(&&*arg)
+        {
             // Reference levels are upper case (INFO, DEBUG).
             if let Some(value) = args.get_mut(index + 1) {
                 *value = value.to_string_lossy().to_lowercase().into();
@@ -122,10 +145,45 @@ fn reference_style_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
     args
 }
 
+/// Writes one line to standard output; see [`println!`].
+fn print_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(error) => {
+            eprintln!("paas-runner: cannot write to standard output: {error}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(reference_style_args(std::env::args_os().collect()));
+    let matches =
+        Cli::command().get_matches_from(reference_style_args(std::env::args_os().collect()));
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     let quiet_default = matches!(cli.command, Commands::Demo(_) | Commands::Bench(_));
-    if let Err(error) = logging::init(&cli.log_level, cli.log_format, quiet_default) {
+    // The service's file may set gitlab-runner's `log_level`/`log_format`;
+    // the command line (or PAAS_RUNNER_LOG) wins.
+    let (mut log_level, mut log_format) = (cli.log_level.clone(), cli.log_format);
+    if let Commands::Run { config } = &cli.command {
+        let (file_level, file_format) = logging::from_config_file(config);
+        if matches.value_source("log_level") == Some(ValueSource::DefaultValue) {
+            log_level = file_level.unwrap_or(log_level);
+        }
+        if matches.value_source("log_format") == Some(ValueSource::DefaultValue) {
+            log_format = file_format.unwrap_or(log_format);
+        }
+    }
+    if let Err(error) = logging::init(&log_level, log_format, quiet_default) {
         eprintln!("paas-runner: {error}");
         return ExitCode::from(2);
     }
@@ -141,7 +199,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Commands::Run { config } => run::main(&config).await,
+            Commands::Run { config } => run::main(&config, &cli.reference).await,
             Commands::State { config } => admin::state(&config).await,
             Commands::Reap {
                 config,

@@ -15,7 +15,64 @@ use crate::status;
 /// Exit status for configuration errors.
 pub const EXIT_CONFIG: u8 = 2;
 
-pub async fn main(config_path: &Path) -> ExitCode {
+/// heptapod-paas-runner's options of its command line, accepted so that a
+/// unit file written for it starts this service unchanged.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ReferenceOptions {
+    /// (heptapod-paas-runner, deprecated there) seconds between polls:
+    /// overrides `check_interval`.
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub poll_interval: Option<u64>,
+    /// (heptapod-paas-runner, deprecated there) sets
+    /// `job_progress_poll_interval`, which has no effect here.
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub job_progress_poll_interval: Option<u64>,
+    /// (heptapod-paas-runner) stop, as on SIGTERM, after this many polling
+    /// cycles (one cycle per `check_interval`); for tests.
+    #[arg(long, global = true, value_name = "N")]
+    pub poll_cycles: Option<u64>,
+    /// (heptapod-paas-runner) dump the state on SIGUSR1; accepted, the
+    /// dump needs no option here.
+    #[arg(long, global = true)]
+    pub debug_signal: bool,
+}
+
+/// Options of [`ReferenceOptions`] that take a value (for the rewriting of
+/// heptapod-paas-runner's command lines).
+pub const REFERENCE_VALUE_OPTIONS: &[&str] = &[
+    "--poll-interval",
+    "--job-progress-poll-interval",
+    "--poll-cycles",
+];
+
+impl ReferenceOptions {
+    /// Applies the options to `config`, with a warning for each deprecated
+    /// one (as heptapod-paas-runner does).
+    fn apply(&self, config: &mut paas_config::Config) {
+        if let Some(seconds) = self.poll_interval {
+            warn!(
+                seconds,
+                "--poll-interval is deprecated: use the `check_interval` global key instead"
+            );
+            if seconds > 0 {
+                config.check_interval = std::time::Duration::from_secs(seconds);
+            }
+        }
+        if let Some(seconds) = self.job_progress_poll_interval {
+            warn!(
+                seconds,
+                "--job-progress-poll-interval is deprecated, and job_progress_poll_interval has \
+                 no effect in paas-runner"
+            );
+            config.job_progress_poll_interval = std::time::Duration::from_secs(seconds);
+        }
+        if self.debug_signal {
+            debug!("--debug-signal accepted (heptapod-paas-runner's option)");
+        }
+    }
+}
+
+pub async fn main(config_path: &Path, options: &ReferenceOptions) -> ExitCode {
     // First of all: until handlers exist, SIGHUP or SIGUSR1 would kill the
     // process and SIGQUIT dump core.
     let shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
@@ -28,7 +85,7 @@ pub async fn main(config_path: &Path) -> ExitCode {
             None => Box::pin(shutdown_signal()),
         };
     raise_open_files_limit();
-    let config = match paas_config::load(config_path) {
+    let mut config = match paas_config::load(config_path) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("paas-runner: {error}");
@@ -36,13 +93,28 @@ pub async fn main(config_path: &Path) -> ExitCode {
         }
     };
     for warning in &config.warnings {
-        warn!("{}: {warning}", config_path.display());
+        warn!("{warning}");
     }
+    options.apply(&mut config);
     if let Err(error) = paas_config::check_state_file(config_path, config.state_file.as_deref()) {
         eprintln!("paas-runner: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    match serve(&config, config_path, shutdown, None).await {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let settings = crate::statistics::Settings::of(&config, options.poll_cycles);
+    let shutdown = async move {
+        let cycles = async move {
+            match ready_rx.await {
+                Ok(snapshots) => crate::statistics::run(snapshots, settings).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = cycles => info!("polling cycles done (--poll-cycles): stopping"),
+        }
+    };
+    match serve(&config, config_path, shutdown, Some(ready_tx)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             if let Some(setup_error) = error.downcast_ref::<SetupError>() {
@@ -143,6 +215,8 @@ pub async fn serve(
             })?;
         let local_address = listener.local_addr()?;
         let mut status_config = status::StatusConfig::new(system_id, started_at);
+        status_config.concurrent = config.concurrent;
+        status_config.runner_limits = config.runners.iter().map(|runner| runner.limit).collect();
         status_config.limits.max_connections = status::connection_cap(open_files_limit());
         info!(
             address = %local_address,

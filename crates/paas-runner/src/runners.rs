@@ -37,15 +37,20 @@ pub struct RunnerIo {
 
 impl RunnerIo {
     pub fn new(config: RunnerConfig, http: reqwest::Client) -> anyhow::Result<RunnerIo> {
-        let coordinator = CoordinatorClient::new(&config.url, http.clone())
-            .map_err(|e| anyhow::anyhow!("runner {:?}: coordinator url: {e}", config.name))?;
+        // Private certificate authorities (`tls-ca-file`, `cc_tls_ca_file`)
+        // need clients of their own; the shared one otherwise.
+        let (coordinator_http, http) = crate::tls::clients_for(&config, &http)?;
+        let coordinator = CoordinatorClient::new(&config.url, coordinator_http)
+            .map_err(|e| anyhow::anyhow!("runner {:?}: coordinator url: {e}", config.name))?
+            .with_observer(crate::metrics::coordinator_observer(&config.name));
         let clever = CleverClient::new(
             &config.cc.api_url,
             &config.cc.orga_id,
             config.cc.token.clone(),
             http.clone(),
         )
-        .map_err(|e| anyhow::anyhow!("runner {:?}: cc_api_url: {e}", config.name))?;
+        .map_err(|e| anyhow::anyhow!("runner {:?}: cc_api_url: {e}", config.name))?
+        .with_observer(crate::metrics::cloud_observer());
         Ok(RunnerIo {
             name: config.name.clone(),
             key: config.unique_id(),

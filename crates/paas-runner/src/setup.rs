@@ -48,7 +48,7 @@ pub async fn prepare(
     }
     let (dispatcher_config, specs) = plan(config, config_path, &runners, tables)?;
     info!(
-        quota = dispatcher_config.quota,
+        quota = (dispatcher_config.quota * 100.0).round() / 100.0,
         concurrent = dispatcher_config.concurrent,
         reference_flavor = %config.quota.reference_flavor,
         reference_jobs_count = config.quota.reference_jobs_count,
@@ -146,6 +146,7 @@ pub fn plan(
             max_flavor: cc.max_flavor.clone(),
             flavors,
             zone: cc.zone.clone(),
+            limit: io.config.limit,
             launch_watch: io.config.trace_watch.token.as_ref().map(|_| LaunchWatch {
                 timeout: io.config.trace_watch.timeout,
                 poll_step: io.config.trace_watch.poll_step,

@@ -25,6 +25,10 @@ pub struct SimArgs {
     /// Write a heptapod-paas-runner configuration for these simulators here.
     #[arg(long)]
     pub write_config: Option<PathBuf>,
+    /// `listen_address` of the written configuration (status page and
+    /// metrics of the service); empty: none.
+    #[arg(long, default_value = "127.0.0.1:9252")]
+    pub listen_address: String,
     /// State file to name in the written configuration.
     #[arg(long, default_value = "paas-runner-state.json")]
     pub state_file: PathBuf,
@@ -68,7 +72,10 @@ async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     println!("cc_token:          {}", clever.token);
     println!("cc_auth_user:      Jenkins");
     if let Some(path) = &args.write_config {
-        let options = ConfigOptions::new(args.state_file.clone());
+        let mut options = ConfigOptions::new(args.state_file.clone());
+        if !args.listen_address.is_empty() {
+            options.extra_global = format!("listen_address = {:?}\n", args.listen_address);
+        }
         std::fs::write(path, cluster.config_toml(&options))?;
         println!("configuration:     {}", path.display());
     }

@@ -66,6 +66,10 @@ pub struct StatusConfig {
     pub sample_period: Duration,
     pub history_len: usize,
     pub limits: ServerLimits,
+    /// `concurrent`, for `gitlab_runner_concurrent`.
+    pub concurrent: usize,
+    /// Each runner's `limit`, in configuration order.
+    pub runner_limits: Vec<Option<usize>>,
 }
 
 /// Bounds of the status server's use of the process's resources.
@@ -113,6 +117,8 @@ impl StatusConfig {
             sample_period: SAMPLE_PERIOD,
             history_len: HISTORY_LEN,
             limits: ServerLimits::default(),
+            concurrent: 0,
+            runner_limits: Vec::new(),
         }
     }
 }
@@ -360,139 +366,25 @@ impl History {
     }
 }
 
-/// The Prometheus text exposition (format 0.0.4) of a snapshot.
+/// The Prometheus text exposition (format 0.0.4) of a snapshot and of the
+/// event counters ([`crate::metrics`]).
 pub fn render_metrics(snapshot: &Snapshot, config: &StatusConfig) -> String {
-    let stats = &snapshot.stats;
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: &[(Vec<(&str, &str)>, f64)]| {
-        let _ = writeln!(out, "# HELP paas_runner_{name} {help}");
-        let _ = writeln!(out, "# TYPE paas_runner_{name} {kind}");
-        for (labels, value) in samples {
-            let _ = write!(out, "paas_runner_{name}");
-            if !labels.is_empty() {
-                let labels: Vec<String> = labels
-                    .iter()
-                    .map(|(key, value)| format!("{key}=\"{}\"", escape_label(value)))
-                    .collect();
-                let _ = write!(out, "{{{}}}", labels.join(","));
-            }
-            let _ = writeln!(out, " {}", prometheus_float(*value));
-        }
-    };
-    let scalar = |value: f64| [(Vec::new(), value)];
-    family(
-        "version_info",
-        "gauge",
-        "Version of this paas-runner (always 1).",
-        &[(vec![("version", config.version.as_str())], 1.0)],
-    );
-    family(
-        "start_time_seconds",
-        "gauge",
-        "Start time of the service, in seconds since the Unix epoch.",
-        &scalar(unix_secs(config.started_at)),
-    );
-    family(
-        "shutting_down",
-        "gauge",
-        "1 while the service stops: no job is acquired any more.",
-        &scalar(f64::from(u8::from(snapshot.shutting_down))),
-    );
-    family(
-        "quota",
-        "gauge",
-        "Weighted quota: the total weight jobs and polls may use.",
-        &scalar(stats.quota),
-    );
-    family(
-        "weight_used",
-        "gauge",
-        "Total weight of the tracked jobs.",
-        &scalar(stats.weight),
-    );
-    family(
-        "weight_reserved",
-        "gauge",
-        "Weight reserved by in-flight job requests.",
-        &scalar(stats.reserved_weight),
-    );
-    let stages = stage_counts(snapshot);
-    let stage_samples: Vec<_> = stages
-        .iter()
-        .map(|(stage, count)| (vec![("stage", *stage)], *count as f64))
-        .collect();
-    family("jobs", "gauge", "Tracked jobs by stage.", &stage_samples);
-    family(
-        "polls_in_flight",
-        "gauge",
-        "Job requests in flight to the coordinators.",
-        &scalar(stats.polls_in_flight as f64),
-    );
-    family(
-        "foreign_apps",
-        "gauge",
-        "Applications under this service's runner keys that another installation owns or that carry \
-         no owner marker, at the last reconciliation: reported and counted in the quota, never deleted.",
-        &scalar(stats.foreign_apps as f64),
-    );
-    for (name, help, value) in [
-        (
-            "jobs_acquired_total",
-            "Jobs received from coordinators.",
-            stats.acquired_total,
-        ),
-        (
-            "jobs_launched_total",
-            "Jobs whose launch was confirmed.",
-            stats.launched_total,
-        ),
-        (
-            "jobs_failed_total",
-            "Jobs reported failed by this runner.",
-            stats.failed_total,
-        ),
-        (
-            "jobs_done_total",
-            "Jobs finished and forgotten.",
-            stats.done_total,
-        ),
-    ] {
-        family(name, "counter", help, &scalar(value as f64));
+    crate::metrics::render_text(snapshot, &metrics_info(config))
+}
+
+/// The OpenMetrics exposition of the same figures.
+pub fn render_openmetrics(snapshot: &Snapshot, config: &StatusConfig) -> String {
+    crate::metrics::render_openmetrics(snapshot, &metrics_info(config))
+}
+
+fn metrics_info(config: &StatusConfig) -> crate::metrics::MetricsInfo {
+    crate::metrics::MetricsInfo {
+        version: config.version.clone(),
+        system_id: config.system_id.clone(),
+        started_at_unix_secs: unix_secs(config.started_at),
+        concurrent: config.concurrent,
+        runner_limits: config.runner_limits.clone(),
     }
-    let per_runner = |value: fn(&crate::driver::RunnerView) -> f64| -> Vec<_> {
-        snapshot
-            .runners
-            .iter()
-            .map(|runner| {
-                (
-                    vec![
-                        ("runner", runner.name.as_str()),
-                        ("runner_key", runner.key.as_str()),
-                    ],
-                    value(runner),
-                )
-            })
-            .collect()
-    };
-    family(
-        "runner_jobs",
-        "gauge",
-        "Tracked jobs of each runner.",
-        &per_runner(|runner| runner.jobs as f64),
-    );
-    family(
-        "runner_weight",
-        "gauge",
-        "Total weight of the tracked jobs of each runner.",
-        &per_runner(|runner| runner.weight),
-    );
-    family(
-        "runner_max_job_weight",
-        "gauge",
-        "Weight of the largest job each runner may receive.",
-        &per_runner(|runner| runner.max_job_weight),
-    );
-    out
 }
 
 /// The snapshot as operators read it (no token, no job payload).
@@ -521,13 +413,18 @@ pub fn status_value(snapshot: &Snapshot, config: &StatusConfig) -> Value {
             "jobs_failed_total": stats.failed_total,
             "jobs_done_total": stats.done_total,
         },
-        "runners": snapshot.runners.iter().map(|runner| json!({
+        "runners": snapshot.runners.iter().enumerate().map(|(idx, runner)| json!({
             "name": runner.name,
             "key": runner.key,
             "jobs": runner.jobs,
             "weight": runner.weight,
             "max_job_weight": runner.max_job_weight,
             "quota_max_fraction": runner.quota_max_fraction,
+            // The limit holding back its job requests, if any.
+            "held_by": stats.held.get(idx).and_then(Option::as_ref).map(|hold| json!({
+                "limit": hold.name(),
+                "detail": hold.to_string(),
+            })),
         })).collect::<Vec<_>>(),
         "jobs": snapshot.jobs.iter().map(|job| json!({
             "runner": job.runner,
@@ -602,6 +499,22 @@ pub fn render_page(snapshot: &Snapshot, history: &History, config: &StatusConfig
          <div class=\"used\" style=\"width:{used_pct:.2}%\"></div>\
          <div class=\"reserved\" style=\"width:{reserved_pct:.2}%\"></div></div>"
     );
+    let held = held_back(snapshot);
+    if !held.is_empty() {
+        html.push_str("<p class=\"figures\" id=\"held\">Job requests held back: ");
+        let parts: Vec<String> = held
+            .iter()
+            .map(|(runner, hold)| {
+                format!(
+                    "<b>{}</b> by {}",
+                    escape_html(runner),
+                    escape_html(&hold.to_string())
+                )
+            })
+            .collect();
+        html.push_str(&parts.join(" &middot; "));
+        html.push_str("</p>\n");
+    }
     if stats.foreign_apps > 0 {
         let _ = writeln!(
             html,
@@ -621,7 +534,11 @@ pub fn render_page(snapshot: &Snapshot, history: &History, config: &StatusConfig
         } else {
             "tile"
         };
-        let _ = writeln!(html, "<div class=\"{class}\"><b>{count}</b>{stage}</div>");
+        let _ = writeln!(
+            html,
+            "<div class=\"{class}\" title=\"{}\"><b>{count}</b>{stage}</div>",
+            stage_meaning(stage)
+        );
     }
     let (failed_recently, window_minutes) =
         match (history.samples().next(), history.samples().last()) {
@@ -645,10 +562,17 @@ pub fn render_page(snapshot: &Snapshot, history: &History, config: &StatusConfig
         stats.failed_total,
     );
 
-    // Plots.
-    let window_secs = config.sample_period.as_secs_f64() * history.capacity as f64;
+    // Plots, over a window that fits the data (a minute at first, up to the
+    // whole history).
     let samples: Vec<&Sample> = history.samples().collect();
     let times: Vec<f64> = samples.iter().map(|sample| sample.time_secs).collect();
+    let window_secs = plot_window_secs(
+        times
+            .last()
+            .zip(times.first())
+            .map_or(0.0, |(last, first)| last - first),
+        config.sample_period.as_secs_f64() * history.capacity as f64,
+    );
     let quota = samples.last().map_or(stats.quota, |sample| sample.quota);
     html.push_str("<section class=\"plots\"><div><h2>Weight</h2>\n");
     html.push_str(&render_plot(
@@ -801,13 +725,28 @@ async fn sample_history(
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    let body = render_metrics(&state.snapshot(), &state.config);
+/// OpenMetrics to clients that ask for it (Prometheus does), the 0.0.4
+/// text format to the others.
+async fn metrics(State(state): State<AppState>, headers: header::HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("application/openmetrics-text"));
+    let snapshot = state.snapshot();
+    let (content_type, body) = if openmetrics {
+        (
+            crate::metrics::OPENMETRICS_CONTENT_TYPE,
+            render_openmetrics(&snapshot, &state.config),
+        )
+    } else {
+        (
+            crate::metrics::TEXT_CONTENT_TYPE,
+            render_metrics(&snapshot, &state.config),
+        )
+    };
     (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
         body,
     )
         .into_response()
@@ -852,7 +791,41 @@ fn no_store(response: impl IntoResponse) -> Response {
 }
 
 /// The stages of [`paas_core::Stats`], in lifecycle order.
-fn stage_counts(snapshot: &Snapshot) -> [(&'static str, usize); 6] {
+/// The runners whose job requests a limit holds back, with that limit.
+pub fn held_back(snapshot: &Snapshot) -> Vec<(&str, &paas_core::PollHold)> {
+    snapshot
+        .runners
+        .iter()
+        .zip(&snapshot.stats.held)
+        .filter_map(|(runner, hold)| Some((runner.name.as_str(), hold.as_ref()?)))
+        .collect()
+}
+
+/// What each stage means, the same words on the page and in the README.
+pub fn stage_meaning(stage: &str) -> &'static str {
+    match stage {
+        "queued" => "taken from the coordinator, waiting for its machine to be created",
+        "provisioning" => "its machine is being created and the build context pushed",
+        "launching" => "pushed; waiting for the job to start on its machine",
+        "running" => "running on its machine",
+        "failing" => "failed; the failure is being reported",
+        "decommissioning" => "over; its machine is being deleted",
+        _ => "",
+    }
+}
+
+/// The time window of the plots: the span of the data rounded up to 10 or
+/// 30 seconds, or 1, 2, 5, 10 or 15 minutes, at most `max_secs`: from the
+/// first seconds on, the data fills the plot.
+pub fn plot_window_secs(span_secs: f64, max_secs: f64) -> f64 {
+    [10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0]
+        .into_iter()
+        .find(|window| *window >= span_secs)
+        .unwrap_or(max_secs)
+        .min(max_secs.max(10.0))
+}
+
+pub(crate) fn stage_counts(snapshot: &Snapshot) -> [(&'static str, usize); 6] {
     let stats = &snapshot.stats;
     [
         ("queued", stats.queued),
@@ -890,24 +863,6 @@ fn format_utc(time: SystemTime) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// A sample value: `NaN`, `+Inf` and `-Inf` are spelled as Prometheus reads them.
-fn prometheus_float(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_owned()
-    } else if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
-    } else {
-        format!("{value}")
-    }
-}
-
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 fn escape_html(text: &str) -> String {
@@ -978,11 +933,15 @@ fn render_plot(
          <text x=\"{lx}\" y=\"10\" text-anchor=\"end\">{}</text>\
          <text x=\"{lx}\" y=\"{mid_text:.1}\" text-anchor=\"end\">{}</text>\
          <text x=\"{lx}\" y=\"{height}\" text-anchor=\"end\">0</text>\
-         <text x=\"{PLOT_LEFT}\" y=\"{PLOT_HEIGHT}\">-{} min</text>\
+         <text x=\"{PLOT_LEFT}\" y=\"{PLOT_HEIGHT}\">-{}</text>\
          <text x=\"{PLOT_WIDTH}\" y=\"{PLOT_HEIGHT}\" text-anchor=\"end\">now</text>",
         format_axis(y_max),
         format_axis(y_max / 2.0),
-        (window_secs / 60.0).round(),
+        if window_secs < 60.0 {
+            format!("{} s", window_secs.round())
+        } else {
+            format!("{} min", (window_secs / 60.0).round())
+        },
         mid = height / 2.0,
         mid_text = height / 2.0 + 4.0,
         lx = PLOT_LEFT - 4.0,

@@ -10,6 +10,10 @@
 #[path = "../src/status.rs"]
 mod status;
 
+#[allow(dead_code)]
+#[path = "../src/metrics.rs"]
+mod metrics;
+
 /// Stand-in for `src/driver.rs`: the published snapshot types only.
 mod driver {
     pub use paas_core::Stats;
@@ -75,6 +79,10 @@ fn snapshot() -> Snapshot {
             launched_total: 30,
             failed_total: 5,
             done_total: 27,
+            held: vec![
+                None,
+                Some(paas_core::PollHold::RunnerLimit { jobs: 2, limit: 2 }),
+            ],
         },
         runners: vec![
             RunnerView {
@@ -119,6 +127,8 @@ fn snapshot() -> Snapshot {
 fn config() -> StatusConfig {
     StatusConfig {
         system_id: "r_testsystem1".into(),
+        concurrent: 7,
+        runner_limits: vec![None, Some(2)],
         ..StatusConfig::new("ignored", UNIX_EPOCH + Duration::from_secs(1_700_000_000))
     }
 }
@@ -184,37 +194,39 @@ fn metrics_follow_the_text_format() {
     let text = status::render_metrics(&snapshot(), &config());
     let version = env!("CARGO_PKG_VERSION");
     let expected = [
-        format!("paas_runner_version_info{{version=\"{version}\"}} 1"),
-        "paas_runner_start_time_seconds 1700000000".into(),
-        "paas_runner_shutting_down 0".into(),
+        format!("paas_runner_version_info{{version=\"{version}\"}} 1.0"),
+        format!("gitlab_runner_version_info{{name=\"paas-runner\",version=\"{version}\"}} 1.0"),
+        "paas_runner_start_time_seconds 1700000000.0".into(),
+        "paas_runner_shutting_down 0.0".into(),
         "paas_runner_quota 45.25".into(),
         "paas_runner_weight_used 12.5".into(),
         "paas_runner_weight_reserved 4.75".into(),
-        "paas_runner_jobs{stage=\"queued\"} 1".into(),
-        "paas_runner_jobs{stage=\"provisioning\"} 2".into(),
-        "paas_runner_jobs{stage=\"launching\"} 0".into(),
-        "paas_runner_jobs{stage=\"running\"} 3".into(),
-        "paas_runner_jobs{stage=\"failing\"} 1".into(),
-        "paas_runner_jobs{stage=\"decommissioning\"} 0".into(),
-        "paas_runner_polls_in_flight 2".into(),
-        "paas_runner_foreign_apps 1".into(),
+        "paas_runner_jobs{stage=\"queued\"} 1.0".into(),
+        "paas_runner_jobs{stage=\"provisioning\"} 2.0".into(),
+        "paas_runner_jobs{stage=\"launching\"} 0.0".into(),
+        "paas_runner_jobs{stage=\"running\"} 3.0".into(),
+        "paas_runner_jobs{stage=\"failing\"} 1.0".into(),
+        "paas_runner_jobs{stage=\"decommissioning\"} 0.0".into(),
+        "paas_runner_polls_in_flight 2.0".into(),
+        "paas_runner_foreign_apps 1.0".into(),
         "paas_runner_jobs_acquired_total 40".into(),
         "paas_runner_jobs_launched_total 30".into(),
         "paas_runner_jobs_failed_total 5".into(),
         "paas_runner_jobs_done_total 27".into(),
-        "paas_runner_runner_jobs{runner=\"shared\",runner_key=\"glrt-abc\"} 5".into(),
-        "paas_runner_runner_jobs{runner=\"we\\\"ird\\\\<name>\",runner_key=\"12345678\"} 2".into(),
-        "paas_runner_runner_weight{runner=\"shared\",runner_key=\"glrt-abc\"} 10".into(),
-        "paas_runner_runner_weight{runner=\"we\\\"ird\\\\<name>\",runner_key=\"12345678\"} 2.5".into(),
+        "paas_runner_runner_jobs{runner=\"shared\",runner_key=\"glrt-abc\"} 5.0".into(),
+        "paas_runner_runner_jobs{runner=\"we\\\"ird\\\\<name>\",runner_key=\"12345678\"} 2.0".into(),
+        "paas_runner_runner_weight{runner=\"shared\",runner_key=\"glrt-abc\"} 10.0".into(),
         "paas_runner_runner_max_job_weight{runner=\"shared\",runner_key=\"glrt-abc\"} 9.5".into(),
-        "paas_runner_runner_max_job_weight{runner=\"we\\\"ird\\\\<name>\",runner_key=\"12345678\"} 4"
-            .into(),
+        "paas_runner_runner_held{runner=\"we\\\"ird\\\\<name>\",runner_key=\"12345678\",limit=\"runner_limit\"} 1.0".into(),
+        "gitlab_runner_concurrent 7.0".into(),
+        "gitlab_runner_limit{runner=\"12345678\",name=\"we\\\"ird\\\\<name>\",system_id=\"r_testsystem1\"} 2.0".into(),
+        "gitlab_runner_jobs{runner=\"glrt-abc\",name=\"shared\",system_id=\"r_testsystem1\",state=\"running\",stage=\"running\"} 1.0".into(),
+        "gitlab_runner_jobs{runner=\"glrt-abc\",name=\"shared\",system_id=\"r_testsystem1\",state=\"finish\",stage=\"failing\"} 1.0".into(),
     ];
-    assert_eq!(
-        sample_lines(&text),
-        expected.iter().map(String::as_str).collect::<Vec<_>>(),
-        "{text}"
-    );
+    let samples = sample_lines(&text);
+    for line in &expected {
+        assert!(samples.contains(&line.as_str()), "missing {line}\n{text}");
+    }
 
     // Every family has one HELP and one TYPE line, before its samples, and
     // counters are named `_total`.
@@ -223,7 +235,7 @@ fn metrics_follow_the_text_format() {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, help) = rest.split_once(' ').expect("HELP name text");
-            assert!(!help.is_empty(), "{line}");
+            assert!(!help.is_empty() && !help.ends_with(".."), "{line}");
             assert!(!families.contains(&name.to_owned()), "family {name} twice");
             families.push(name.to_owned());
             current = Some((name.to_owned(), String::new()));
@@ -231,26 +243,121 @@ fn metrics_follow_the_text_format() {
             let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
             let (current_name, current_kind) = current.as_mut().expect("TYPE after HELP");
             assert_eq!(name, current_name, "{line}");
-            assert!(matches!(kind, "gauge" | "counter"), "{line}");
+            assert!(matches!(kind, "gauge" | "counter" | "histogram"), "{line}");
             assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
             *current_kind = kind.to_owned();
         } else {
+            assert!(!line.starts_with('#'), "{line}");
             let (name, current_kind) = current.as_ref().expect("sample after HELP");
             assert!(!current_kind.is_empty(), "sample before TYPE: {line}");
             let metric = line.split(['{', ' ']).next().expect("name");
-            assert_eq!(metric, name, "{line}");
+            if current_kind == "histogram" {
+                assert!(metric.starts_with(name.as_str()), "{line}");
+            } else {
+                assert_eq!(metric, name, "{line}");
+            }
             let value = line.rsplit(' ').next().expect("value");
             assert!(value.parse::<f64>().is_ok(), "{line}");
-            assert!(
-                metric
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                "{line}"
-            );
         }
     }
     assert!(text.ends_with('\n'));
-    assert_eq!(families.len(), 16, "{families:?}");
+    for family in [
+        "gitlab_runner_version_info",
+        "gitlab_runner_jobs",
+        "gitlab_runner_concurrent",
+        "gitlab_runner_limit",
+        "gitlab_runner_api_request_statuses_total",
+        "gitlab_runner_errors_total",
+        "gitlab_runner_job_duration_seconds",
+        "paas_runner_quota",
+        "paas_runner_weight_used",
+        "paas_runner_provisioning_duration_seconds",
+        "paas_runner_pickup_latency_seconds",
+        "paas_runner_finish_to_delete_seconds",
+        "paas_runner_job_failures_total",
+        "paas_runner_cloud_api_requests_total",
+        "paas_runner_orphans_found_total",
+    ] {
+        assert!(
+            families.iter().any(|name| name == family),
+            "no {family}: {families:?}"
+        );
+    }
+}
+
+/// Events recorded (API calls, steps of a job) show in histograms and
+/// labelled counters, and the whole exposition passes `promtool check
+/// metrics` (Debian package `prometheus`; CI installs it).
+#[test]
+fn recorded_events_pass_promtool() {
+    let recorder = metrics::recorder();
+    let start = Instant::now();
+    recorder.api_request("shared", "request_job", Some(201));
+    recorder.api_request("shared", "request_job", None);
+    recorder.cloud_request("create application", Some(500));
+    recorder.failure("shared", "runner_system_failure");
+    recorder.orphan_found();
+    let job = (0, 99);
+    recorder.job_acquired(job, "shared", "M", start);
+    recorder.step_started(job, metrics::Step::Create, start);
+    recorder.step_done(
+        job,
+        metrics::Step::Create,
+        start + Duration::from_millis(300),
+    );
+    recorder.step_started(job, metrics::Step::Launch, start + Duration::from_secs(1));
+    recorder.step_done(job, metrics::Step::Launch, start + Duration::from_secs(4));
+    recorder.job_finished(job, start + Duration::from_secs(100));
+    recorder.job_forgotten(job, start + Duration::from_secs(102));
+    let text = status::render_metrics(&snapshot(), &config());
+    let samples = sample_lines(&text);
+    for line in [
+        "gitlab_runner_api_request_statuses_total{runner=\"shared\",endpoint=\"request_job\",status=\"201\"} 1",
+        "gitlab_runner_api_request_statuses_total{runner=\"shared\",endpoint=\"request_job\",status=\"0\"} 1",
+        "paas_runner_cloud_api_requests_total{endpoint=\"create_application\",status=\"500\"} 1",
+        "paas_runner_job_failures_total{runner=\"shared\",failure_reason=\"runner_system_failure\"} 1",
+        "paas_runner_orphans_found_total 1",
+        "paas_runner_provisioning_duration_seconds_count{runner=\"shared\",flavor=\"M\",step=\"create\"} 1",
+        "paas_runner_provisioning_duration_seconds_bucket{le=\"0.5\",runner=\"shared\",flavor=\"M\",step=\"create\"} 1",
+        "paas_runner_pickup_latency_seconds_sum{runner=\"shared\",flavor=\"M\"} 4.0",
+        "gitlab_runner_job_duration_seconds_sum{runner=\"shared\"} 100.0",
+        "paas_runner_finish_to_delete_seconds_sum{runner=\"shared\"} 2.0",
+    ] {
+        assert!(samples.contains(&line), "missing {line}\n{text}");
+    }
+    let openmetrics = status::render_openmetrics(&snapshot(), &config());
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    assert!(openmetrics.contains("# TYPE gitlab_runner_api_request_statuses counter"));
+
+    let Ok(promtool) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("PAAS_RUNNER_REQUIRE_TOOLS").is_none(),
+            "promtool is required (PAAS_RUNNER_REQUIRE_TOOLS is set) but not installed"
+        );
+        println!("NOTE: promtool is not installed here: `promtool check metrics` skipped");
+        return;
+    };
+    let mut promtool = promtool;
+    use std::io::Write as _;
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let output = promtool.wait_with_output().expect("promtool ran");
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
@@ -261,7 +368,7 @@ fn shutting_down_and_special_values_are_exposed() {
     snapshot.stats.weight = f64::NAN;
     let text = status::render_metrics(&snapshot, &config());
     let lines = sample_lines(&text);
-    assert!(lines.contains(&"paas_runner_shutting_down 1"), "{text}");
+    assert!(lines.contains(&"paas_runner_shutting_down 1.0"), "{text}");
     assert!(lines.contains(&"paas_runner_quota +Inf"), "{text}");
     assert!(lines.contains(&"paas_runner_weight_used NaN"), "{text}");
 }
@@ -435,7 +542,7 @@ async fn readiness_fails_once_shutting_down() {
     assert!(
         metrics
             .lines()
-            .any(|line| line == "paas_runner_shutting_down 1"),
+            .any(|line| line == "paas_runner_shutting_down 1.0"),
         "{metrics}"
     );
     let (_, _, page) = server.get("/").await;
@@ -671,4 +778,76 @@ async fn a_busy_connection_is_closed_at_its_time_limit() {
         took >= Duration::from_millis(500) && took < Duration::from_secs(10),
         "closed after {took:?}"
     );
+}
+
+/// Every metric the sample Grafana dashboard queries is exported.
+#[test]
+fn the_sample_dashboard_queries_exported_metrics() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../contrib/grafana-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+    let text = status::render_metrics(&snapshot(), &config());
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !(word.starts_with("paas_runner_") || word.starts_with("gitlab_runner_")) {
+                    continue;
+                }
+                let family = word.strip_suffix("_bucket").unwrap_or(word);
+                queried += 1;
+                assert!(
+                    text.contains(&format!("# TYPE {family} ")),
+                    "{word} of panel {} is not exported",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    assert!(queried >= 10, "{queried}");
+}
+
+/// The limit holding back a runner's job requests is on the page and in
+/// `/status.json`, with the same words; stages say what they mean.
+#[test]
+fn held_back_requests_are_shown_with_their_limit() {
+    let snapshot = snapshot();
+    let page = status::render_page(&snapshot, &History::new(10), &config());
+    assert!(
+        page.contains(
+            "Job requests held back: <b>we&quot;ird\\&lt;name&gt;</b> by runner limit: 2 of 2 jobs"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains("title=\"taken from the coordinator, waiting for its machine to be created\"><b>1</b>queued"),
+        "{page}"
+    );
+    let json = status::status_value(&snapshot, &config());
+    assert_eq!(json["runners"][0]["held_by"], serde_json::Value::Null);
+    assert_eq!(json["runners"][1]["held_by"]["limit"], "runner_limit");
+    assert_eq!(
+        json["runners"][1]["held_by"]["detail"],
+        "runner limit: 2 of 2 jobs"
+    );
+}
+
+#[test]
+fn plots_fit_their_window_to_the_data() {
+    for (span, window) in [
+        (0.0, 10.0),
+        (4.0, 10.0),
+        (25.0, 30.0),
+        (59.0, 60.0),
+        (61.0, 120.0),
+        (250.0, 300.0),
+        (899.0, 900.0),
+        (5000.0, 900.0),
+    ] {
+        assert_eq!(status::plot_window_secs(span, 900.0), window, "{span}");
+    }
 }

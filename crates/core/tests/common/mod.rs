@@ -83,6 +83,7 @@ pub fn runner_spec(idx: RunnerIdx) -> RunnerSpec {
             timeout: secs(60),
             poll_step: secs(5),
         }),
+        limit: None,
     }
 }
 
