@@ -20,6 +20,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::runners::Runners;
 
+mod reload;
+pub use reload::{ReloadHandle, ReloadRequest, ReloadRunner};
+
 /// How long a job request may be held by the coordinator (long polling).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(70);
 /// How often flavor catalogues are refreshed.
@@ -73,6 +76,8 @@ const EVENT_CHANNEL_SIZE: usize = 4096;
 /// An outcome reported by a task.
 #[derive(Debug)]
 enum Event {
+    /// A new configuration, loaded and checked ([`crate::reload`]).
+    Reload(Box<ReloadRequest>),
     Poll {
         runner: RunnerIdx,
         outcome: PollOutcome,
@@ -427,6 +432,7 @@ impl Driver {
     fn handle_event(&mut self, event: Event) {
         let now = now();
         match event {
+            Event::Reload(request) => self.apply_reload(*request, now),
             Event::Poll {
                 runner,
                 outcome,

@@ -9,6 +9,7 @@ mod driver;
 mod import;
 mod logging;
 mod register;
+mod reload;
 mod run;
 mod runners;
 mod setup;

@@ -115,7 +115,7 @@ pub async fn serve(
     let http = setup::http_client()?;
     tokio::pin!(shutdown);
     let (dispatcher, runners) = tokio::select! {
-        prepared = setup::prepare(config, config_path, http, &system_id) => prepared?,
+        prepared = setup::prepare(config, config_path, http.clone(), &system_id) => prepared?,
         () = &mut shutdown => {
             info!("stopped before the service was ready");
             return Ok(());
@@ -142,7 +142,7 @@ pub async fn serve(
                 )
             })?;
         let local_address = listener.local_addr()?;
-        let mut status_config = status::StatusConfig::new(system_id, started_at);
+        let mut status_config = status::StatusConfig::new(system_id.clone(), started_at);
         status_config.limits.max_connections = status::connection_cap(open_files_limit());
         info!(
             address = %local_address,
@@ -162,6 +162,15 @@ pub async fn serve(
     if let Some(signals) = crate::signals::installed() {
         signals.dump_from(driver.subscribe(), dump_config, dump_file);
     }
+    // SIGHUP and changes of the file reload the configuration.
+    crate::reload::spawn(
+        config,
+        config_path,
+        http,
+        system_id,
+        driver.reload_handle(),
+        crate::signals::installed().map(crate::signals::ServiceSignals::reload_requests),
+    );
     crate::signals::notify_ready();
     driver.run(shutdown).await
 }

@@ -105,8 +105,11 @@ impl Dispatcher {
         for update in updates {
             match update.continues {
                 Some(idx) if idx < self.runners.len() && !self.runners[idx].retired => {
-                    if !same_spec(&self.runners[idx].spec, &update.spec) {
-                        self.runners[idx].spec = update.spec;
+                    let changed = !same_spec(&self.runners[idx].spec, &update.spec);
+                    // Replaced even when alike: settings that spec does not
+                    // compare apply too.
+                    self.runners[idx].spec = update.spec;
+                    if changed {
                         summary.changed.push(self.change(idx));
                     }
                 }
