@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{Harness, DEADLINE, SIGHUP, SIGQUIT};
 use paas_sim::cluster::{ClusterSettings, ConfigOptions};
-use paas_sim::coordinator::JobStatus;
+use paas_sim::coordinator::{JobSpec, JobStatus};
 use paas_sim::vars;
 
 /// How often the service checks its configuration file (`reload.rs`).
@@ -230,6 +230,127 @@ async fn a_changed_file_is_reloaded_without_a_signal_and_a_new_runner_takes_jobs
         .filter(|job| job.runner_token_prefix.as_deref() == Some(runner_1_key.as_str()))
         .count();
     assert!(taken_by_1 > 0, "{}", harness.logs());
+    let status = harness.signal_and_wait(SIGQUIT).await;
+    assert_eq!(status.code(), Some(0), "{}", harness.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_runner_takes_no_more_jobs_and_its_job_in_flight_ends_cleanly() {
+    let mut harness = Harness::start(quick(2), |_| {}).await;
+    let both = harness.cluster.config_toml(&options(harness.dir.path(), 4));
+    rewrite(&harness.config_path, &both);
+    harness.spawn_runner();
+    let token_1 = harness.cluster.runner_tokens[1].clone();
+    let token_0 = harness.cluster.runner_tokens[0].clone();
+    let pinned = |token: &str, duration: &str| JobSpec {
+        runner_token: Some(token.to_owned()),
+        variables: vec![
+            (vars::FLAVOR.to_owned(), "S".to_owned()),
+            (vars::JOB_DURATION_MS.to_owned(), duration.to_owned()),
+        ],
+        ..JobSpec::default()
+    };
+    let in_flight = harness
+        .cluster
+        .coordinator
+        .enqueue(pinned(&token_1, "4000"));
+    wait_running(&harness, &[in_flight], 1).await;
+
+    // The first runner only.
+    let second_runner = both
+        .match_indices("\n[[runners]]")
+        .nth(1)
+        .map(|(at, _)| at)
+        .expect("two runners");
+    rewrite(&harness.config_path, &both[..second_runner]);
+    harness.send_signal(SIGHUP);
+    harness
+        .wait_for_log_line("configuration reload applied")
+        .await;
+    let removed = lines_with(&harness, "runner removed from the configuration");
+    assert!(
+        removed.iter().any(|line| line.contains("sim-runner-1")),
+        "{}",
+        harness.logs()
+    );
+
+    // Its job runs to its end, and its machine is deleted.
+    harness.wait_all_done(&[in_flight]).await;
+    assert_eq!(harness.job(in_flight).status, JobStatus::Success);
+
+    // Well after any request it had in flight: it polls no more, while the
+    // other runner still takes jobs.
+    let for_removed = harness.cluster.coordinator.enqueue(pinned(&token_1, "100"));
+    let for_kept = harness.cluster.coordinator.enqueue(pinned(&token_0, "100"));
+    harness.wait_all_done(&[for_kept]).await;
+    assert_eq!(harness.job(for_kept).status, JobStatus::Success);
+    assert_eq!(
+        harness.job(for_removed).status,
+        JobStatus::Pending,
+        "{}",
+        harness.logs()
+    );
+    let status = harness.signal_and_wait(SIGQUIT).await;
+    assert_eq!(status.code(), Some(0), "{}", harness.logs());
+}
+
+/// Reads notifications until one contains `wanted`; false at the deadline.
+async fn receive_until(
+    socket: &tokio::net::UnixDatagram,
+    wanted: &str,
+    received: &mut Vec<String>,
+    from: usize,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut buffer = vec![0u8; 4096];
+    loop {
+        if received[from.min(received.len())..]
+            .iter()
+            .any(|message| message.contains(wanted))
+        {
+            return true;
+        }
+        match tokio::time::timeout_at(deadline, socket.recv(&mut buffer)).await {
+            Ok(Ok(length)) => {
+                received.push(String::from_utf8_lossy(&buffer[..length]).into_owned())
+            }
+            _ => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_is_told_reloading_with_the_time_then_ready() {
+    let mut harness = Harness::start(quick(1), |_| {}).await;
+    let socket_path = harness.dir.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    harness.spawn_runner_with(|command| {
+        command.env("NOTIFY_SOCKET", &socket_path);
+    });
+    let mut received = Vec::new();
+    assert!(
+        receive_until(&socket, "READY=1", &mut received, 0).await,
+        "{received:?}\n{}",
+        harness.logs()
+    );
+    let before = received.len();
+    harness.send_signal(SIGHUP);
+    assert!(
+        receive_until(&socket, "RELOADING=1", &mut received, before).await,
+        "{received:?}"
+    );
+    let reloading = received
+        .iter()
+        .rposition(|message| message.contains("RELOADING=1"))
+        .expect("reloading");
+    assert!(
+        received[reloading].contains("MONOTONIC_USEC="),
+        "{received:?}"
+    );
+    assert!(
+        receive_until(&socket, "READY=1", &mut received, reloading + 1).await,
+        "{received:?}"
+    );
     let status = harness.signal_and_wait(SIGQUIT).await;
     assert_eq!(status.code(), Some(0), "{}", harness.logs());
 }
