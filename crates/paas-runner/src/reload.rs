@@ -47,7 +47,7 @@ pub fn spawn(
         http,
         system_id,
         driver,
-        fingerprint: Fingerprint::of(config_path),
+        fingerprint: start_fingerprint(config, config_path),
     };
     tokio::spawn(reloader.run(requests.unwrap_or_else(|| Arc::new(Notify::new()))));
 }
@@ -84,6 +84,17 @@ impl Fingerprint {
             len: metadata.len(),
             hash: hash_of(&bytes),
         })
+    }
+}
+
+/// The file's fingerprint if it still holds the running configuration;
+/// `None` (a reload at the first check) if it changed while the service
+/// started.
+fn start_fingerprint(running: &Config, path: &Path) -> Option<Fingerprint> {
+    let fingerprint = Fingerprint::of(path)?;
+    match paas_config::load(path) {
+        Ok(config) if config == *running => Some(fingerprint),
+        _ => None,
     }
 }
 
@@ -309,4 +320,83 @@ fn changed_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     );
     check("quota_computation", old.quota != new.quota);
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+concurrent = 10
+state_file = "/var/lib/paas-runner/state.db"
+[quota_computation]
+  reference_runner = "shared"
+  reference_flavor = "M"
+  reference_jobs_count = 4
+[[runners]]
+  name = "shared"
+  url = "https://forge.example"
+  token = "glrt-aaaaaaaaaaaaaaaaaaaa"
+  executor = "clever-docker"
+  cc_orga_id = "orga_x"
+  cc_token = "cc-token"
+  cc_default_flavor = "S"
+  cc_max_flavor = "2XL"
+  [runners.cc_extra_env]
+    CC_ENABLE_HEPTAPOD_RUNNER = "true"
+"#;
+
+    fn parse(text: &str) -> Config {
+        paas_config::parse(text, Path::new("config.toml")).expect("valid")
+    }
+
+    fn runner(text: &str) -> RunnerConfig {
+        parse(text).runners.remove(0)
+    }
+
+    #[test]
+    fn flavor_choice_changes_in_place_connection_changes_make_a_new_runner() {
+        let running = runner(FILE);
+        let in_place = runner(
+            &FILE
+                .replace("cc_max_flavor = \"2XL\"", "cc_max_flavor = \"XL\"")
+                .replace("concurrent = 10", "concurrent = 10\n# moved down a line"),
+        );
+        assert!(same_connection(&running, &in_place));
+        for (old, new) in [
+            ("glrt-aaaa", "glrt-bbbb"),
+            ("https://forge.example", "https://other.example"),
+            ("cc-token", "other-cc-token"),
+            ("name = \"shared\"", "name = \"renamed\""),
+        ] {
+            let text = FILE.replace(old, new).replace(
+                "reference_runner = \"shared\"",
+                "reference_runner = \"renamed\"",
+            );
+            let text = if old.starts_with("name") {
+                text
+            } else {
+                text.replace(
+                    "reference_runner = \"renamed\"",
+                    "reference_runner = \"shared\"",
+                )
+            };
+            assert!(!same_connection(&running, &runner(&text)), "{old} -> {new}");
+        }
+    }
+
+    #[test]
+    fn changed_global_keys_are_named() {
+        let old = parse(FILE);
+        let new = parse(
+            &FILE
+                .replace("concurrent = 10", "concurrent = 20")
+                .replace("reference_jobs_count = 4", "reference_jobs_count = 6"),
+        );
+        assert_eq!(
+            changed_keys(&old, &new),
+            ["concurrent", "quota_computation"]
+        );
+        assert!(changed_keys(&old, &old).is_empty());
+    }
 }

@@ -104,7 +104,13 @@ impl Dispatcher {
         let reconciling = !config.reconcile_interval.is_zero();
         for update in updates {
             match update.continues {
-                Some(idx) if idx < self.runners.len() && !self.runners[idx].retired => {
+                // Only a running runner of the same key can be continued:
+                // application names derive from the key.
+                Some(idx)
+                    if idx < self.runners.len()
+                        && !self.runners[idx].retired
+                        && self.runners[idx].spec.key == update.spec.key =>
+                {
                     let changed = !same_spec(&self.runners[idx].spec, &update.spec);
                     // Replaced even when alike: settings that spec does not
                     // compare apply too.
