@@ -28,6 +28,10 @@ use crate::runners::RunnerIo;
 /// How often the configuration file is checked for changes (gitlab-runner
 /// checks every 3 seconds).
 pub const WATCH_PERIOD: Duration = Duration::from_secs(3);
+/// How long setting up the new runners of a reload (credentials checks,
+/// catalogue reads, with their retries) may take before the reload is
+/// given up.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Starts the reload task of a running service: it serves `requests`
 /// (`SIGHUP`) and watches `config_path`. `config` is the running
@@ -123,11 +127,11 @@ impl Reloader {
             // systemd 253 and later want the time with RELOADING=1.
             states.extend(NotifyState::monotonic_usec_now().ok());
             crate::signals::notify(&states);
-            let running = self.reload(cause).await;
-            crate::signals::notify(&[NotifyState::Ready]);
-            if !running {
+            if !self.reload(cause).await {
+                // The service stops: it said STOPPING=1 already.
                 return;
             }
+            crate::signals::notify(&[NotifyState::Ready]);
         }
     }
 
@@ -177,7 +181,14 @@ impl Reloader {
             warn!(file = %path, "{warning}");
         }
         self.keep_restart_only(&mut config);
-        let runners = match self.sort_runners(&config).await {
+        let sorted = tokio::time::timeout(SETUP_TIMEOUT, self.sort_runners(&config))
+            .await
+            .unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "setting up the new runners took more than {SETUP_TIMEOUT:?} (a coordinator or Clever Cloud does not answer)"
+                ))
+            });
+        let runners = match sorted {
             Ok(runners) => runners,
             Err(error) => {
                 error!(cause, file = %path, error = %format!("{error:#}"), "configuration reload failed: the running configuration is kept");

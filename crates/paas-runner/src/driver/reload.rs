@@ -81,7 +81,7 @@ impl Driver {
             applied,
         } = request;
         if self.core.is_shutting_down() {
-            let _ = applied.send(Err("the service is stopping".to_owned()));
+            // Dropping `applied` ends the reload task quietly.
             return;
         }
         // Only running runners can be continued (the core adds the others).
