@@ -21,6 +21,8 @@ use crate::naming::{self, AppOwner};
 use crate::record::{JobRecord, StageRecord};
 use crate::secret::Secret;
 
+pub mod reload;
+
 /// Takes the job of an outcome out of `busy`; returns from the handler if the
 /// job is unknown (already forgotten).
 macro_rules! outcome_job {
@@ -504,6 +506,9 @@ struct RunnerState {
     /// When the in-flight (or last) poll was sent.
     poll_sent_at: Option<Instant>,
     consecutive_errors: u32,
+    /// Removed by a configuration reload: no more polls nor listings; its
+    /// jobs run to their end ([`reload`]).
+    retired: bool,
 }
 
 /// The dispatcher.
@@ -569,6 +574,7 @@ impl Dispatcher {
                     next_poll_at: None,
                     poll_sent_at: None,
                     consecutive_errors: 0,
+                    retired: false,
                 })
                 .collect(),
             jobs: BTreeMap::new(),
@@ -1223,6 +1229,9 @@ impl Dispatcher {
                 continue;
             };
             let key = JobKey { runner, job_id };
+            if self.tracked_by_other_runner(runner, job_id) {
+                continue;
+            }
             if let Some(Resource::Exists(existing)) = self.jobs.get(&key).map(|job| &job.resource) {
                 if existing.id == app.id {
                     continue;
@@ -1428,7 +1437,7 @@ impl Dispatcher {
         }
         self.next_reconcile_at = Some(now + self.config.reconcile_interval);
         for runner in 0..self.runners.len() {
-            if !self.listing[runner] {
+            if !self.listing[runner] && !self.runners[runner].retired {
                 self.listing[runner] = true;
                 self.list_generation += 1;
                 self.list_started[runner] = self.list_generation;
@@ -1935,7 +1944,8 @@ impl Dispatcher {
 
     fn may_poll(&self, idx: RunnerIdx, now: Instant) -> bool {
         let runner = &self.runners[idx];
-        if runner.poll_in_flight || runner.next_poll_at.is_some_and(|at| at > now) {
+        if runner.retired || runner.poll_in_flight || runner.next_poll_at.is_some_and(|at| at > now)
+        {
             return false;
         }
         self.poll_hold(idx).is_none()

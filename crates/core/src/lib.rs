@@ -14,6 +14,7 @@ pub mod record;
 pub mod sanitize;
 pub mod secret;
 
+pub use dispatcher::reload::{ReloadSummary, RunnerChange, RunnerUpdate};
 pub use dispatcher::{
     backoff, Command, ConfirmCheck, Dispatcher, DispatcherConfig, LaunchCheck, LaunchWatch,
     ListedApp, Notice, PollHold, PollOutcome, RunnerSpec, Stats, StatusCheck, StepOutcome,

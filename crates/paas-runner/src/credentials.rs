@@ -42,7 +42,8 @@ pub async fn check_all(
     Ok(())
 }
 
-async fn check_runner(
+/// Checks one runner's credentials (`index`: its place in the file).
+pub(crate) async fn check_runner(
     io: &RunnerIo,
     index: usize,
     config_path: &Path,

@@ -88,7 +88,14 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             let shutdown = async move {
                 let _ = shutdown_rx.await;
             };
-            crate::run::serve(&config, &config_path, shutdown, Some(ready_tx)).await
+            crate::run::serve(
+                &config,
+                &config_path,
+                &crate::run::ReferenceOptions::default(),
+                shutdown,
+                Some(ready_tx),
+            )
+            .await
         })
     };
     let snapshots = match ready_rx.await {

@@ -22,6 +22,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::runners::Runners;
 
+mod reload;
+pub use reload::{ReloadHandle, ReloadRequest, ReloadRunner};
+
 /// How long a job request may be held by the coordinator (long polling).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(70);
 /// How often flavor catalogues are refreshed.
@@ -75,6 +78,8 @@ const EVENT_CHANNEL_SIZE: usize = 4096;
 /// An outcome reported by a task.
 #[derive(Debug)]
 enum Event {
+    /// A new configuration, loaded and checked ([`crate::reload`]).
+    Reload(Box<ReloadRequest>),
     Poll {
         runner: RunnerIdx,
         outcome: PollOutcome,
@@ -146,6 +151,10 @@ pub struct Snapshot {
     pub runners: Vec<RunnerView>,
     pub jobs: Vec<JobView>,
     pub shutting_down: bool,
+    /// `concurrent` as in force (a reload may change it).
+    pub concurrent: usize,
+    /// `paas_max_concurrent_provisioning` as in force.
+    pub max_provisioning: usize,
 }
 
 /// One `[[runners]]` entry as the status page shows it.
@@ -159,6 +168,8 @@ pub struct RunnerView {
     /// Weight of the largest job the runner may receive.
     pub max_job_weight: f64,
     pub quota_max_fraction: f64,
+    /// The runner's `limit` (most jobs at once), if any.
+    pub limit: Option<usize>,
 }
 
 /// One tracked job as the status page shows it (no token, no payload).
@@ -380,6 +391,7 @@ impl Driver {
                     weight: 0.0,
                     max_job_weight: spec.max_job_weight(),
                     quota_max_fraction: spec.quota_max_fraction,
+                    limit: spec.limit,
                 }
             })
             .collect();
@@ -400,11 +412,14 @@ impl Driver {
                 }
             })
             .collect();
+        let config = self.core.config();
         self.snapshot_tx.send_replace(Snapshot {
             stats,
             runners,
             jobs,
             shutting_down,
+            concurrent: config.concurrent,
+            max_provisioning: config.max_provisioning,
         });
     }
 
@@ -437,6 +452,7 @@ impl Driver {
     fn handle_event(&mut self, event: Event) {
         let now = now();
         match event {
+            Event::Reload(request) => self.apply_reload(*request, now),
             Event::Poll {
                 runner,
                 outcome,

@@ -23,6 +23,7 @@ mod import;
 mod logging;
 mod metrics;
 mod register;
+mod reload;
 mod run;
 mod runners;
 mod setup;

@@ -46,17 +46,25 @@ pub const REFERENCE_VALUE_OPTIONS: &[&str] = &[
 ];
 
 impl ReferenceOptions {
-    /// Applies the options to `config`, with a warning for each deprecated
-    /// one (as heptapod-paas-runner does).
-    fn apply(&self, config: &mut paas_config::Config) {
+    /// Applies the options to `config`: at start, and to every file a
+    /// reload reads (the command line wins over the file each time).
+    pub fn apply(&self, config: &mut paas_config::Config) {
+        if let Some(seconds) = self.poll_interval.filter(|seconds| *seconds > 0) {
+            config.check_interval = std::time::Duration::from_secs(seconds);
+        }
+        if let Some(seconds) = self.job_progress_poll_interval {
+            config.job_progress_poll_interval = std::time::Duration::from_secs(seconds);
+        }
+    }
+
+    /// A warning for each deprecated option given (as heptapod-paas-runner
+    /// does), once at start.
+    fn warn_deprecated(&self) {
         if let Some(seconds) = self.poll_interval {
             warn!(
                 seconds,
                 "--poll-interval is deprecated: use the `check_interval` global key instead"
             );
-            if seconds > 0 {
-                config.check_interval = std::time::Duration::from_secs(seconds);
-            }
         }
         if let Some(seconds) = self.job_progress_poll_interval {
             warn!(
@@ -64,7 +72,6 @@ impl ReferenceOptions {
                 "--job-progress-poll-interval is deprecated, and job_progress_poll_interval has \
                  no effect in paas-runner"
             );
-            config.job_progress_poll_interval = std::time::Duration::from_secs(seconds);
         }
         if self.debug_signal {
             debug!("--debug-signal accepted (heptapod-paas-runner's option)");
@@ -95,6 +102,7 @@ pub async fn main(config_path: &Path, options: &ReferenceOptions) -> ExitCode {
     for warning in &config.warnings {
         warn!("{warning}");
     }
+    options.warn_deprecated();
     options.apply(&mut config);
     if let Err(error) = paas_config::check_state_file(config_path, config.state_file.as_deref()) {
         eprintln!("paas-runner: {error}");
@@ -114,7 +122,7 @@ pub async fn main(config_path: &Path, options: &ReferenceOptions) -> ExitCode {
             () = cycles => info!("polling cycles done (--poll-cycles): stopping"),
         }
     };
-    match serve(&config, config_path, shutdown, Some(ready_tx)).await {
+    match serve(&config, config_path, options, shutdown, Some(ready_tx)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             if let Some(setup_error) = error.downcast_ref::<SetupError>() {
@@ -142,6 +150,7 @@ pub async fn main(config_path: &Path, options: &ReferenceOptions) -> ExitCode {
 pub async fn serve(
     config: &paas_config::Config,
     config_path: &Path,
+    overrides: &ReferenceOptions,
     shutdown: impl std::future::Future<Output = ()>,
     ready: Option<
         tokio::sync::oneshot::Sender<tokio::sync::watch::Receiver<crate::driver::Snapshot>>,
@@ -187,7 +196,7 @@ pub async fn serve(
     let http = setup::http_client()?;
     tokio::pin!(shutdown);
     let (dispatcher, runners) = tokio::select! {
-        prepared = setup::prepare(config, config_path, http, &system_id) => prepared?,
+        prepared = setup::prepare(config, config_path, http.clone(), &system_id) => prepared?,
         () = &mut shutdown => {
             info!("stopped before the service was ready");
             return Ok(());
@@ -214,9 +223,7 @@ pub async fn serve(
                 )
             })?;
         let local_address = listener.local_addr()?;
-        let mut status_config = status::StatusConfig::new(system_id, started_at);
-        status_config.concurrent = config.concurrent;
-        status_config.runner_limits = config.runners.iter().map(|runner| runner.limit).collect();
+        let mut status_config = status::StatusConfig::new(system_id.clone(), started_at);
         status_config.limits.max_connections = status::connection_cap(open_files_limit());
         info!(
             address = %local_address,
@@ -236,6 +243,16 @@ pub async fn serve(
     if let Some(signals) = crate::signals::installed() {
         signals.dump_from(driver.subscribe(), dump_config, dump_file);
     }
+    // SIGHUP and changes of the file reload the configuration.
+    crate::reload::spawn(
+        config,
+        config_path,
+        overrides.clone(),
+        http,
+        system_id,
+        driver.reload_handle(),
+        crate::signals::installed().map(crate::signals::ServiceSignals::reload_requests),
+    );
     crate::signals::notify_ready();
     driver.run(shutdown).await
 }

@@ -415,4 +415,7 @@ fn unix_now() -> i64 {
 }
 
 /// The runners of a configuration, shared by the driver's tasks.
-pub type Runners = Arc<Vec<RunnerIo>>;
+/// Each runner's IO, by [`paas_core::RunnerIdx`]. A configuration reload
+/// replaces the vector (appending new runners, never moving one); calls
+/// under way keep the handles they started with.
+pub type Runners = Arc<Vec<Arc<RunnerIo>>>;

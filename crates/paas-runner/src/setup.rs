@@ -46,6 +46,7 @@ pub async fn prepare(
     for io in &runners {
         tables.push(read_catalogue(io).await?);
     }
+    let runners: Vec<Arc<RunnerIo>> = runners.into_iter().map(Arc::new).collect();
     let (dispatcher_config, specs) = plan(config, config_path, &runners, tables)?;
     info!(
         quota = (dispatcher_config.quota * 100.0).round() / 100.0,
@@ -58,7 +59,7 @@ pub async fn prepare(
     Ok((Dispatcher::new(dispatcher_config, specs), Arc::new(runners)))
 }
 
-async fn read_catalogue(io: &RunnerIo) -> anyhow::Result<FlavorTable> {
+pub(crate) async fn read_catalogue(io: &RunnerIo) -> anyhow::Result<FlavorTable> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -92,7 +93,7 @@ async fn read_catalogue(io: &RunnerIo) -> anyhow::Result<FlavorTable> {
 pub fn plan(
     config: &Config,
     config_path: &Path,
-    runners: &[RunnerIo],
+    runners: &[Arc<RunnerIo>],
     tables: Vec<FlavorTable>,
 ) -> Result<(DispatcherConfig, Vec<RunnerSpec>), SetupError> {
     let path = config_path.display().to_string();

@@ -10,9 +10,11 @@
 //!   exits at once with status 1 (every job's state is already recorded).
 //! - `SIGUSR1` (heptapod-paas-runner's `--debug-signal`): write a state dump
 //!   to the log (info) and to `<state database>.dump.json`; never stops.
-//! - `SIGHUP`: configuration reload is not supported yet; logged, ignored.
+//! - `SIGHUP`: reload the configuration ([`crate::reload`]); a signal that
+//!   arrives while the service starts is kept and served once it runs.
 //!
 //! systemd (`Type=notify`): `READY=1` once the service takes jobs,
+//! `RELOADING=1` (with `MONOTONIC_USEC`) then `READY=1` around a reload,
 //! `STOPPING=1` when a stop begins, `WATCHDOG=1` every half of
 //! `WatchdogSec` while the runtime turns. Without `NOTIFY_SOCKET` nothing
 //! is sent.
@@ -36,6 +38,9 @@ use crate::status::{self, StatusConfig};
 pub struct ServiceSignals {
     stop: CancellationToken,
     dump_target: Arc<Mutex<Option<DumpTarget>>>,
+    /// Woken by `SIGHUP` (one stored wake-up at most: signals that arrive
+    /// during a reload make one more).
+    reload: Arc<tokio::sync::Notify>,
 }
 
 /// What a state dump reads, and where it writes.
@@ -59,6 +64,7 @@ impl ServiceSignals {
         let signals = ServiceSignals {
             stop: CancellationToken::new(),
             dump_target: Arc::new(Mutex::new(None)),
+            reload: Arc::new(tokio::sync::Notify::new()),
         };
         tokio::spawn(listen(streams, signals.clone()));
         Ok(signals)
@@ -67,6 +73,11 @@ impl ServiceSignals {
     /// Resolves once a stop signal arrived (at once if one already did).
     pub fn stopped(&self) -> impl std::future::Future<Output = ()> + 'static {
         self.stop.clone().cancelled_owned()
+    }
+
+    /// What `SIGHUP` wakes.
+    pub fn reload_requests(&self) -> Arc<tokio::sync::Notify> {
+        self.reload.clone()
     }
 
     /// From now on, `SIGUSR1` dumps `snapshots` to the log and to `path`.
@@ -106,10 +117,8 @@ async fn listen(mut streams: Streams, signals: ServiceSignals) {
             _ = streams.int.recv() => "SIGINT",
             _ = streams.quit.recv() => "SIGQUIT",
             _ = streams.hup.recv() => {
-                warn!(
-                    signal = "SIGHUP",
-                    "configuration reload is not supported yet: the running configuration is kept; restart the service to apply changes"
-                );
+                info!(signal = "SIGHUP", "configuration reload requested");
+                signals.reload.notify_one();
                 continue;
             }
             _ = streams.usr1.recv() => {

@@ -19,8 +19,6 @@ const UNCHANGED_REPEAT: Duration = Duration::from_secs(60);
 pub struct Settings {
     pub check_interval: Duration,
     pub log_statistics: bool,
-    pub concurrent: usize,
-    pub max_provisioning: usize,
     /// Stop after this many cycles (`--poll-cycles`).
     pub max_cycles: Option<u64>,
 }
@@ -30,8 +28,6 @@ impl Settings {
         Settings {
             check_interval: config.check_interval,
             log_statistics: config.log_statistics,
-            concurrent: config.concurrent,
-            max_provisioning: config.max_concurrent_provisioning,
             max_cycles,
         }
     }
@@ -40,7 +36,7 @@ impl Settings {
 /// heptapod-paas-runner's statistics (`paas_dispatcher.py`, `poll_loop`),
 /// same keys and meaning, from one snapshot; `held_back` is ours: the limit
 /// holding back each runner's job requests, if any.
-pub fn statistics(snapshot: &Snapshot, settings: &Settings) -> serde_json::Value {
+pub fn statistics(snapshot: &Snapshot) -> serde_json::Value {
     let stats = &snapshot.stats;
     let current_weight = stats.weight + stats.reserved_weight;
     let headroom = stats.quota - current_weight;
@@ -51,8 +47,8 @@ pub fn statistics(snapshot: &Snapshot, settings: &Settings) -> serde_json::Value
         .map(|runner| runner.max_job_weight)
         .fold(f64::INFINITY, f64::min);
     let can_take_job = headroom > 0.0
-        && in_provisioning < settings.max_provisioning
-        && stats.jobs < settings.concurrent
+        && in_provisioning < snapshot.max_provisioning
+        && stats.jobs < snapshot.concurrent
         && headroom >= smallest_request;
     let held_back: serde_json::Map<String, serde_json::Value> = snapshot
         .runners
@@ -68,10 +64,10 @@ pub fn statistics(snapshot: &Snapshot, settings: &Settings) -> serde_json::Value
         "current_weight": round2(current_weight),
         "weight_headroom": round2(headroom),
         "can_take_job": can_take_job,
-        "max_jobs_in_provisioning": settings.max_provisioning,
+        "max_jobs_in_provisioning": snapshot.max_provisioning,
         "jobs_in_provisioning": in_provisioning,
         "current_concurrent_jobs": stats.jobs,
-        "max_concurrent_jobs": settings.concurrent,
+        "max_concurrent_jobs": snapshot.concurrent,
         "held_back": held_back,
     })
 }
@@ -113,7 +109,7 @@ pub async fn run(snapshots: watch::Receiver<Snapshot>, settings: Settings) {
             last_held = held;
         }
         if settings.log_statistics {
-            let line = statistics(&snapshot, &settings).to_string();
+            let line = statistics(&snapshot).to_string();
             let now = tokio::time::Instant::now();
             let due = match &last_line {
                 Some((previous, at)) => {
@@ -141,16 +137,6 @@ mod tests {
     use crate::driver::RunnerView;
     use paas_core::{PollHold, Stats};
 
-    fn settings() -> Settings {
-        Settings {
-            check_interval: Duration::from_secs(3),
-            log_statistics: true,
-            concurrent: 10,
-            max_provisioning: 4,
-            max_cycles: None,
-        }
-    }
-
     fn snapshot(weight: f64, reserved: f64, held: Option<PollHold>) -> Snapshot {
         Snapshot {
             stats: Stats {
@@ -169,13 +155,15 @@ mod tests {
                 max_job_weight: 40.0,
                 ..RunnerView::default()
             }],
+            concurrent: 10,
+            max_provisioning: 4,
             ..Snapshot::default()
         }
     }
 
     #[test]
     fn the_statistics_line_has_the_reference_keys_and_meaning() {
-        let line = statistics(&snapshot(30.0, 0.0, None), &settings());
+        let line = statistics(&snapshot(30.0, 0.0, None));
         assert_eq!(
             line,
             json!({
@@ -197,7 +185,7 @@ mod tests {
             needed: 40.0,
             reserved: 40.0,
         };
-        let line = statistics(&snapshot(30.0, 40.0, Some(hold)), &settings());
+        let line = statistics(&snapshot(30.0, 40.0, Some(hold)));
         assert_eq!(line["current_weight"], 70.0);
         assert_eq!(line["weight_headroom"], 30.0);
         assert_eq!(line["can_take_job"], false);

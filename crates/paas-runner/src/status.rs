@@ -66,10 +66,6 @@ pub struct StatusConfig {
     pub sample_period: Duration,
     pub history_len: usize,
     pub limits: ServerLimits,
-    /// `concurrent`, for `gitlab_runner_concurrent`.
-    pub concurrent: usize,
-    /// Each runner's `limit`, in configuration order.
-    pub runner_limits: Vec<Option<usize>>,
 }
 
 /// Bounds of the status server's use of the process's resources.
@@ -117,8 +113,6 @@ impl StatusConfig {
             sample_period: SAMPLE_PERIOD,
             history_len: HISTORY_LEN,
             limits: ServerLimits::default(),
-            concurrent: 0,
-            runner_limits: Vec::new(),
         }
     }
 }
@@ -369,21 +363,21 @@ impl History {
 /// The Prometheus text exposition (format 0.0.4) of a snapshot and of the
 /// event counters ([`crate::metrics`]).
 pub fn render_metrics(snapshot: &Snapshot, config: &StatusConfig) -> String {
-    crate::metrics::render_text(snapshot, &metrics_info(config))
+    crate::metrics::render_text(snapshot, &metrics_info(snapshot, config))
 }
 
 /// The OpenMetrics exposition of the same figures.
 pub fn render_openmetrics(snapshot: &Snapshot, config: &StatusConfig) -> String {
-    crate::metrics::render_openmetrics(snapshot, &metrics_info(config))
+    crate::metrics::render_openmetrics(snapshot, &metrics_info(snapshot, config))
 }
 
-fn metrics_info(config: &StatusConfig) -> crate::metrics::MetricsInfo {
+fn metrics_info(snapshot: &Snapshot, config: &StatusConfig) -> crate::metrics::MetricsInfo {
     crate::metrics::MetricsInfo {
         version: config.version.clone(),
         system_id: config.system_id.clone(),
         started_at_unix_secs: unix_secs(config.started_at),
-        concurrent: config.concurrent,
-        runner_limits: config.runner_limits.clone(),
+        concurrent: snapshot.concurrent,
+        runner_limits: snapshot.runners.iter().map(|runner| runner.limit).collect(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Signals and systemd notifications, with the real binary: `SIGUSR1` dumps
-//! the state and `SIGHUP` is logged, neither stops the service (even before
-//! it is ready); `SIGQUIT` stops it gracefully with status 0; under a fake
+//! the state and `SIGHUP` reloads the configuration (see `reload.rs`),
+//! neither stops the service (even before it is ready); `SIGQUIT` stops it gracefully with status 0; under a fake
 //! `NOTIFY_SOCKET` the service sends `READY=1`, `WATCHDOG=1`, `STOPPING=1`.
 
 mod common;
@@ -22,7 +22,7 @@ fn quick() -> ClusterSettings {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn usr1_dumps_the_state_hup_is_ignored_and_quit_stops_gracefully() {
+async fn usr1_dumps_the_state_hup_reloads_and_quit_stops_gracefully() {
     let mut harness = Harness::start(quick(), |_| {}).await;
     let (job, _) = harness
         .run_one(&[(vars::FLAVOR, "S"), (vars::JOB_DURATION_MS, "100")])
@@ -84,9 +84,10 @@ async fn usr1_dumps_the_state_hup_is_ignored_and_quit_stops_gracefully() {
     }
     assert!(!text.contains(&harness.cluster.clever.config().token));
 
+    // An unchanged file: reloaded, nothing changes.
     harness.send_signal(SIGHUP);
     harness
-        .wait_for_log_line("configuration reload is not supported yet")
+        .wait_for_log_line("configuration reload applied")
         .await;
     assert!(harness.is_running(), "{}", harness.logs());
 
@@ -122,7 +123,7 @@ async fn signals_before_the_service_is_ready_do_not_kill_it() {
         .await;
     harness.send_signal(SIGHUP);
     harness
-        .wait_for_log_line("configuration reload is not supported yet")
+        .wait_for_log_line("configuration reload requested")
         .await;
     assert!(harness.is_running(), "{}", harness.logs());
     let status = harness.signal_and_wait(SIGQUIT).await;

@@ -24,6 +24,10 @@ mod driver {
         pub runners: Vec<RunnerView>,
         pub jobs: Vec<JobView>,
         pub shutting_down: bool,
+        pub concurrent: usize,
+        // Read by the statistics line, which this test does not compile.
+        #[allow(dead_code)]
+        pub max_provisioning: usize,
     }
 
     #[derive(Debug, Clone, Default)]
@@ -34,6 +38,7 @@ mod driver {
         pub weight: f64,
         pub max_job_weight: f64,
         pub quota_max_fraction: f64,
+        pub limit: Option<usize>,
     }
 
     #[derive(Debug, Clone)]
@@ -92,6 +97,7 @@ fn snapshot() -> Snapshot {
                 weight: 10.0,
                 max_job_weight: 9.5,
                 quota_max_fraction: 1.0,
+                limit: None,
             },
             RunnerView {
                 name: "we\"ird\\<name>".into(),
@@ -100,6 +106,7 @@ fn snapshot() -> Snapshot {
                 weight: 2.5,
                 max_job_weight: 4.0,
                 quota_max_fraction: 0.5,
+                limit: Some(2),
             },
         ],
         jobs: vec![
@@ -121,14 +128,14 @@ fn snapshot() -> Snapshot {
             },
         ],
         shutting_down: false,
+        concurrent: 7,
+        max_provisioning: 4,
     }
 }
 
 fn config() -> StatusConfig {
     StatusConfig {
         system_id: "r_testsystem1".into(),
-        concurrent: 7,
-        runner_limits: vec![None, Some(2)],
         ..StatusConfig::new("ignored", UNIX_EPOCH + Duration::from_secs(1_700_000_000))
     }
 }
