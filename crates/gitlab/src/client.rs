@@ -652,7 +652,7 @@ impl CoordinatorClient {
     /// `success_limit` bytes of a 2xx body, at most
     /// [`MAX_ERROR_BODY_BYTES`] of any other; the body is read chunk by
     /// chunk and the rest is never read ([`Reply::truncated`]).
-    async fn exchange(
+    pub(crate) async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
         url: &str,
@@ -714,12 +714,23 @@ impl CoordinatorClient {
 }
 
 /// An answer, with at most a bounded prefix of its body.
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
     /// The body was longer than the limit: `body` is its first bytes only.
-    truncated: bool,
+    pub(crate) truncated: bool,
+}
+
+impl Reply {
+    /// A header's value as text, cut to 200 characters (it is quoted in
+    /// messages).
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(|text| text.chars().take(200).collect())
+    }
 }
 
 /// Reads at most `limit` bytes of the body, chunk by chunk; whether more

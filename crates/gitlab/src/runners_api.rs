@@ -9,7 +9,7 @@
 //! [`GitlabError::Forbidden`]. Tokens go in JSON bodies or headers, never in
 //! URLs; quoted server messages are scrubbed of the tokens sent.
 
-use std::time::Duration;
+use crate::client::Reply;
 
 use paas_core::Secret;
 use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
@@ -214,7 +214,9 @@ impl CoordinatorClient {
         let request = self
             .lifecycle_request(Method::GET, &url)
             .header("PRIVATE-TOKEN", sensitive(&url, access_token)?);
-        let reply = exchange(request, &url, DEFAULT_CALL_TIMEOUT).await?;
+        let reply = self
+            .exchange(request, &url, DEFAULT_CALL_TIMEOUT, MAX_ANSWER_BYTES)
+            .await?;
         match reply.status {
             200 => {
                 let user: Value =
@@ -257,7 +259,9 @@ impl CoordinatorClient {
         if let Some(token) = private_token {
             request = request.header("PRIVATE-TOKEN", sensitive(&url, token)?);
         }
-        let reply = exchange(request, &url, DEFAULT_CALL_TIMEOUT).await?;
+        let reply = self
+            .exchange(request, &url, DEFAULT_CALL_TIMEOUT, MAX_ANSWER_BYTES)
+            .await?;
         Ok((url, reply))
     }
 
@@ -340,84 +344,6 @@ fn settings_body(
     body
 }
 
-struct Reply {
-    status: u16,
-    retry_after: Option<String>,
-    location: Option<String>,
-    body: Vec<u8>,
-}
-
-/// Sends `request` and reads at most [`MAX_ANSWER_BYTES`] of the answer,
-/// all within `timeout`.
-async fn exchange(
-    request: reqwest::RequestBuilder,
-    url: &str,
-    timeout: Duration,
-) -> Result<Reply, GitlabError> {
-    let exchange = async {
-        let mut response = request.send().await?;
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|value| value.to_str().ok())
-                .map(|text| text.chars().take(200).collect::<String>())
-        };
-        let retry_after = header("retry-after");
-        let location = header("location");
-        let status = response.status().as_u16();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
-            let room = MAX_ANSWER_BYTES - body.len();
-            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if body.len() >= MAX_ANSWER_BYTES {
-                break;
-            }
-        }
-        Ok::<Reply, reqwest::Error>(Reply {
-            status,
-            retry_after,
-            location,
-            body,
-        })
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(reply)) => {
-            tracing::debug!(url, status = reply.status, "coordinator answered");
-            Ok(reply)
-        }
-        Ok(Err(error)) => Err(GitlabError::Unavailable {
-            url: url.to_owned(),
-            status: None,
-            detail: transport_detail(error),
-        }),
-        Err(_elapsed) => Err(GitlabError::Unavailable {
-            url: url.to_owned(),
-            status: None,
-            detail: format!("no complete answer within {timeout:?}"),
-        }),
-    }
-}
-
-fn transport_detail(error: reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let error = error.without_url();
-    let mut detail = kind.to_owned();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        detail.push_str(": ");
-        detail.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    detail
-}
-
 fn sensitive(url: &str, token: &Secret) -> Result<HeaderValue, GitlabError> {
     let mut value = HeaderValue::from_str(token.expose()).map_err(|_| GitlabError::Forbidden {
         url: url.to_owned(),
@@ -438,13 +364,13 @@ fn forbidden(url: String, reply: &Reply, sent: &[&Secret]) -> GitlabError {
 fn reply_error(url: String, reply: &Reply, sent: &[&Secret]) -> GitlabError {
     let mut message = server_message(reply, sent);
     if (300..400).contains(&reply.status) {
-        if let Some(location) = &reply.location {
+        if let Some(location) = reply.header("location") {
             message = format!("redirect to {location} not followed; fix the coordinator url");
         }
     }
     let status = reply.status;
     if matches!(status, 408 | 429 | 500 | 502 | 503 | 504) || status >= 512 {
-        let detail = match &reply.retry_after {
+        let detail = match reply.header("retry-after") {
             Some(after) => format!("{message} (Retry-After: {after})"),
             None => message,
         };
