@@ -869,7 +869,7 @@ fn normalize_base_url(input: &str) -> Result<String, GitlabError> {
 
 /// A header carrying a token, marked sensitive so that HTTP-level debug
 /// output hides it.
-fn sensitive_header(url: &str, token: &Secret) -> Result<HeaderValue, GitlabError> {
+pub(crate) fn sensitive_header(url: &str, token: &Secret) -> Result<HeaderValue, GitlabError> {
     let mut value = HeaderValue::from_str(token.expose()).map_err(|_| GitlabError::Forbidden {
         url: url.to_owned(),
         message: "token contains characters not allowed in an http header; not sent".to_owned(),

@@ -9,10 +9,10 @@
 //! [`GitlabError::Forbidden`]. Tokens go in JSON bodies or headers, never in
 //! URLs; quoted server messages are scrubbed of the tokens sent.
 
-use crate::client::Reply;
+use crate::client::{sensitive_header, Reply};
 
 use paas_core::Secret;
-use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -213,7 +213,7 @@ impl CoordinatorClient {
         let url = format!("{}/api/v4/user", self.base_url());
         let request = self
             .lifecycle_request(Method::GET, &url)
-            .header("PRIVATE-TOKEN", sensitive(&url, access_token)?);
+            .header("PRIVATE-TOKEN", sensitive_header(&url, access_token)?);
         let reply = self
             .exchange(request, &url, DEFAULT_CALL_TIMEOUT, MAX_ANSWER_BYTES)
             .await?;
@@ -257,7 +257,7 @@ impl CoordinatorClient {
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         if let Some(token) = private_token {
-            request = request.header("PRIVATE-TOKEN", sensitive(&url, token)?);
+            request = request.header("PRIVATE-TOKEN", sensitive_header(&url, token)?);
         }
         let reply = self
             .exchange(request, &url, DEFAULT_CALL_TIMEOUT, MAX_ANSWER_BYTES)
@@ -342,15 +342,6 @@ fn settings_body(
         object.insert("maintenance_note".into(), note.as_str().into());
     }
     body
-}
-
-fn sensitive(url: &str, token: &Secret) -> Result<HeaderValue, GitlabError> {
-    let mut value = HeaderValue::from_str(token.expose()).map_err(|_| GitlabError::Forbidden {
-        url: url.to_owned(),
-        message: "token contains characters not allowed in an http header; not sent".to_owned(),
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
 }
 
 fn forbidden(url: String, reply: &Reply, sent: &[&Secret]) -> GitlabError {
