@@ -14,6 +14,9 @@ use crate::failure::FailureReason;
 use crate::job::{AcquiredJob, JobRequest, JobRequestOutcome};
 use crate::range::parse_range_end;
 
+mod probe;
+pub use probe::TraceProbe;
+
 /// Timeout of every call except [`CoordinatorClient::request_job`], whose
 /// caller chooses (long polls may be held for about a minute).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);

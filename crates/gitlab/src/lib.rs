@@ -17,7 +17,8 @@ mod range;
 
 pub use client::{
     http_client_builder, AppendOutcome, ConfirmOutcome, CoordinatorClient, RemoteJobStatus,
-    UpdateOutcome, ADVERTISED_FEATURES, DEFAULT_CALL_TIMEOUT, MAX_TRACE_CHUNK_BYTES, USER_AGENT,
+    TraceProbe, UpdateOutcome, ADVERTISED_FEATURES, DEFAULT_CALL_TIMEOUT, MAX_TRACE_CHUNK_BYTES,
+    USER_AGENT,
 };
 pub use error::GitlabError;
 pub use failure::FailureReason;

@@ -10,7 +10,8 @@ use paas_core::{
     ListedApp, NewJob, Notice, PollOutcome, RunnerIdx, Secret, Stats, StatusCheck, StepOutcome,
 };
 use paas_gitlab::{
-    ConfirmOutcome, FailureReason, JobRequest, JobRequestOutcome, RemoteJobStatus, UpdateOutcome,
+    ConfirmOutcome, FailureReason, JobRequest, JobRequestOutcome, RemoteJobStatus, TraceProbe,
+    UpdateOutcome,
 };
 use paas_store::Store;
 use tokio::sync::{mpsc, watch};
@@ -832,7 +833,7 @@ async fn check_launch(
     let runner = &runners[job.runner];
     let (Some(token), Some(project_id)) = (runner.config.trace_watch.token.as_ref(), project_id)
     else {
-        return LaunchCheck::Started;
+        return probe_launch(runner, job, own_log_bytes, job_token).await;
     };
     if job_is_over(runner, job, job_token).await {
         return LaunchCheck::JobOver;
@@ -846,6 +847,38 @@ async fn check_launch(
         Ok(_) => LaunchCheck::NotYet,
         Err(error) => {
             debug!(runner = %runner.name, job_id = job.job_id, %error, "could not read job log");
+            LaunchCheck::NotYet
+        }
+    }
+}
+
+/// Launch confirmation with the job token alone: an empty log PATCH at the
+/// length of what we wrote ourselves (`docs/protocol-notes.md` §1.1). A 202
+/// at that length: the inner runner has not written yet, and nothing
+/// changed; a 416 with a longer log: it has (the answer itself is the
+/// proof); a 403: the job is over (canceled, failed). One request per
+/// check, and nothing is written: the log stays the inner runner's.
+async fn probe_launch(
+    runner: &crate::runners::RunnerIo,
+    job: JobKey,
+    own_log_bytes: u64,
+    job_token: &Secret,
+) -> LaunchCheck {
+    match runner
+        .coordinator
+        .probe_trace(job.job_id, job_token, Some(own_log_bytes))
+        .await
+    {
+        Ok(TraceProbe::Moved { length }) if length > own_log_bytes => LaunchCheck::Started,
+        Ok(TraceProbe::Ended { job_status }) => {
+            info!(runner = %runner.name, job_id = job.job_id, status = job_status.as_deref().unwrap_or("unknown"), "job over on the coordinator before its launch completed");
+            LaunchCheck::JobOver
+        }
+        Ok(TraceProbe::Unchanged { .. } | TraceProbe::Moved { .. } | TraceProbe::Executing) => {
+            LaunchCheck::NotYet
+        }
+        Err(error) => {
+            debug!(runner = %runner.name, job_id = job.job_id, %error, "could not probe the job log");
             LaunchCheck::NotYet
         }
     }

@@ -142,7 +142,10 @@ pub fn plan(
             max_flavor: cc.max_flavor.clone(),
             flavors,
             zone: cc.zone.clone(),
-            launch_watch: io.config.trace_watch.token.as_ref().map(|_| LaunchWatch {
+            // Launches are always confirmed: from the job log with the
+            // watch token when there is one, else by probing the log with
+            // the job's own token (`CoordinatorClient::probe_trace`).
+            launch_watch: Some(LaunchWatch {
                 timeout: io.config.trace_watch.timeout,
                 poll_step: io.config.trace_watch.poll_step,
             }),
@@ -180,7 +183,7 @@ pub fn plan(
             )));
         }
         if io.config.trace_watch.token.is_none() {
-            warn!(runner = %spec.name, "no [runners.paas_job_trace_watch] token: launches cannot be confirmed from the job log and are assumed to succeed");
+            info!(runner = %spec.name, "no [runners.paas_job_trace_watch] token: launches are confirmed by probing job logs with each job's own token");
         }
         specs.push(spec);
     }

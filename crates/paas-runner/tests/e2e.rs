@@ -202,6 +202,59 @@ async fn launch_timeout_writes_the_red_line_and_fails_the_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_admin_token_a_machine_that_never_starts_the_job_fails_it() {
+    let mut harness = Harness::start(quick(), |options| {
+        options.trace_watch = false;
+        options.watch_timeout_secs = 1.0;
+    })
+    .await;
+    let config = std::fs::read_to_string(&harness.config_path).unwrap();
+    assert!(
+        !config.contains(&harness.cluster.admin_token),
+        "no admin token in {config}"
+    );
+    let (job, trace) = harness.run_one(&[(vars::VM_NEVER_STARTS, "true")]).await;
+    assert_eq!(job.status, JobStatus::Failed, "{}", harness.logs());
+    assert_eq!(job.failure_reason.as_deref(), Some("runner_system_failure"));
+    assert!(
+        trace.contains("\x1b[31;1mJob not active (no log) after 1 seconds\x1b[0;m\n"),
+        "{trace:?}\n{}",
+        harness.logs()
+    );
+    // Launch checks were probes, which wrote nothing: the red message is
+    // the only write, at offset 0.
+    assert!(job.trace_probes >= 1, "{job:?}");
+    assert_eq!(job.trace_writes.len(), 1, "{:?}", job.trace_writes);
+    assert_eq!(job.trace_writes[0].offset, 0);
+    let stats = harness.cluster.clever.stats();
+    assert!(stats.apps_created == 1 && stats.apps_live == 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_admin_token_jobs_succeed_with_intact_logs() {
+    let mut harness = Harness::start(quick(), |options| options.trace_watch = false).await;
+    harness.spawn_runner();
+    let ids: Vec<u64> = (0..3)
+        .map(|_| harness.enqueue(&[(vars::JOB_DURATION_MS, "300"), (vars::JOB_LOG_LINES, "3")]))
+        .collect();
+    harness.wait_all_done(&ids).await;
+    for id in &ids {
+        let job = harness.job(*id);
+        assert_eq!(job.status, JobStatus::Success, "{}", harness.logs());
+        let trace = harness.trace(*id);
+        assert!(trace.starts_with("Running with gitlab-runner"), "{trace:?}");
+        assert!(
+            job.trace_writes.iter().all(|write| write.accepted),
+            "job {id}: {:?}",
+            job.trace_writes
+        );
+    }
+    let logs = harness.logs();
+    assert!(logs.contains("job launched"), "{logs}");
+    assert_eq!(harness.cluster.clever.stats().apps_live, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_502s_during_polling_do_not_lose_jobs() {
     let mut settings = quick();
     settings.coordinator_faults.request_job_unavailable_rate = 0.4;
