@@ -174,7 +174,12 @@ impl RunnerIo {
             &self.config.heptapod_runner_main_image,
             &self.config.inner_config,
             payload,
-        ) {
+        )
+        .and_then(|files| {
+            let mut credentials = vec![&self.token, &self.config.cc.token];
+            credentials.extend(self.config.trace_watch.token.as_ref());
+            build_context::check_no_credentials(&files, &credentials).map(|()| files)
+        }) {
             Ok(files) => files,
             Err(error) => {
                 return StepOutcome::Failed {

@@ -255,6 +255,67 @@ async fn without_an_admin_token_jobs_succeed_with_intact_logs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_build_context_carries_no_credential_of_the_runner() {
+    let mut harness = Harness::start(quick(), |options| {
+        // Keep the machine, hence its deployment repository, to inspect it.
+        options.extra_global = "paas_finished_jobs_keep_resources = true\n".into();
+    })
+    .await;
+    harness.spawn_runner();
+    let id = harness.enqueue(&[(vars::JOB_DURATION_MS, "200")]);
+    let finished = harness
+        .cluster
+        .coordinator
+        .wait_until(
+            move |sim| sim.job(id).is_some_and(|job| job.status.is_finished()),
+            DEADLINE,
+        )
+        .await;
+    assert!(finished, "{}", harness.logs());
+    let (job, trace) = (harness.job(id), harness.trace(id));
+    assert_eq!(
+        job.status,
+        JobStatus::Success,
+        "{trace}\n{}",
+        harness.logs()
+    );
+    let runner_token = harness.cluster.runner_tokens[0].clone();
+    // The log header shows the runner's short token (9 characters after
+    // `glrt-`), kept by the placeholder.
+    let short = &runner_token["glrt-".len().."glrt-".len() + 9];
+    assert!(
+        trace.contains(&format!("on sim-runner-0 {short}\n")),
+        "{trace}"
+    );
+    let apps = harness.cluster.clever.apps();
+    assert_eq!(apps.len(), 1);
+    let files = harness
+        .cluster
+        .clever
+        .pushed_files(&apps[0].id)
+        .await
+        .expect("the deployment repository is kept");
+    let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["Dockerfile", "job.json", "runner.toml"]);
+    let clever_token = harness.cluster.clever.config().token.clone();
+    for (name, content) in &files {
+        let text = String::from_utf8_lossy(content);
+        for secret in [&runner_token, &clever_token, &harness.cluster.admin_token] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{name} holds a credential:\n{text}"
+            );
+        }
+    }
+    let runner_toml = String::from_utf8_lossy(&files[2].1).into_owned();
+    let placeholder = format!("{}.placeholder.not.a.token", &runner_token[..14]);
+    assert!(
+        runner_toml.contains(&format!("token = \"{placeholder}\"")),
+        "{runner_toml}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_502s_during_polling_do_not_lose_jobs() {
     let mut settings = quick();
     settings.coordinator_faults.request_job_unavailable_rate = 0.4;

@@ -11,6 +11,7 @@
 //! repositories; [`crate::vm`] runs what a push deploys.
 
 mod catalogue;
+mod inspect;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

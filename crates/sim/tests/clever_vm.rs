@@ -86,7 +86,7 @@ async fn a_pushed_job_runs_end_to_end() {
     let log = String::from_utf8(job.trace.clone()).expect("utf-8 log");
     assert!(
         log.starts_with(
-            "Running with gitlab-runner 15.11.0 (heptapod-runner sim)\n  on sim-runner Ab1Cd2Ef\n"
+            "Running with gitlab-runner 15.11.0 (heptapod-runner sim)\n  on sim-runner Ab1Cd2Ef3\n"
         ),
         "{log}"
     );
