@@ -20,6 +20,9 @@ use crate::messages;
 use crate::record::{JobRecord, StageRecord};
 use crate::secret::Secret;
 
+mod watch;
+pub use watch::{MachineListing, WatchConfig};
+
 /// Takes the job of an outcome out of `busy`; returns from the handler if the
 /// job is unknown (already forgotten).
 macro_rules! outcome_job {
@@ -179,6 +182,10 @@ pub enum Command {
     },
     /// Is the job still running on the coordinator?
     CheckStatus { job: JobKey, token: Secret },
+    /// List the runner's machines in the cloud: which ones' tasks ended
+    /// (the batch signal of [`WatchConfig`]); answer with
+    /// [`Dispatcher::handle_machines`].
+    ListMachines { runner: RunnerIdx },
     /// Append complete lines to the job log.
     AppendLog {
         job: JobKey,
@@ -399,6 +406,8 @@ pub struct Dispatcher {
     /// earlier process count in the quota before anything new is taken.
     unlisted: Vec<bool>,
     shutting_down: bool,
+    /// How launched jobs are watched (`watch.rs`).
+    watch: watch::Watch,
     acquired_total: u64,
     launched_total: u64,
     failed_total: u64,
@@ -435,6 +444,7 @@ impl Dispatcher {
             listing: vec![false; runner_count],
             unlisted: vec![true; runner_count],
             shutting_down: false,
+            watch: watch::Watch::default(),
             acquired_total: 0,
             launched_total: 0,
             failed_total: 0,
@@ -542,6 +552,7 @@ impl Dispatcher {
             && !self.jobs.values().any(|j| j.busy || j.notice_busy)
             && !self.listing.iter().any(|listing| *listing)
             && !self.orphans.values().any(|orphan| orphan.busy)
+            && !self.watch.listing_in_flight()
     }
 
     pub fn config(&self) -> &DispatcherConfig {
@@ -601,12 +612,18 @@ impl Dispatcher {
         } else {
             self.notice_wakeups.iter().next().map(|(at, _)| *at)
         };
+        let listing_wakeup = if self.shutting_down {
+            None
+        } else {
+            self.watch.next_listing_at()
+        };
         [
             job_wakeup,
             poll_wakeup,
             launch_wakeup,
             reconcile_wakeup,
             notice_wakeup,
+            listing_wakeup,
         ]
         .into_iter()
         .flatten()
@@ -822,6 +839,9 @@ impl Dispatcher {
                 job.stage = Stage::Decommissioning;
                 self.save(key);
                 self.ready.insert(key);
+            }
+            StatusCheck::Running | StatusCheck::Error if self.watch.is_paced() => {
+                self.after_running_check(key, check, now);
             }
             StatusCheck::Running | StatusCheck::Error => {
                 let next = now + self.config.status_interval;
@@ -1352,6 +1372,7 @@ impl Dispatcher {
     }
 
     fn finish(&mut self, key: JobKey) {
+        self.watch.forget(key);
         if let Some(job) = self.jobs.remove(&key) {
             if let Some(at) = job.next_step_at {
                 self.wakeups.remove(&(at, key));
@@ -1384,6 +1405,7 @@ impl Dispatcher {
         self.start_reconciliation(now);
         self.delete_orphans();
         self.start_launches(now);
+        self.start_listings(now);
         // A step can make a job ready again (a failure found while
         // stepping): loop until none is. Each such step changes the job's
         // stage, so this ends.
@@ -1443,6 +1465,18 @@ impl Dispatcher {
             self.commands.push_back(command);
             return;
         }
+        if job.stage == Stage::Running && self.watch.is_paced() {
+            self.step_running(key, now);
+            return;
+        }
+        if let Stage::Launching { since } = job.stage {
+            if self.watch.is_paced() && self.defer_first_launch_check(key, since, now) {
+                return;
+            }
+        }
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
         let spec = &self.runners[key.runner].spec;
         let command = match &job.stage {
             Stage::Queued => None,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paas_config::Config;
-use paas_core::{Dispatcher, DispatcherConfig, FlavorTable, LaunchWatch, RunnerSpec};
+use paas_core::{Dispatcher, DispatcherConfig, FlavorTable, LaunchWatch, RunnerSpec, WatchConfig};
 use tracing::{info, warn};
 
 use crate::runners::{RunnerIo, Runners};
@@ -51,7 +51,11 @@ pub async fn prepare(
         reference_runner = %config.quota.reference_runner,
         "weighted quota set"
     );
-    Ok((Dispatcher::new(dispatcher_config, specs), Arc::new(runners)))
+    let mut dispatcher = Dispatcher::new(dispatcher_config, specs);
+    // Launched jobs are watched through the cloud's batch signal, with
+    // per-job checks paced by age (`paas_core::WatchConfig`).
+    dispatcher.set_watch(WatchConfig::new(config.check_interval));
+    Ok((dispatcher, Arc::new(runners)))
 }
 
 async fn read_catalogue(io: &RunnerIo) -> anyhow::Result<FlavorTable> {

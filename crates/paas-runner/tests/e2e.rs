@@ -315,6 +315,84 @@ async fn the_build_context_carries_no_credential_of_the_runner() {
     );
 }
 
+/// Runs `count` jobs of 3 s; returns (watching requests per launched job,
+/// worst finish-to-delete).
+async fn watch_cost(harness: &mut Harness, count: usize) -> (f64, Duration) {
+    harness.spawn_runner();
+    let ids: Vec<u64> = (0..count)
+        .map(|_| harness.enqueue(&[(vars::JOB_DURATION_MS, "3000")]))
+        .collect();
+    harness.wait_all_done(&ids).await;
+    let mut worst = Duration::ZERO;
+    for id in &ids {
+        let job = harness.job(*id);
+        assert_eq!(job.status, JobStatus::Success, "{}", harness.logs());
+        let app = harness
+            .cluster
+            .clever
+            .apps()
+            .into_iter()
+            .find(|app| app.name.ends_with(&format!("-{id}")))
+            .expect("the job's application");
+        let finished = job.finished_at.expect("finished").into_std();
+        let deleted = app.deleted_at.expect("deleted");
+        worst = worst.max(deleted.saturating_duration_since(finished));
+    }
+    let stats = harness.cluster.coordinator.stats();
+    let pushes = harness.cluster.clever.stats().pushes;
+    (stats.watch_requests as f64 / pushes as f64, worst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloud_listing_tells_when_jobs_end_at_a_few_requests_each() {
+    let mut harness = Harness::start(quick(), |options| {
+        options.trace_watch = false;
+        options.watch_poll_step_secs = 1.0;
+    })
+    .await;
+    let (per_job, worst) = watch_cost(&mut harness, 4).await;
+    // A launch probe one poll step after the push (416: started), then one
+    // probe when the listing says the machine ended.
+    assert!(
+        per_job <= 2.5,
+        "{per_job} requests per job\n{}",
+        harness.logs()
+    );
+    assert!(
+        worst < Duration::from_millis(1500),
+        "deleted {worst:?} after the end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_cloud_listing_jobs_are_watched_one_by_one() {
+    let mut harness = Harness::start(quick(), |options| {
+        options.trace_watch = false;
+        options.watch_poll_step_secs = 1.0;
+    })
+    .await;
+    harness.cluster.clever.set_organisation_deployments(false);
+    let (per_job, worst) = watch_cost(&mut harness, 4).await;
+    // Checks 0.5 s, 1 s, 2 s, … after the launch: a few more requests, a
+    // later deletion, every job done.
+    assert!(
+        per_job <= 6.0,
+        "{per_job} requests per job\n{}",
+        harness.logs()
+    );
+    assert!(
+        worst < Duration::from_secs(5),
+        "deleted {worst:?} after the end"
+    );
+    assert!(
+        harness
+            .logs()
+            .contains("the cloud offers no listing of deployments"),
+        "{}",
+        harness.logs()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_502s_during_polling_do_not_lose_jobs() {
     let mut settings = quick();
