@@ -15,6 +15,7 @@ use crate::job::{AcquiredJob, JobRequest, JobRequestOutcome};
 use crate::range::parse_range_end;
 
 mod probe;
+mod rate_limit;
 pub use probe::TraceProbe;
 
 /// Timeout of every call except [`CoordinatorClient::request_job`], whose
@@ -122,6 +123,8 @@ pub struct CoordinatorClient {
     base_url: String,
     api_root: String,
     call_timeout: Duration,
+    /// After a 429, every call of this client (and its clones) waits.
+    rate_limit: rate_limit::RateLimit,
 }
 
 /// Whether a job is still being executed, according to `GET /api/v4/job`.
@@ -200,6 +203,7 @@ impl CoordinatorClient {
             base_url,
             api_root,
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            rate_limit: rate_limit::RateLimit::default(),
         })
     }
 
@@ -588,11 +592,14 @@ impl CoordinatorClient {
                 body: Vec::from(body),
             })
         };
+        // A rate limit's pause is waited out before the call's own time.
+        self.rate_limit.wait().await;
         // One deadline for connecting, sending and reading the whole body,
         // whatever timeouts the shared reqwest client has.
         match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(reply)) => {
                 tracing::debug!(url, status = reply.status, "coordinator answered");
+                self.rate_limit.note(reply.status, &reply.headers);
                 Ok(reply)
             }
             Ok(Err(error)) => Err(GitlabError::Unavailable {
