@@ -737,6 +737,21 @@ async fn cancelling_while_the_machine_boots_deletes_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_admin_token_cancelling_while_the_machine_boots_deletes_it() {
+    let mut harness = Harness::start(quick(), |options| {
+        options.trace_watch = false;
+        options.watch_timeout_secs = 60.0;
+    })
+    .await;
+    harness.spawn_runner();
+    let id = harness.enqueue(&[(vars::VM_NEVER_STARTS, "true")]);
+    // The launch probe gets 403 with `Job-Status: canceled`.
+    cancel_during_provisioning(&mut harness, id).await;
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_state_store_stops_the_service_and_nothing_is_lost() {
     let mut settings = quick();
     settings.ack_window = Duration::from_secs(2);
