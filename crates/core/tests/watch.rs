@@ -93,3 +93,29 @@ fn without_a_watch_config_every_job_is_checked_every_status_interval() {
     assert!(checks.len() >= 55, "{} checks", checks.len());
     assert!(harness.times_of("ListMachines").is_empty());
 }
+
+#[test]
+fn a_listing_the_coordinator_contradicts_costs_one_check_and_is_not_trusted_again() {
+    let duration = secs(600);
+    let mut spec = JobSpec::new(0);
+    spec.duration = duration;
+    let mut setup = Setup::new().job(spec);
+    setup.watch = Some(WatchConfig::new(setup.config.check_interval));
+    setup.machine_listing_lies = true;
+    let harness = setup.run();
+    let checks = harness.times_of("CheckStatus j1");
+    // The false "ended" costs one check; then the safety-net pacing of a
+    // job without a trustworthy signal (3 s doubling up to 30 s).
+    assert!(
+        checks.len() <= 1 + 5 + 2 * 10,
+        "{} checks: {checks:?}",
+        checks.len()
+    );
+    // The job is not ended early on the cloud's word.
+    let deleted = harness.times_of("DeleteApp j1")[0];
+    let end = job_end(&harness, duration);
+    assert!(
+        deleted >= end && deleted <= end + 30,
+        "ended {end}s, deleted {deleted}s"
+    );
+}

@@ -788,6 +788,9 @@ pub struct Setup {
     pub watch: Option<WatchConfig>,
     /// The model cloud answers machine listings (else: unsupported).
     pub machine_listing: bool,
+    /// Its listings say every deployed machine ended (a cloud whose states
+    /// do not mean what the dispatcher assumes).
+    pub machine_listing_lies: bool,
 }
 
 impl Default for Setup {
@@ -813,6 +816,7 @@ impl Setup {
             leftovers: Vec::new(),
             watch: None,
             machine_listing: true,
+            machine_listing_lies: false,
         }
     }
 
@@ -999,6 +1003,7 @@ pub struct Harness {
     pub late_create_rate: f64,
     pub watch: Option<WatchConfig>,
     pub machine_listing: bool,
+    pub machine_listing_lies: bool,
     /// Machine listings answered.
     pub machine_listings: u64,
     /// Jobs the dispatcher may act on: confirmed by the coordinator, or
@@ -1094,6 +1099,7 @@ impl Harness {
             late_create_rate: setup.late_create_rate,
             watch: setup.watch,
             machine_listing: setup.machine_listing,
+            machine_listing_lies: setup.machine_listing_lies,
             machine_listings: 0,
             cleared: BTreeSet::new(),
             delivered_at: BTreeMap::new(),
@@ -1657,10 +1663,12 @@ impl Harness {
                         .values()
                         .filter(|app| app.job.runner == runner && app.pushed)
                         .filter(|app| {
-                            self.coordinator
-                                .jobs
-                                .get(&app.job)
-                                .is_some_and(|job| job.state.is_over())
+                            self.machine_listing_lies
+                                || self
+                                    .coordinator
+                                    .jobs
+                                    .get(&app.job)
+                                    .is_some_and(|job| job.state.is_over())
                         })
                         .map(|app| app.id.clone())
                         .collect();
