@@ -22,11 +22,12 @@
 #
 # The issue's workload (many jobs of one duration, all queued at once, with
 # room for part of them): DURATION_MS=20000 ROOM=40 CHECK_INTERVAL=1
-# scripts/compare.sh 100 (jobs of the default flavor, arriving together
-# after 3 s; ROOM in jobs of that flavor). The summary then also compares
-# the coordinator requests spent watching jobs (all but job requests, job
-# updates and the inner runners' own calls) per launched job, and the
-# finish-to-delete latency.
+# POLL_STEP=10 scripts/compare.sh 100 (jobs of the default flavor, arriving
+# together after 3 s; ROOM in jobs of that flavor; POLL_STEP is the trace
+# watch's poll_step, 0.2 s otherwise, 10 s in heptapod-paas-runner's
+# defaults). The summary then also compares the coordinator requests spent
+# watching jobs (all but job requests, job updates and the inner runners'
+# own calls) per launched job, and the finish-to-delete latency.
 #
 # Needs python3 (with venv), git and cargo; see scripts/common.sh for knobs.
 set -euo pipefail
@@ -48,6 +49,8 @@ if [[ -n "$DURATION_MS" ]]; then
 fi
 ((ROOM > 0)) && SIM_EXTRA_ARGS+=(--room "$ROOM")
 [[ -n "$CHECK_INTERVAL" ]] && SIM_EXTRA_ARGS+=(--check-interval "$CHECK_INTERVAL")
+POLL_STEP="${POLL_STEP:-}"
+[[ -n "$POLL_STEP" ]] && SIM_EXTRA_ARGS+=(--poll-step "$POLL_STEP")
 STOP_GRACE=20                     # seconds for a runner to exit after SIGTERM
 
 setup_work_dir compare
@@ -146,7 +149,7 @@ run_one paas-runner
 
 row() { printf '%-30s %-28s %-28s\n' "$1" "$2" "$3"; }
 echo
-echo "compare: $DESCRIPTION, check_interval ${CHECK_INTERVAL:-0.5} s, long_poll_ms $LONG_POLL_MS"
+echo "compare: $DESCRIPTION, check_interval ${CHECK_INTERVAL:-0.5} s, poll_step ${POLL_STEP:-0.2} s, long_poll_ms $LONG_POLL_MS"
 row "" "heptapod-paas-runner $HPR_VERSION" "paas-runner"
 row "wall time (s)" "${R[reference.wall]}" "${R[paas-runner.wall]}"
 row "jobs succeeded / failed" "${R[reference.jobs]}" "${R[paas-runner.jobs]}"

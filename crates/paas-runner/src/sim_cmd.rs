@@ -39,6 +39,10 @@ pub struct SimArgs {
     /// In the written configuration: `check_interval`, in seconds.
     #[arg(long)]
     pub check_interval: Option<f64>,
+    /// In the written configuration: `[runners.paas_job_trace_watch]
+    /// poll_step`, in seconds (heptapod-paas-runner's default is 10).
+    #[arg(long)]
+    pub poll_step: Option<f64>,
 }
 
 pub async fn main(args: SimArgs) -> ExitCode {
@@ -78,6 +82,10 @@ async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(seconds) = args.check_interval {
             options.check_interval_secs = seconds;
+        }
+        if let Some(seconds) = args.poll_step {
+            options.watch_poll_step_secs = seconds;
+            options.watch_timeout_secs = options.watch_timeout_secs.max(seconds * 3.0);
         }
         std::fs::write(path, cluster.config_toml(&options))?;
         println!("configuration:     {}", path.display());
