@@ -16,6 +16,9 @@ HPR_VERSION=1.1.1
 HPR_VENV="${HPR_VENV:-${TMPDIR:-/tmp}/heptapod-paas-runner-${HPR_VERSION}-venv}"
 PYTHON="${PYTHON:-python3}"
 
+# Extra arguments of `paas-runner sim` (set by callers).
+SIM_EXTRA_ARGS=()
+
 # PIDs of the background processes we started (cleaned up by cleanup_all).
 _BG_PIDS=()
 WORK_DIR=""
@@ -113,7 +116,7 @@ ensure_reference() {
 start_sim() {
     local workload=$1 dir=$2 i
     "$PAAS_RUNNER" sim --workload "$workload" --write-config "$dir/config.toml" \
-        --state-file "$dir/state.json" --listen-address '' --exit-when-done \
+        --state-file "$dir/state.json" --listen-address '' --exit-when-done "${SIM_EXTRA_ARGS[@]}" \
         >"$dir/sim.log" 2>&1 &
     SIM_PID=$!
     track_pid "$SIM_PID"
@@ -188,7 +191,8 @@ proc_usage() {
 
 # parse_summary SIMLOG: sets S_WALL S_JOBS S_OK S_FAILED S_CANCELED S_PENDING
 # S_RUNNING S_CREATED S_DELETED S_LEFT S_MAXW S_P50 S_P95 from the sim's
-# summary lines; status 1 if they are missing.
+# summary lines (and S_WATCH S_WATCH_PER_JOB S_F2D_P50 S_F2D_P95, "?" when
+# the sim does not print them); status 1 if they are missing.
 parse_summary() {
     local log=$1 line1 line2
     line1="$(grep -E '^after [0-9.]+ s: ' "$log" | tail -n1)"
@@ -198,6 +202,13 @@ parse_summary() {
         sed -E 's/^after ([0-9.]+) s: ([0-9]+) jobs, ([0-9]+) succeeded, ([0-9]+) failed, ([0-9]+) canceled, ([0-9]+) pending, ([0-9]+) running.*/\1 \2 \3 \4 \5 \6 \7/' <<<"$line1")
     read -r S_CREATED S_DELETED S_LEFT S_MAXW S_P50 S_P95 < <(
         sed -E 's/^applications: ([0-9]+) created, ([0-9]+) deleted, ([0-9]+) left; max weight ([0-9.]+); pickup p50 ([0-9]+) ms p95 ([0-9]+) ms.*/\1 \2 \3 \4 \5 \6/' <<<"$line2")
+    local line3
+    line3="$(grep -E '^watching: ' "$log" | tail -n1)"
+    S_WATCH="?" S_WATCH_PER_JOB="?" S_F2D_P50="?" S_F2D_P95="?"
+    if [[ -n "$line3" ]]; then
+        read -r S_WATCH S_WATCH_PER_JOB S_F2D_P50 S_F2D_P95 < <(
+            sed -E 's/^watching: ([0-9]+) requests spent watching jobs, ([0-9.]+) per launched job; finish to delete p50 ([0-9]+) ms p95 ([0-9]+) ms.*/\1 \2 \3 \4/' <<<"$line3")
+    fi
     [[ "$S_RUNNING" =~ ^[0-9]+$ && "$S_P95" =~ ^[0-9]+$ ]]
 }
 

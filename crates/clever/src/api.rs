@@ -28,6 +28,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+mod deployments;
+pub use deployments::DeploymentState;
+
 /// Timeout of one API call unless [`CleverClient::with_timeout`] sets another.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -38,6 +38,31 @@ pub enum BuildContextError {
     /// The base image name would not make a valid one-line `FROM` instruction.
     #[error("base image name {0:?} is not a valid image reference")]
     InvalidBaseImage(String),
+    /// A file of the build context holds a credential of this service (the
+    /// runner token, the cloud token): it is not pushed.
+    #[error("{0} would carry a credential of the runner to the job's machine; not pushed")]
+    CredentialInContext(String),
+}
+
+/// Refuses a build context in which one of `credentials` appears: the
+/// machine runs the job's code, and anything on it is readable by a job
+/// that reaches its Docker daemon. The inner runner's `runner.toml` holds a
+/// placeholder instead of the runner token (`paas_config::placeholder_token`),
+/// so this only fires if a configuration forwarded a credential by another
+/// key; the job's own token in `job.json` is expected and not checked.
+pub fn check_no_credentials(
+    files: &[(String, Vec<u8>)],
+    credentials: &[&paas_core::Secret],
+) -> Result<(), BuildContextError> {
+    for (name, content) in files {
+        for credential in credentials {
+            let needle = credential.expose().as_bytes();
+            if !needle.is_empty() && content.windows(needle.len()).any(|window| window == needle) {
+                return Err(BuildContextError::CredentialInContext(name.clone()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The Dockerfile of the build context, based on `base_image` (Heptapod Runner).
@@ -717,6 +742,31 @@ volumes = ["/cache"]
         // And it reads back as the same runner.
         let back: toml::Table = toml::from_str(&runner_toml(&inner).unwrap()).unwrap();
         assert_eq!(back["runners"][0], toml::Value::Table(inner));
+    }
+
+    #[test]
+    fn credentials_in_the_context_are_refused() {
+        let runner_token = paas_core::Secret::new("glrt-real-runner-token");
+        let cloud_token = paas_core::Secret::new("cc-token-value");
+        let empty = paas_core::Secret::new("");
+        let clean = vec![(
+            "runner.toml".to_owned(),
+            b"token = \"glrt-real-run.placeholder.not.a.token\"".to_vec(),
+        )];
+        assert!(check_no_credentials(&clean, &[&runner_token, &cloud_token, &empty]).is_ok());
+        let leaking = vec![
+            ("Dockerfile".to_owned(), b"FROM x".to_vec()),
+            (
+                "runner.toml".to_owned(),
+                b"[x]\ny = \"cc-token-value\"".to_vec(),
+            ),
+        ];
+        let error =
+            check_no_credentials(&leaking, &[&runner_token, &cloud_token]).expect_err("refused");
+        assert_eq!(
+            error.to_string(),
+            "runner.toml would carry a credential of the runner to the job's machine; not pushed"
+        );
     }
 
     #[test]

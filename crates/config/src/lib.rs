@@ -14,6 +14,7 @@
 mod checks;
 mod error;
 mod located;
+mod placeholder;
 mod reader;
 mod runner;
 mod secrets;
@@ -29,6 +30,7 @@ use toml_edit::{ImDocument, Item, Value};
 
 pub use error::ConfigError;
 pub use located::{check_listen_address, key_error, LISTEN_ADDRESS_HINT};
+pub use placeholder::placeholder_token;
 pub use runner::{
     CleverSettings, RunnerConfig, TraceWatch, DEFAULT_CC_API_URL, DEFAULT_CC_INSTANCE_VARIANT_UUID,
     DEFAULT_HEPTAPOD_RUNNER_MAIN_IMAGE, INNER_EXECUTOR, SUPPORTED_EXECUTOR,

@@ -60,11 +60,12 @@ pub struct RunnerConfig {
     pub tls_ca_file: Option<std::path::PathBuf>,
     /// The `[[runners]]` entry for the inner runner on the job VM: this
     /// entry without the keys of this program (`cc_*`, `paas_*`, trace
-    /// watch, secrets file…), with `executor = "docker"`, the resolved
-    /// `token`, and `secret:NAME` values of other keys resolved.
+    /// watch, secrets file…), with `executor = "docker"`, a placeholder
+    /// `token` ([`crate::placeholder_token`]: never the runner token), and
+    /// `secret:NAME` values of other keys resolved.
     ///
-    /// It holds the runner token and maybe other secrets: `Debug` only
-    /// shows its keys.
+    /// It may hold other secrets (S3 cache keys): `Debug` only shows its
+    /// keys.
     pub inner_config: toml::Table,
     /// The 1-based line of this entry's `[[runners]]` header.
     pub line: usize,
@@ -509,11 +510,13 @@ fn inner_config(
         "executor".to_owned(),
         toml::Value::String(INNER_EXECUTOR.to_owned()),
     );
-    // The inner runner talks to the coordinator with this token; it is the
-    // only credential of this program that reaches the job VM.
+    // The inner runner talks to the coordinator with the job's token only;
+    // the runner token would let a job that reads the machine's files take
+    // other projects' jobs, so it gets a placeholder that keeps the short
+    // token (`placeholder.rs`).
     inner.insert(
         "token".to_owned(),
-        toml::Value::String(token.expose().to_owned()),
+        toml::Value::String(crate::placeholder_token(token.expose())),
     );
     Ok(inner)
 }

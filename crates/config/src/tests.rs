@@ -875,7 +875,8 @@ fn secrets_are_resolved() {
     let inner = &runner.inner_config;
     assert_eq!(
         inner.get("token").and_then(toml::Value::as_str),
-        Some("from-secrets-runner-token")
+        Some("from-secr.placeholder.not.a.token"),
+        "the inner runner gets a placeholder, never the runner token"
     );
     let s3 = inner
         .get("cache")
@@ -1021,7 +1022,7 @@ fn inner_config_is_the_forwarded_runner() {
         r#"
         name = "clever-cloud"
         url = "https://heptapod.example.com"
-        token = "D3adNQYu8OCjkYDbwDaG"
+        token = "D3adNQYu8.placeholder.not.a.token"
         executor = "docker"
         limit = 4
         environment = ["A=secret:not-resolved-in-arrays"]
@@ -1055,6 +1056,7 @@ fn inner_config_is_the_forwarded_runner() {
     };
     for absent in [
         "cc_",
+        "D3adNQYu8OCjkYDbwDaG",
         "watch-token",
         "bb52e490",
         "orga_07cf",

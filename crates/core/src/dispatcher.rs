@@ -22,6 +22,8 @@ use crate::record::{JobRecord, StageRecord};
 use crate::secret::Secret;
 
 pub mod reload;
+mod watch;
+pub use watch::{MachineListing, WatchConfig};
 
 /// Takes the job of an outcome out of `busy`; returns from the handler if the
 /// job is unknown (already forgotten).
@@ -269,6 +271,10 @@ pub enum Command {
     },
     /// Is the job still running on the coordinator?
     CheckStatus { job: JobKey, token: Secret },
+    /// List the runner's machines in the cloud: which ones' tasks ended
+    /// (the batch signal of [`WatchConfig`]); answer with
+    /// [`Dispatcher::handle_machines`].
+    ListMachines { runner: RunnerIdx },
     /// Append complete lines to the job log.
     AppendLog {
         job: JobKey,
@@ -554,6 +560,8 @@ pub struct Dispatcher {
     /// earlier process count in the quota before anything new is taken.
     unlisted: Vec<bool>,
     shutting_down: bool,
+    /// How launched jobs are watched (`watch.rs`).
+    watch: watch::Watch,
     acquired_total: u64,
     launched_total: u64,
     failed_total: u64,
@@ -596,6 +604,7 @@ impl Dispatcher {
             listing: vec![false; runner_count],
             unlisted: vec![true; runner_count],
             shutting_down: false,
+            watch: watch::Watch::default(),
             acquired_total: 0,
             launched_total: 0,
             failed_total: 0,
@@ -707,6 +716,7 @@ impl Dispatcher {
             && !self.jobs.values().any(|j| j.busy || j.notice_busy)
             && !self.listing.iter().any(|listing| *listing)
             && !self.orphans.values().any(|orphan| orphan.busy)
+            && !self.watch.listing_in_flight()
     }
 
     pub fn config(&self) -> &DispatcherConfig {
@@ -775,6 +785,11 @@ impl Dispatcher {
                 .filter_map(|orphan| orphan.deletable_at)
                 .min()
         };
+        let listing_wakeup = if self.shutting_down {
+            None
+        } else {
+            self.watch.next_listing_at()
+        };
         [
             job_wakeup,
             poll_wakeup,
@@ -782,6 +797,7 @@ impl Dispatcher {
             reconcile_wakeup,
             notice_wakeup,
             orphan_wakeup,
+            listing_wakeup,
         ]
         .into_iter()
         .flatten()
@@ -1034,6 +1050,9 @@ impl Dispatcher {
                 job.stage = Stage::Decommissioning;
                 self.save(key);
                 self.ready.insert(key);
+            }
+            StatusCheck::Running | StatusCheck::Error if self.watch.is_paced() => {
+                self.after_running_check(key, check, now);
             }
             StatusCheck::Running | StatusCheck::Error => {
                 let next = now + self.config.status_interval;
@@ -1704,6 +1723,7 @@ impl Dispatcher {
     fn finish(&mut self, key: JobKey) {
         self.exists_since.remove(&key);
         self.vanished.remove(&key);
+        self.watch.forget(key);
         if let Some(job) = self.jobs.remove(&key) {
             if let Some(at) = job.next_step_at {
                 self.wakeups.remove(&(at, key));
@@ -1740,6 +1760,7 @@ impl Dispatcher {
         self.start_reconciliation(now);
         self.delete_orphans(now);
         self.start_launches(now);
+        self.start_listings(now);
         // A step can make a job ready again (a failure found while
         // stepping): loop until none is. Each such step changes the job's
         // stage, so this ends.
@@ -1814,6 +1835,18 @@ impl Dispatcher {
             self.commands.push_back(command);
             return;
         }
+        if job.stage == Stage::Running && self.watch.is_paced() {
+            self.step_running(key, now);
+            return;
+        }
+        if let Stage::Launching { since } = job.stage {
+            if self.watch.is_paced() && self.defer_first_launch_check(key, since, now) {
+                return;
+            }
+        }
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
         let spec = &self.runners[key.runner].spec;
         let command = match &job.stage {
             Stage::Queued => None,

@@ -17,7 +17,8 @@ pub mod secret;
 pub use dispatcher::reload::{ReloadSummary, RunnerChange, RunnerUpdate};
 pub use dispatcher::{
     backoff, Command, ConfirmCheck, Dispatcher, DispatcherConfig, LaunchCheck, LaunchWatch,
-    ListedApp, Notice, PollHold, PollOutcome, RunnerSpec, Stats, StatusCheck, StepOutcome,
+    ListedApp, MachineListing, Notice, PollHold, PollOutcome, RunnerSpec, Stats, StatusCheck,
+    StepOutcome, WatchConfig,
 };
 pub use flavor::{weight_of_ram_mib, Flavor, FlavorTable};
 pub use job::{App, Failure, FailureKind, Job, JobKey, NewJob, Resource, RunnerIdx, Stage};

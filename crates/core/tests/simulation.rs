@@ -19,7 +19,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use paas_core::{AppOwner, LaunchWatch, Notice, RunnerIdx};
+use paas_core::{AppOwner, LaunchWatch, Notice, RunnerIdx, WatchConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -260,6 +260,22 @@ fn random_setup(seed: u64) -> (Setup, Chaos) {
     } else {
         secs(rng.gen_range(1..=120))
     };
+    // How launched jobs are watched, drawn apart so that the draws above
+    // stay those of each seed: mostly paced with a cloud listing, which
+    // the model cloud sometimes lacks; sometimes every status_interval.
+    let mut watch_rng = SmallRng::seed_from_u64(seed ^ 0x0077_6174_6368);
+    if watch_rng.gen_bool(0.7) {
+        let mut watch = WatchConfig::new(setup.config.check_interval);
+        watch.safety_first = secs(watch_rng.gen_range(5..=60));
+        watch.safety_max = watch.safety_first * watch_rng.gen_range(1..=10);
+        watch.max_interval = secs(watch_rng.gen_range(5..=30));
+        watch.redetect_after = secs(watch_rng.gen_range(10..=600));
+        if watch_rng.gen_bool(0.1) {
+            watch.listing_interval = None;
+        }
+        setup.watch = Some(watch);
+        setup.machine_listing = watch_rng.gen_bool(0.8);
+    }
     (setup, chaos)
 }
 
@@ -386,6 +402,8 @@ struct Figures {
     vanished: u64,
     jobs_over: u64,
     steps: u64,
+    machine_listings: u64,
+    status_checks: u64,
 }
 
 impl Figures {
@@ -406,6 +424,8 @@ impl Figures {
         self.vanished += other.vanished;
         self.jobs_over += other.jobs_over;
         self.steps += other.steps;
+        self.machine_listings += other.machine_listings;
+        self.status_checks += other.status_checks;
     }
 
     fn add(&mut self, harness: &Harness) {
@@ -433,6 +453,13 @@ impl Figures {
         self.late_creations += harness.late_creations;
         self.jobs_over += harness.job_overs;
         self.steps += harness.steps;
+        self.machine_listings += harness.machine_listings;
+        self.status_checks += harness
+            .executed
+            .iter()
+            .filter(|((kind, _), _)| *kind == Kind::CheckStatus)
+            .map(|(_, count)| u64::from(*count))
+            .sum::<u64>();
     }
 }
 
@@ -504,7 +531,7 @@ fn seeded_workloads_with_faults_and_crashes_keep_the_invariants() {
         "seeds {}..{} ({} seeds, {workers} threads) in {:.1?}: {} crashes, {} graceful stops; {} jobs taken, \
          {} dropped by the coordinator, {} withdrawn, {} confirmations given up; {} faults \
          injected; {} applications created, {} adopted, {} orphans found, {} strays \
-         ({} late creations), {} jobs over mid-step, {} machines vanished; {} steps",
+         ({} late creations), {} jobs over mid-step, {} machines vanished; {} machine listings, {} status checks; {} steps",
         seeds.start,
         seeds.end,
         f.seeds,
@@ -523,6 +550,8 @@ fn seeded_workloads_with_faults_and_crashes_keep_the_invariants() {
         f.late_creations,
         f.jobs_over,
         f.vanished,
+        f.machine_listings,
+        f.status_checks,
         f.steps,
     );
     assert!(
@@ -556,6 +585,11 @@ fn seeded_workloads_with_faults_and_crashes_keep_the_invariants() {
         f.jobs_over > at_least(5),
         "too few jobs over mid-step: {}",
         f.jobs_over
+    );
+    assert!(
+        f.machine_listings > at_least(1000),
+        "too few machine listings: {}",
+        f.machine_listings
     );
     assert!(
         f.confirm_given_up > 0 || count < 100,

@@ -14,6 +14,10 @@ use crate::failure::FailureReason;
 use crate::job::{AcquiredJob, JobRequest, JobRequestOutcome};
 use crate::range::parse_range_end;
 
+mod probe;
+mod rate_limit;
+pub use probe::TraceProbe;
+
 /// Timeout of every call except [`CoordinatorClient::request_job`], whose
 /// caller chooses (long polls may be held for about a minute).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -143,6 +147,8 @@ pub struct CoordinatorClient {
     api_root: String,
     call_timeout: Duration,
     observer: Option<Observer>,
+    /// After a 429, every call of this client (and its clones) waits.
+    rate_limit: rate_limit::RateLimit,
 }
 
 /// Called once per request with its endpoint (a fixed name, see
@@ -255,6 +261,7 @@ impl CoordinatorClient {
             api_root,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             observer: None,
+            rate_limit: rate_limit::RateLimit::default(),
         })
     }
 
@@ -676,6 +683,8 @@ impl CoordinatorClient {
                 truncated,
             })
         };
+        // A rate limit's pause is waited out before the call's own time.
+        self.rate_limit.wait().await;
         // One deadline for connecting, sending and reading the whole body,
         // whatever timeouts the shared reqwest client has.
         let result = tokio::time::timeout(timeout, exchange).await;
@@ -689,6 +698,7 @@ impl CoordinatorClient {
         match result {
             Ok(Ok(reply)) => {
                 tracing::debug!(url, status = reply.status, "coordinator answered");
+                self.rate_limit.note(reply.status, &reply.headers);
                 Ok(reply)
             }
             Ok(Err(error)) => Err(GitlabError::Unavailable {

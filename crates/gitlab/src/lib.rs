@@ -19,7 +19,7 @@ mod runners_api;
 pub use client::{endpoint_of, RequestObserver};
 pub use client::{
     http_client_builder, AppendOutcome, ConfirmOutcome, CoordinatorClient, RemoteJobStatus,
-    UpdateOutcome, ADVERTISED_FEATURES, DEFAULT_CALL_TIMEOUT, MAX_ERROR_BODY_BYTES,
+    TraceProbe, UpdateOutcome, ADVERTISED_FEATURES, DEFAULT_CALL_TIMEOUT, MAX_ERROR_BODY_BYTES,
     MAX_JOB_PAYLOAD_BYTES, MAX_TRACE_CHUNK_BYTES, MAX_TRACE_READ_BYTES, USER_AGENT,
 };
 pub use error::GitlabError;

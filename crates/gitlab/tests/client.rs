@@ -363,8 +363,9 @@ async fn job_request_statuses_are_classified() {
         answer(403).body(r#"{"message":"403 Forbidden"}"#),
         answer(502).body("<html>Bad Gateway</html>"),
         answer(503).body(r#"{"message":"503 Service Unavailable"}"#),
+        // Short: the client waits it out before its next call.
         answer(429)
-            .header("Retry-After", "60")
+            .header("Retry-After", "1")
             .body(r#"{"message":"Retry later"}"#),
         answer(422).body(r#"{"message":"Runner is orphaned"}"#),
         answer(413),
@@ -398,7 +399,7 @@ async fn job_request_statuses_are_classified() {
     let limited = request_job(&client, None).await.expect_err("429");
     assert!(limited.is_transient());
     assert_eq!(limited.status(), Some(429));
-    assert!(limited.to_string().contains("Retry-After: 60"), "{limited}");
+    assert!(limited.to_string().contains("Retry-After: 1"), "{limited}");
 
     let orphaned = request_job(&client, None).await.expect_err("422");
     assert!(
@@ -638,7 +639,7 @@ async fn confirm_job_errors_are_transient_when_the_coordinator_is_down() {
     let coordinator = FakeCoordinator::start(vec![
         answer(502).body("<html>Bad Gateway</html>"),
         answer(503).body(format!(r#"{{"message":"down for {JOB_TOKEN}"}}"#)),
-        answer(429).header("Retry-After", "60"),
+        answer(429).header("Retry-After", "1"),
         answer(401).body(r#"{"message":"401 Unauthorized"}"#),
     ])
     .await;

@@ -25,6 +25,26 @@ pub struct BenchArgs {
     /// Duration of each long job, in seconds.
     #[arg(long, default_value_t = 20)]
     pub long_duration: u64,
+    /// Room of the concurrency scenario, in jobs (0: room for all of
+    /// them). The workload: `--long 1000 --room 400`.
+    #[arg(long, default_value_t = 0)]
+    pub room: u32,
+    /// Scale scenario: this many jobs running at once (0: none), e.g.
+    /// `--scale 10000`.
+    #[arg(long, default_value_t = 0)]
+    pub scale: u32,
+    /// Duration of each job of the scale scenario, in seconds: long enough
+    /// for all of them to be running at once.
+    #[arg(long, default_value_t = 300)]
+    pub scale_duration: u64,
+    /// Configure no `[runners.paas_job_trace_watch]` token: launches are
+    /// confirmed by probing logs with job tokens.
+    #[arg(long)]
+    pub no_admin_token: bool,
+    /// The Clever Cloud simulator does not serve the organisation's
+    /// deployments: running jobs are checked one by one, paced by age.
+    #[arg(long)]
+    pub no_deployments_listing: bool,
     /// Print the results as JSON lines.
     #[arg(long)]
     pub json: bool,
@@ -47,18 +67,58 @@ pub struct Figures {
     pub cpu_seconds: f64,
     pub cpu_ms_per_job: f64,
     pub apps_left: u64,
+    /// Requests of the service to the coordinator (all but the inner
+    /// runners'), per second of the run.
+    pub coordinator_requests_per_second: f64,
+    /// Requests spent watching jobs (all but job requests, job updates and
+    /// the inner runners'), in all and per launched job.
+    pub watch_requests: u64,
+    pub watch_requests_per_job: f64,
+    /// Clever Cloud API calls per second of the run.
+    pub cloud_calls_per_second: f64,
+}
+
+/// What one scenario runs.
+struct Scenario {
+    name: &'static str,
+    jobs: u32,
+    duration_ms: u64,
+    /// Quota room, in jobs.
+    room: u32,
+    admin_token: bool,
+    deployments_listing: bool,
 }
 
 pub async fn main(args: BenchArgs) -> ExitCode {
     let mut ok = true;
-    for (name, jobs, duration_ms) in [
-        ("burst of short jobs", args.burst, 300u64),
-        ("concurrent long jobs", args.long, args.long_duration * 1000),
-    ] {
+    let scenarios = [
+        ("burst of short jobs", args.burst, 300u64, args.burst),
+        (
+            "concurrent long jobs",
+            args.long,
+            args.long_duration * 1000,
+            if args.room == 0 { args.long } else { args.room },
+        ),
+        (
+            "scale: jobs running at once",
+            args.scale,
+            args.scale_duration * 1000,
+            args.scale,
+        ),
+    ];
+    for (name, jobs, duration_ms, room) in scenarios {
         if jobs == 0 {
             continue;
         }
-        match scenario(name, jobs, duration_ms).await {
+        let scenario = Scenario {
+            name,
+            jobs,
+            duration_ms,
+            room,
+            admin_token: !args.no_admin_token,
+            deployments_listing: !args.no_deployments_listing,
+        };
+        match run_scenario(&scenario).await {
             Ok(figures) => {
                 ok &= figures.apps_left == 0 && figures.succeeded == figures.jobs;
                 if args.json {
@@ -80,7 +140,14 @@ pub async fn main(args: BenchArgs) -> ExitCode {
     }
 }
 
-async fn scenario(name: &str, jobs: u32, duration_ms: u64) -> anyhow::Result<Figures> {
+async fn run_scenario(scenario: &Scenario) -> anyhow::Result<Figures> {
+    let Scenario {
+        name,
+        jobs,
+        duration_ms,
+        room,
+        ..
+    } = *scenario;
     let settings = ClusterSettings {
         long_poll: Duration::from_secs(20),
         repo_ready_delay: Duration::from_millis(100),
@@ -88,19 +155,24 @@ async fn scenario(name: &str, jobs: u32, duration_ms: u64) -> anyhow::Result<Fig
         ..ClusterSettings::default()
     };
     let cluster = SimCluster::start(&settings).await?;
+    cluster
+        .clever
+        .set_organisation_deployments(scenario.deployments_listing);
     let dir = tempfile::Builder::new()
         .prefix("paas-runner-bench-")
         .tempdir()?;
     let mut options = ConfigOptions::new(dir.path().join("state.db"));
     options.concurrent = jobs as usize + 100;
     options.reference_flavor = "XS".into();
-    options.reference_jobs_count = jobs + 50;
+    options.reference_jobs_count = room;
     options.default_flavor = "XS".into();
     options.max_flavor = Some("XS".into());
     options.max_provisioning = 200;
     options.check_interval_secs = 1.0;
-    options.watch_poll_step_secs = 0.5;
-    options.watch_timeout_secs = 120.0;
+    // heptapod-paas-runner's defaults (`poll_step` 10 s, timeout 300 s).
+    options.watch_poll_step_secs = 10.0;
+    options.watch_timeout_secs = 300.0;
+    options.trace_watch = scenario.admin_token;
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, cluster.config_toml(&options))?;
 
@@ -140,7 +212,10 @@ async fn scenario(name: &str, jobs: u32, duration_ms: u64) -> anyhow::Result<Fig
         });
     }
     let total = jobs as usize;
-    let deadline = Duration::from_secs(120) + Duration::from_millis(duration_ms) * 2;
+    // Waves of `room` jobs, each its duration plus provisioning.
+    let waves = u64::from(jobs.div_ceil(room.max(1)));
+    let deadline = Duration::from_secs(120 + u64::from(jobs) / 20)
+        + Duration::from_millis(duration_ms) * 2 * u32::try_from(waves).unwrap_or(u32::MAX);
     let done = cluster
         .coordinator
         .wait_until(
@@ -195,6 +270,9 @@ async fn scenario(name: &str, jobs: u32, duration_ms: u64) -> anyhow::Result<Fig
         .filter(|job| job.status == paas_sim::coordinator::JobStatus::Success)
         .count();
     let stats = cluster.clever.stats();
+    let coordinator = cluster.coordinator.stats();
+    let launched = stats.pushes.max(1);
+    let wall_secs = wall.as_secs_f64().max(1e-3);
     cluster.coordinator.shutdown();
     cluster.clever.shutdown();
     Ok(Figures {
@@ -212,6 +290,13 @@ async fn scenario(name: &str, jobs: u32, duration_ms: u64) -> anyhow::Result<Fig
         cpu_seconds: round(cpu_seconds, 2),
         cpu_ms_per_job: round(cpu_seconds * 1000.0 / total as f64, 2),
         apps_left: stats.apps_live,
+        coordinator_requests_per_second: round(
+            (coordinator.requests_served - coordinator.inner_runner_requests) as f64 / wall_secs,
+            1,
+        ),
+        watch_requests: coordinator.watch_requests,
+        watch_requests_per_job: round(coordinator.watch_requests as f64 / launched as f64, 2),
+        cloud_calls_per_second: round(stats.api_calls as f64 / wall_secs, 1),
     })
 }
 
@@ -240,6 +325,16 @@ fn print_figures(figures: &Figures) {
         figures.cpu_seconds, figures.cpu_ms_per_job
     );
     println!("  apps left:          {}", figures.apps_left);
+    println!(
+        "  coordinator:        {:.1} requests/s; watching jobs: {} requests, {:.2} per launched job",
+        figures.coordinator_requests_per_second,
+        figures.watch_requests,
+        figures.watch_requests_per_job
+    );
+    println!(
+        "  clever cloud api:   {:.1} calls/s",
+        figures.cloud_calls_per_second
+    );
 }
 
 /// Peak resident memory (MiB) and CPU time (s) of a process, from /proc.

@@ -5,13 +5,15 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use paas_clever::api::{CleverError, DeploymentState};
 use paas_core::{
     App, AppOwner, Command, ConfirmCheck, Dispatcher, FailureKind, FlavorTable, JobKey,
-    LaunchCheck, ListedApp, NewJob, Notice, PollOutcome, RunnerIdx, Secret, Stats, StatusCheck,
-    StepOutcome,
+    LaunchCheck, ListedApp, MachineListing, NewJob, Notice, PollOutcome, RunnerIdx, Secret, Stats,
+    StatusCheck, StepOutcome,
 };
 use paas_gitlab::{
-    ConfirmOutcome, FailureReason, JobRequest, JobRequestOutcome, RemoteJobStatus, UpdateOutcome,
+    ConfirmOutcome, FailureReason, JobRequest, JobRequestOutcome, RemoteJobStatus, TraceProbe,
+    UpdateOutcome,
 };
 use paas_store::Store;
 use tokio::sync::{mpsc, watch};
@@ -130,6 +132,10 @@ enum Event {
     AppList {
         runner: RunnerIdx,
         apps: Option<Vec<ListedApp>>,
+    },
+    Machines {
+        runner: RunnerIdx,
+        listing: MachineListing,
     },
     OrphanDeleted {
         app_id: String,
@@ -503,6 +509,7 @@ impl Driver {
                 }
                 self.core.handle_app_list(runner, apps, now)
             }
+            Event::Machines { runner, listing } => self.core.handle_machines(runner, listing, now),
             Event::OrphanDeleted { app_id, deleted } => {
                 self.core.handle_orphan_deleted(&app_id, deleted, now)
             }
@@ -573,7 +580,11 @@ impl Driver {
                     let runner = &runners[job.runner];
                     // Watch for a cancellation while the repository gets ready.
                     let over = async {
-                        let step = runner.config.cc.deployment_repo_wait_step.max(Duration::from_millis(500));
+                        let step = runner
+                            .config
+                            .cc
+                            .deployment_repo_wait_step
+                            .max(Duration::from_millis(500));
                         loop {
                             tokio::time::sleep(step).await;
                             if job_is_over(runner, job, &token).await {
@@ -581,10 +592,18 @@ impl Driver {
                             }
                         }
                     };
-                    tokio::select! {
-                        outcome = runner.deploy(&app_id, &payload) => Event::Deployed { job, outcome },
-                        () = over => Event::JobOver { job },
-                    }
+                    // Only while the repository gets ready (the wait that
+                    // may last): the push itself is not watched, so a quick
+                    // deployment costs the coordinator nothing.
+                    let url = tokio::select! {
+                        waited = runner.wait_for_repository(&app_id) => match waited {
+                            Ok(url) => url,
+                            Err(outcome) => return Event::Deployed { job, outcome },
+                        },
+                        () = over => return Event::JobOver { job },
+                    };
+                    let outcome = runner.push_build_context(&app_id, &url, &payload).await;
+                    Event::Deployed { job, outcome }
                 });
             }
             Command::CheckLaunch {
@@ -651,6 +670,12 @@ impl Driver {
                     Event::AppList { runner, apps }
                 });
             }
+            Command::ListMachines { runner } => {
+                self.spawn(move |runners| async move {
+                    let listing = list_machines(&runners[runner]).await;
+                    Event::Machines { runner, listing }
+                });
+            }
             Command::DeleteOrphan {
                 runner,
                 app_id,
@@ -669,7 +694,7 @@ impl Driver {
             Command::CheckStatus { job, token } => {
                 self.spawn(move |runners| async move {
                     let runner = &runners[job.runner];
-                    let check = match runner.coordinator.job_status(&token).await {
+                    let check = match remote_status(runner, job, &token).await {
                         Ok(RemoteJobStatus::Finished { status }) => {
                             info!(runner = %runner.name, job_id = job.job_id, status = status.as_deref().unwrap_or("unknown"), "job finished");
                             StatusCheck::Finished
@@ -1046,21 +1071,83 @@ async fn check_launch(
     let runner = &runners[job.runner];
     let (Some(token), Some(project_id)) = (runner.config.trace_watch.token.as_ref(), project_id)
     else {
-        return LaunchCheck::Started;
+        return probe_launch(runner, job, own_log_bytes, job_token).await;
     };
-    if job_is_over(runner, job, job_token).await {
-        return LaunchCheck::JobOver;
-    }
+    // The log first: once the inner runner wrote, one request suffices.
     match runner
         .coordinator
         .read_trace(project_id, job.job_id, token)
         .await
     {
-        Ok(trace) if trace.len() as u64 > own_log_bytes => LaunchCheck::Started,
-        Ok(_) => LaunchCheck::NotYet,
+        Ok(trace) if trace.len() as u64 > own_log_bytes => return LaunchCheck::Started,
+        Ok(_) => {}
         Err(error) => {
             debug!(runner = %runner.name, job_id = job.job_id, %error, "could not read job log");
+        }
+    }
+    if job_is_over(runner, job, job_token).await {
+        LaunchCheck::JobOver
+    } else {
+        LaunchCheck::NotYet
+    }
+}
+
+/// Launch confirmation with the job token alone: an empty log PATCH at the
+/// length of what we wrote ourselves (`docs/protocol-notes.md` §1.1). A 202
+/// at that length: the inner runner has not written yet, and nothing
+/// changed; a 416 with a longer log: it has (the answer itself is the
+/// proof); a 403: the job is over (canceled, failed). One request per
+/// check, and nothing is written: the log stays the inner runner's.
+async fn probe_launch(
+    runner: &crate::runners::RunnerIo,
+    job: JobKey,
+    own_log_bytes: u64,
+    job_token: &Secret,
+) -> LaunchCheck {
+    match runner
+        .coordinator
+        .probe_trace(job.job_id, job_token, Some(own_log_bytes))
+        .await
+    {
+        Ok(TraceProbe::Moved { length }) if length > own_log_bytes => LaunchCheck::Started,
+        Ok(TraceProbe::Ended { job_status }) => {
+            info!(runner = %runner.name, job_id = job.job_id, status = job_status.as_deref().unwrap_or("unknown"), "job over on the coordinator before its launch completed");
+            LaunchCheck::JobOver
+        }
+        Ok(TraceProbe::Unchanged { .. } | TraceProbe::Moved { .. } | TraceProbe::Executing) => {
             LaunchCheck::NotYet
+        }
+        Err(error) => {
+            debug!(runner = %runner.name, job_id = job.job_id, %error, "could not probe the job log");
+            LaunchCheck::NotYet
+        }
+    }
+}
+
+/// The cloud's batch signal: one listing of the organisation's
+/// deployments says which machines' tasks ended. A 404 or an answer of
+/// another shape means the cloud has no such listing (per-job pacing
+/// then, see `paas_core::WatchConfig`); the states it gives are UNVERIFIED
+/// for the real Clever Cloud (`paas_clever::api::DeploymentState`), so an
+/// end only triggers a coordinator check.
+async fn list_machines(io: &crate::runners::RunnerIo) -> MachineListing {
+    match io.clever.organisation_deployments().await {
+        Ok(states) => MachineListing::Listed {
+            ended: states
+                .into_iter()
+                .filter(|(_, state)| matches!(state, DeploymentState::Ended(_)))
+                .map(|(app_id, _)| app_id)
+                .collect(),
+        },
+        Err(error)
+            if error.status() == Some(404) || matches!(error, CleverError::Decode { .. }) =>
+        {
+            warn!(runner = %io.name, %error, "the cloud offers no listing of deployments: running jobs are checked one by one, paced by age");
+            MachineListing::Unsupported
+        }
+        Err(error) => {
+            debug!(runner = %io.name, %error, "could not list deployments");
+            MachineListing::Failed
         }
     }
 }
@@ -1100,9 +1187,41 @@ fn confirm_check(
     }
 }
 
+/// Whether the job still executes on the coordinator, asked with one
+/// empty log `PATCH` without `Content-Range` (`docs/protocol-notes.md`
+/// §1.1, §1.7): 400 while it executes, 403 with `Job-Status` once it is
+/// over. Cheaper for GitLab than `GET /api/v4/job` (no entity, no Gitaly
+/// call) and it names the final status; a coordinator that answers it
+/// otherwise is asked with `GET /api/v4/job` instead.
+async fn remote_status(
+    runner: &crate::runners::RunnerIo,
+    job: JobKey,
+    token: &Secret,
+) -> Result<RemoteJobStatus, paas_gitlab::GitlabError> {
+    match runner
+        .coordinator
+        .probe_trace(job.job_id, token, None)
+        .await
+    {
+        Ok(TraceProbe::Ended { job_status }) => {
+            Ok(RemoteJobStatus::Finished { status: job_status })
+        }
+        Ok(TraceProbe::Executing | TraceProbe::Unchanged { .. } | TraceProbe::Moved { .. }) => {
+            Ok(RemoteJobStatus::Running {
+                status: "running".to_owned(),
+            })
+        }
+        Err(error) if error.is_transient() => Err(error),
+        Err(error) => {
+            debug!(runner = %runner.name, job_id = job.job_id, %error, "unexpected answer to a log probe; reading the job instead");
+            runner.coordinator.job_status(token).await
+        }
+    }
+}
+
 /// Whether the coordinator says the job is over (errors count as not over).
 async fn job_is_over(runner: &crate::runners::RunnerIo, job: JobKey, token: &Secret) -> bool {
-    match runner.coordinator.job_status(token).await {
+    match remote_status(runner, job, token).await {
         Ok(RemoteJobStatus::Finished { status }) => {
             info!(runner = %runner.name, job_id = job.job_id, status = status.as_deref().unwrap_or("unknown"), "job over on the coordinator before its launch completed");
             true

@@ -193,22 +193,24 @@ impl RunnerIo {
         Ok(App { id: app.id, weight })
     }
 
-    /// Waits for the deployment repository, then pushes the build context.
-    ///
-    /// The wait lasts `cc_deployment_repo_timeout` and no longer: each
-    /// readiness check is cut at the deadline (plus [`LAST_CHECK_GRACE`] for
-    /// the last one), and a repository still not ready then is a final
-    /// failure, not a transient one, so the core does not wait all over again.
-    pub async fn deploy(&self, app_id: &str, payload: &str) -> StepOutcome<()> {
-        let url = match self.wait_for_repository(app_id).await {
-            Ok(url) => url,
-            Err(outcome) => return outcome,
-        };
+    /// Pushes the build context to the deployment repository at `url`
+    /// (once [`RunnerIo::wait_for_repository`] gave it).
+    pub async fn push_build_context(
+        &self,
+        app_id: &str,
+        url: &str,
+        payload: &str,
+    ) -> StepOutcome<()> {
         let files = match build_context::files(
             &self.config.heptapod_runner_main_image,
             &self.config.inner_config,
             payload,
-        ) {
+        )
+        .and_then(|files| {
+            let mut credentials = vec![&self.token, &self.config.cc.token];
+            credentials.extend(self.config.trace_watch.token.as_ref());
+            build_context::check_no_credentials(&files, &credentials).map(|()| files)
+        }) {
             Ok(files) => files,
             Err(error) => {
                 return StepOutcome::Failed {
@@ -219,7 +221,7 @@ impl RunnerIo {
         };
         let plain_http_host = git_push::plain_http_host(&self.config.cc.api_url);
         let request = git_push::PushRequest {
-            repo_url: &url,
+            repo_url: url,
             user: &self.config.cc.auth_user,
             password: &self.config.cc.token,
             plain_http_host: plain_http_host.as_deref(),
@@ -251,8 +253,14 @@ impl RunnerIo {
     }
 
     /// The deployment repository's URL once the application says it is
-    /// created, within `cc_deployment_repo_timeout`.
-    async fn wait_for_repository(&self, app_id: &str) -> Result<String, StepOutcome<()>> {
+    /// created, within `cc_deployment_repo_timeout`; then push with
+    /// [`RunnerIo::push_build_context`].
+    ///
+    /// The wait lasts `cc_deployment_repo_timeout` and no longer: each
+    /// readiness check is cut at the deadline (plus [`LAST_CHECK_GRACE`] for
+    /// the last one), and a repository still not ready then is a final
+    /// failure, not a transient one, so the core does not wait all over again.
+    pub async fn wait_for_repository(&self, app_id: &str) -> Result<String, StepOutcome<()>> {
         let timeout = self.config.cc.deployment_repo_timeout;
         let step = self
             .config

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paas_config::Config;
-use paas_core::{Dispatcher, DispatcherConfig, FlavorTable, LaunchWatch, RunnerSpec};
+use paas_core::{Dispatcher, DispatcherConfig, FlavorTable, LaunchWatch, RunnerSpec, WatchConfig};
 use tracing::{info, warn};
 
 use crate::runners::{RunnerIo, Runners};
@@ -56,7 +56,11 @@ pub async fn prepare(
         reference_runner = %config.quota.reference_runner,
         "weighted quota set"
     );
-    Ok((Dispatcher::new(dispatcher_config, specs), Arc::new(runners)))
+    let mut dispatcher = Dispatcher::new(dispatcher_config, specs);
+    // Launched jobs are watched through the cloud's batch signal, with
+    // per-job checks paced by age (`paas_core::WatchConfig`).
+    dispatcher.set_watch(WatchConfig::new(config.check_interval));
+    Ok((dispatcher, Arc::new(runners)))
 }
 
 pub(crate) async fn read_catalogue(io: &RunnerIo) -> anyhow::Result<FlavorTable> {
@@ -148,7 +152,10 @@ pub fn plan(
             flavors,
             zone: cc.zone.clone(),
             limit: io.config.limit,
-            launch_watch: io.config.trace_watch.token.as_ref().map(|_| LaunchWatch {
+            // Launches are always confirmed: from the job log with the
+            // watch token when there is one, else by probing the log with
+            // the job's own token (`CoordinatorClient::probe_trace`).
+            launch_watch: Some(LaunchWatch {
                 timeout: io.config.trace_watch.timeout,
                 poll_step: io.config.trace_watch.poll_step,
             }),
@@ -186,7 +193,7 @@ pub fn plan(
             )));
         }
         if io.config.trace_watch.token.is_none() {
-            warn!(runner = %spec.name, "no [runners.paas_job_trace_watch] token: launches cannot be confirmed from the job log and are assumed to succeed");
+            info!(runner = %spec.name, "no [runners.paas_job_trace_watch] token: launches are confirmed by probing job logs with each job's own token");
         }
         specs.push(spec);
     }

@@ -36,6 +36,17 @@ pub struct SimArgs {
     /// of running until interrupted.
     #[arg(long)]
     pub exit_when_done: bool,
+    /// In the written configuration: room for this many jobs of the
+    /// default flavor (0: the generator's default quota).
+    #[arg(long, default_value_t = 0)]
+    pub room: u32,
+    /// In the written configuration: `check_interval`, in seconds.
+    #[arg(long)]
+    pub check_interval: Option<f64>,
+    /// In the written configuration: `[runners.paas_job_trace_watch]
+    /// poll_step`, in seconds (heptapod-paas-runner's default is 10).
+    #[arg(long)]
+    pub poll_step: Option<f64>,
 }
 
 pub async fn main(args: SimArgs) -> ExitCode {
@@ -75,6 +86,17 @@ async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         let mut options = ConfigOptions::new(args.state_file.clone());
         if !args.listen_address.is_empty() {
             options.extra_global = format!("listen_address = {:?}\n", args.listen_address);
+        }
+        if args.room > 0 {
+            options.reference_flavor = options.default_flavor.clone();
+            options.reference_jobs_count = args.room;
+        }
+        if let Some(seconds) = args.check_interval {
+            options.check_interval_secs = seconds;
+        }
+        if let Some(seconds) = args.poll_step {
+            options.watch_poll_step_secs = seconds;
+            options.watch_timeout_secs = options.watch_timeout_secs.max(seconds * 3.0);
         }
         std::fs::write(path, cluster.config_toml(&options))?;
         println!("configuration:     {}", path.display());
@@ -134,6 +156,28 @@ async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         stats.max_live_weight,
         percentile(&pickups, 0.5),
         percentile(&pickups, 0.95)
+    );
+    let coordinator = cluster.coordinator.stats();
+    let apps = cluster.clever.apps();
+    let mut decommissions: Vec<f64> = jobs
+        .iter()
+        .filter_map(|job| {
+            let finished = job.finished_at?.into_std();
+            let suffix = format!("-{}", job.id);
+            let deleted = apps
+                .iter()
+                .find(|app| app.name.ends_with(&suffix))?
+                .deleted_at?;
+            Some(deleted.saturating_duration_since(finished).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    decommissions.sort_by(f64::total_cmp);
+    println!(
+        "watching: {} requests spent watching jobs, {:.2} per launched job; finish to delete p50 {:.0} ms p95 {:.0} ms",
+        coordinator.watch_requests,
+        coordinator.watch_requests as f64 / stats.pushes.max(1) as f64,
+        percentile(&decommissions, 0.5),
+        percentile(&decommissions, 0.95)
     );
     cluster.coordinator.shutdown();
     cluster.clever.shutdown();

@@ -202,6 +202,198 @@ async fn launch_timeout_writes_the_red_line_and_fails_the_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_admin_token_a_machine_that_never_starts_the_job_fails_it() {
+    let mut harness = Harness::start(quick(), |options| {
+        options.trace_watch = false;
+        options.watch_timeout_secs = 1.0;
+    })
+    .await;
+    let config = std::fs::read_to_string(&harness.config_path).unwrap();
+    assert!(
+        !config.contains(&harness.cluster.admin_token),
+        "no admin token in {config}"
+    );
+    let (job, trace) = harness.run_one(&[(vars::VM_NEVER_STARTS, "true")]).await;
+    assert_eq!(job.status, JobStatus::Failed, "{}", harness.logs());
+    assert_eq!(job.failure_reason.as_deref(), Some("runner_system_failure"));
+    assert!(
+        trace.contains("\x1b[31;1mJob not active (no log) after 1 seconds\x1b[0;m\n"),
+        "{trace:?}\n{}",
+        harness.logs()
+    );
+    // Launch checks were probes, which wrote nothing: the red message is
+    // the only write, at offset 0.
+    assert!(job.trace_probes >= 1, "{job:?}");
+    assert_eq!(job.trace_writes.len(), 1, "{:?}", job.trace_writes);
+    assert_eq!(job.trace_writes[0].offset, 0);
+    let stats = harness.cluster.clever.stats();
+    assert!(stats.apps_created == 1 && stats.apps_live == 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_admin_token_jobs_succeed_with_intact_logs() {
+    let mut harness = Harness::start(quick(), |options| options.trace_watch = false).await;
+    harness.spawn_runner();
+    let ids: Vec<u64> = (0..3)
+        .map(|_| harness.enqueue(&[(vars::JOB_DURATION_MS, "300"), (vars::JOB_LOG_LINES, "3")]))
+        .collect();
+    harness.wait_all_done(&ids).await;
+    for id in &ids {
+        let job = harness.job(*id);
+        assert_eq!(job.status, JobStatus::Success, "{}", harness.logs());
+        let trace = harness.trace(*id);
+        assert!(trace.starts_with("Running with gitlab-runner"), "{trace:?}");
+        assert!(
+            job.trace_writes.iter().all(|write| write.accepted),
+            "job {id}: {:?}",
+            job.trace_writes
+        );
+    }
+    let logs = harness.logs();
+    assert!(logs.contains("job launched"), "{logs}");
+    assert_eq!(harness.cluster.clever.stats().apps_live, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_build_context_carries_no_credential_of_the_runner() {
+    let mut harness = Harness::start(quick(), |options| {
+        // Keep the machine, hence its deployment repository, to inspect it.
+        options.extra_global = "paas_finished_jobs_keep_resources = true\n".into();
+    })
+    .await;
+    harness.spawn_runner();
+    let id = harness.enqueue(&[(vars::JOB_DURATION_MS, "200")]);
+    let finished = harness
+        .cluster
+        .coordinator
+        .wait_until(
+            move |sim| sim.job(id).is_some_and(|job| job.status.is_finished()),
+            DEADLINE,
+        )
+        .await;
+    assert!(finished, "{}", harness.logs());
+    let (job, trace) = (harness.job(id), harness.trace(id));
+    assert_eq!(
+        job.status,
+        JobStatus::Success,
+        "{trace}\n{}",
+        harness.logs()
+    );
+    let runner_token = harness.cluster.runner_tokens[0].clone();
+    // The log header shows the runner's short token (9 characters after
+    // `glrt-`), kept by the placeholder.
+    let short = &runner_token["glrt-".len().."glrt-".len() + 9];
+    assert!(
+        trace.contains(&format!("on sim-runner-0 {short}\n")),
+        "{trace}"
+    );
+    let apps = harness.cluster.clever.apps();
+    assert_eq!(apps.len(), 1);
+    let files = harness
+        .cluster
+        .clever
+        .pushed_files(&apps[0].id)
+        .await
+        .expect("the deployment repository is kept");
+    let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["Dockerfile", "job.json", "runner.toml"]);
+    let clever_token = harness.cluster.clever.config().token.clone();
+    for (name, content) in &files {
+        let text = String::from_utf8_lossy(content);
+        for secret in [&runner_token, &clever_token, &harness.cluster.admin_token] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{name} holds a credential:\n{text}"
+            );
+        }
+    }
+    let runner_toml = String::from_utf8_lossy(&files[2].1).into_owned();
+    let placeholder = format!("{}.placeholder.not.a.token", &runner_token[..14]);
+    assert!(
+        runner_toml.contains(&format!("token = \"{placeholder}\"")),
+        "{runner_toml}"
+    );
+}
+
+/// Runs `count` jobs of 3 s; returns (watching requests per launched job,
+/// worst finish-to-delete).
+async fn watch_cost(harness: &mut Harness, count: usize) -> (f64, Duration) {
+    harness.spawn_runner();
+    let ids: Vec<u64> = (0..count)
+        .map(|_| harness.enqueue(&[(vars::JOB_DURATION_MS, "3000")]))
+        .collect();
+    harness.wait_all_done(&ids).await;
+    let mut worst = Duration::ZERO;
+    for id in &ids {
+        let job = harness.job(*id);
+        assert_eq!(job.status, JobStatus::Success, "{}", harness.logs());
+        let app = harness
+            .cluster
+            .clever
+            .apps()
+            .into_iter()
+            .find(|app| app.name.ends_with(&format!("-{id}")))
+            .expect("the job's application");
+        let finished = job.finished_at.expect("finished").into_std();
+        let deleted = app.deleted_at.expect("deleted");
+        worst = worst.max(deleted.saturating_duration_since(finished));
+    }
+    let stats = harness.cluster.coordinator.stats();
+    let pushes = harness.cluster.clever.stats().pushes;
+    (stats.watch_requests as f64 / pushes as f64, worst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloud_listing_tells_when_jobs_end_at_a_few_requests_each() {
+    let mut harness = Harness::start(quick(), |options| {
+        options.trace_watch = false;
+        options.watch_poll_step_secs = 1.0;
+    })
+    .await;
+    let (per_job, worst) = watch_cost(&mut harness, 4).await;
+    // A launch probe one poll step after the push (416: started), then one
+    // probe when the listing says the machine ended.
+    assert!(
+        per_job <= 2.5,
+        "{per_job} requests per job\n{}",
+        harness.logs()
+    );
+    assert!(
+        worst < Duration::from_millis(1500),
+        "deleted {worst:?} after the end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_cloud_listing_jobs_are_watched_one_by_one() {
+    let mut harness = Harness::start(quick(), |options| {
+        options.trace_watch = false;
+        options.watch_poll_step_secs = 1.0;
+    })
+    .await;
+    harness.cluster.clever.set_organisation_deployments(false);
+    let (per_job, worst) = watch_cost(&mut harness, 4).await;
+    // Checks 0.5 s, 1 s, 2 s, … after the launch: a few more requests, a
+    // later deletion, every job done.
+    assert!(
+        per_job <= 6.0,
+        "{per_job} requests per job\n{}",
+        harness.logs()
+    );
+    assert!(
+        worst < Duration::from_secs(5),
+        "deleted {worst:?} after the end"
+    );
+    assert!(
+        harness
+            .logs()
+            .contains("the cloud offers no listing of deployments"),
+        "{}",
+        harness.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_502s_during_polling_do_not_lose_jobs() {
     let mut settings = quick();
     settings.coordinator_faults.request_job_unavailable_rate = 0.4;
@@ -634,6 +826,21 @@ async fn cancelling_while_the_machine_boots_deletes_it() {
     let mut harness = Harness::start(quick(), |options| options.watch_timeout_secs = 60.0).await;
     harness.spawn_runner();
     let id = harness.enqueue(&[(vars::VM_NEVER_STARTS, "true")]);
+    cancel_during_provisioning(&mut harness, id).await;
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_admin_token_cancelling_while_the_machine_boots_deletes_it() {
+    let mut harness = Harness::start(quick(), |options| {
+        options.trace_watch = false;
+        options.watch_timeout_secs = 60.0;
+    })
+    .await;
+    harness.spawn_runner();
+    let id = harness.enqueue(&[(vars::VM_NEVER_STARTS, "true")]);
+    // The launch probe gets 403 with `Job-Status: canceled`.
     cancel_during_provisioning(&mut harness, id).await;
     let status = harness.signal_and_wait(SIGTERM).await;
     assert!(status.success());

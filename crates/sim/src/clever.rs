@@ -11,6 +11,8 @@
 //! repositories; [`crate::vm`] runs what a push deploys.
 
 mod catalogue;
+mod deployments;
+mod inspect;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -183,6 +185,8 @@ struct SimState {
     create_errors: Vec<InjectedCreateError>,
     never_ready: Vec<String>,
     docker_version: String,
+    /// `GET …/deployments` answers 404 (an API without the listing).
+    no_organisation_deployments: bool,
 }
 
 struct AppEntry {
@@ -245,6 +249,7 @@ impl CleverSim {
                     create_errors: Vec::new(),
                     never_ready: Vec::new(),
                     docker_version: DEFAULT_DOCKER_VERSION.to_owned(),
+                    no_organisation_deployments: false,
                 }),
                 changed: Notify::new(),
                 shutdown,
@@ -498,6 +503,10 @@ fn router(sim: CleverSim) -> Router {
         .route(
             "/v2/organisations/{orga}/applications/{app}",
             get(get_app).delete(delete_app),
+        )
+        .route(
+            "/v2/organisations/{orga}/deployments",
+            get(deployments::list_organisation_deployments),
         )
         .route(
             "/v2/organisations/{orga}/applications/{app}/env",

@@ -52,7 +52,8 @@ pub struct ConfigOptions {
     pub default_flavor: String,
     pub max_flavor: Option<String>,
     pub max_provisioning: usize,
-    /// Add a `[runners.paas_job_trace_watch]` with the admin token.
+    /// Give `[runners.paas_job_trace_watch]` the admin token (its timeout
+    /// and poll step are written either way).
     pub trace_watch: bool,
     pub watch_timeout_secs: f64,
     pub watch_poll_step_secs: f64,
@@ -192,12 +193,12 @@ impl SimCluster {
             let _ = writeln!(text, "  cc_deployment_repo_wait_step = 0.05");
             let _ = writeln!(text, "  [runners.cc_extra_env]");
             let _ = writeln!(text, "    CC_ENABLE_HEPTAPOD_RUNNER = \"true\"");
+            let _ = writeln!(text, "  [runners.paas_job_trace_watch]");
             if options.trace_watch {
-                let _ = writeln!(text, "  [runners.paas_job_trace_watch]");
                 let _ = writeln!(text, "    token = {:?}", self.admin_token);
-                let _ = writeln!(text, "    timeout_seconds = {}", options.watch_timeout_secs);
-                let _ = writeln!(text, "    poll_step = {}", options.watch_poll_step_secs);
             }
+            let _ = writeln!(text, "    timeout_seconds = {}", options.watch_timeout_secs);
+            let _ = writeln!(text, "    poll_step = {}", options.watch_poll_step_secs);
             let _ = writeln!(text, "  [runners.cache]");
             let _ = writeln!(text, "    Type = \"s3\"");
             let _ = writeln!(text, "    Shared = true");

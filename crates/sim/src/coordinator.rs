@@ -213,8 +213,12 @@ pub struct JobRecord {
     /// Time of the first accepted (202) log write, whoever sent it.
     pub first_trace_at: Option<Instant>,
     pub finished_at: Option<Instant>,
-    /// Every authenticated PATCH of the log that reached the append step.
+    /// Every authenticated PATCH of the log with a body that reached the
+    /// append step.
     pub trace_writes: Vec<TraceWrite>,
+    /// Authenticated PATCHes with an empty body that reached the append
+    /// step (probes: they never change the log).
+    pub trace_probes: u32,
     /// Number of authenticated `PUT` with a final state (`success` or
     /// `failed`), including those refused because the job had already
     /// finished.
@@ -250,6 +254,17 @@ pub struct CoordinatorStats {
     pub job_requests: u64,
     /// Jobs handed out with 201.
     pub jobs_assigned: u64,
+    /// Requests sent by jobs' inner runners (`User-Agent` of gitlab-runner).
+    #[serde(default)]
+    pub inner_runner_requests: u64,
+    /// `PUT /api/v4/jobs/:id` not sent by an inner runner (confirmations,
+    /// failure reports).
+    #[serde(default)]
+    pub job_updates: u64,
+    /// The other `/api/v4` requests: what dispatchers spend watching jobs
+    /// (everything but job requests, job updates and inner runners).
+    #[serde(default)]
+    pub watch_requests: u64,
     /// Job requests Workhorse held (long polls), finished or not.
     pub long_polls: u64,
     /// Long polls being held right now.
@@ -283,6 +298,8 @@ pub struct JobSnapshot {
     pub first_trace_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
     pub trace_writes: Vec<TraceWrite>,
+    #[serde(default)]
+    pub trace_probes: u32,
     pub final_updates: u32,
 }
 
@@ -485,6 +502,7 @@ fn snapshot(record: &JobRecord, started: Instant) -> JobSnapshot {
         first_trace_at_ms: record.first_trace_at.map(millis),
         finished_at_ms: record.finished_at.map(millis),
         trace_writes: record.trace_writes.clone(),
+        trace_probes: record.trace_probes,
         final_updates: record.final_updates,
     }
 }

@@ -232,6 +232,10 @@ struct Build {
 struct RunnerEntry {
     name: String,
     url: String,
+    /// Only the source of the short token in the log header: as
+    /// gitlab-runner does for a fetched job, every call authenticates with
+    /// the job token (`docs/protocol-notes.md` §2.1), so a placeholder
+    /// works as well as the runner token here.
     token: String,
 }
 
@@ -755,14 +759,18 @@ fn parse_range_end(header: &str) -> Option<usize> {
     end.parse().ok()
 }
 
-/// What gitlab-runner prints as the runner's short token: the first 8
-/// characters after a known prefix.
+/// What gitlab-runner (>= 18.2, `helpers.ShortenToken`) prints as the
+/// runner's short token: 9 characters after the prefix it strips
+/// (`docs/protocol-notes.md` §2.2). The token comes from `runner.toml`,
+/// which holds a placeholder that keeps exactly these characters.
 fn short_token(token: &str) -> String {
-    let bare = ["glrt-", "glrtr-"]
-        .iter()
-        .find_map(|prefix| token.strip_prefix(prefix))
-        .unwrap_or(token);
-    bare.chars().take(8).collect()
+    let bare = [
+        "glrt-t1_", "glrt-t2_", "glrt-t3_", "glrt-", "glrtr-", "glcbt-",
+    ]
+    .iter()
+    .find_map(|prefix| token.strip_prefix(prefix))
+    .unwrap_or(token);
+    bare.chars().take(9).collect()
 }
 
 #[cfg(test)]
@@ -800,7 +808,8 @@ mod tests {
     fn helpers() {
         assert_eq!(parse_range_end("0-42"), Some(42));
         assert_eq!(parse_range_end("0-"), None);
-        assert_eq!(short_token("glrt-abcdefghij"), "abcdefgh");
+        assert_eq!(short_token("glrt-abcdefghij"), "abcdefghi");
+        assert_eq!(short_token("glrt-t1_abcdefghi.x"), "abcdefghi");
         assert_eq!(backoff(1), Duration::from_millis(100));
         assert_eq!(backoff(30), Duration::from_millis(1000));
     }

@@ -86,7 +86,7 @@ async fn a_pushed_job_runs_end_to_end() {
     let log = String::from_utf8(job.trace.clone()).expect("utf-8 log");
     assert!(
         log.starts_with(
-            "Running with gitlab-runner 15.11.0 (heptapod-runner sim)\n  on sim-runner Ab1Cd2Ef\n"
+            "Running with gitlab-runner 15.11.0 (heptapod-runner sim)\n  on sim-runner Ab1Cd2Ef3\n"
         ),
         "{log}"
     );
@@ -404,4 +404,42 @@ async fn live_weight_counts_apps_until_deleted_not_until_their_vm_stops() {
         sim.sim.app(&app_id).expect("record").vm.exit,
         Some(VmExit::Completed)
     );
+}
+
+/// `GET /v2/organisations/{o}/deployments` as an official client reads it.
+async fn organisation_deployments(sim: &Sim) -> (u16, serde_json::Value) {
+    let url = format!(
+        "{}/organisations/{}/deployments",
+        sim.api.base, sim.api.orga
+    );
+    sim.api.call(reqwest::Method::GET, &url, None).await
+}
+
+#[tokio::test]
+async fn the_organisation_deployments_say_when_a_task_ended() {
+    let sim = start_sim(|_| {}).await;
+    let coordinator = Coordinator::start().await;
+    coordinator.add_job(301, JOB_TOKEN);
+    let idle = ready_app(&sim, "hpd-job-idle").await;
+    let app_id = deploy(&sim, &coordinator, 301, &[("SIM_JOB_DURATION_MS", "600")]).await;
+
+    // While it builds or runs: WIP or TASK_RUNNING; an application that was
+    // never deployed is not listed.
+    let (status, listing) = organisation_deployments(&sim).await;
+    assert_eq!(status, 200, "{listing}");
+    let entries = listing[&app_id].as_array().expect("array of deployments");
+    assert_eq!(entries.len(), 1, "{listing}");
+    let state = entries[0]["state"].as_str().expect("state");
+    assert!(matches!(state, "WIP" | "TASK_RUNNING"), "{listing}");
+    assert!(entries[0]["date"].is_u64() && entries[0]["uuid"].is_string());
+    assert!(listing.get(&idle).is_none(), "{listing}");
+
+    assert_eq!(wait_vm_exit(&sim, &app_id).await, VmExit::Completed);
+    let (_, listing) = organisation_deployments(&sim).await;
+    assert_eq!(listing[&app_id][0]["state"], "OK", "{listing}");
+
+    // An API without the listing: 404, as official clients expect.
+    sim.sim.set_organisation_deployments(false);
+    let (status, _) = organisation_deployments(&sim).await;
+    assert_eq!(status, 404);
 }

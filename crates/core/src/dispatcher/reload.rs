@@ -130,6 +130,7 @@ impl Dispatcher {
                         consecutive_errors: 0,
                         retired: false,
                     });
+                    self.watch.add_runner();
                     self.list_started.push(0);
                     self.listing.push(false);
                     self.unlisted.push(reconciling);

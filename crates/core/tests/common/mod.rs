@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use paas_core::AppOwner;
 use paas_core::{
     App, Command, ConfirmCheck, Dispatcher, DispatcherConfig, FailureKind, Flavor, FlavorTable,
-    JobKey, JobRecord, LaunchCheck, LaunchWatch, ListedApp, NewJob, Notice, PollOutcome, RunnerIdx,
-    RunnerSpec, Secret, StageRecord, StatusCheck, StepOutcome,
+    JobKey, JobRecord, LaunchCheck, LaunchWatch, ListedApp, MachineListing, NewJob, Notice,
+    PollOutcome, RunnerIdx, RunnerSpec, Secret, StageRecord, StatusCheck, StepOutcome, WatchConfig,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -822,6 +822,13 @@ pub struct Setup {
     /// yet, lands later all the same (when its answer was due).
     pub late_create_rate: f64,
     pub leftovers: Vec<Leftover>,
+    /// Watch launched jobs under this policy (`Dispatcher::set_watch`).
+    pub watch: Option<WatchConfig>,
+    /// The model cloud answers machine listings (else: unsupported).
+    pub machine_listing: bool,
+    /// Its listings say every deployed machine ended (a cloud whose states
+    /// do not mean what the dispatcher assumes).
+    pub machine_listing_lies: bool,
 }
 
 impl Default for Setup {
@@ -845,6 +852,9 @@ impl Setup {
             job_over_watch: false,
             late_create_rate: 0.0,
             leftovers: Vec::new(),
+            watch: None,
+            machine_listing: true,
+            machine_listing_lies: false,
         }
     }
 
@@ -918,6 +928,7 @@ enum Outcome {
     /// The driver learnt the job is over while a step was under way.
     JobOver(JobKey),
     AppList(RunnerIdx, Option<Vec<ListedApp>>),
+    Machines(RunnerIdx, MachineListing),
     OrphanDeleted(String, bool),
     /// A slow-launch notice was written (the log's length) or not.
     Noticed(JobKey, Option<u64>),
@@ -932,6 +943,7 @@ impl Outcome {
             self,
             Outcome::Poll(_, PollOutcome::NoJob)
                 | Outcome::AppList(..)
+                | Outcome::Machines(..)
                 | Outcome::OrphanDeleted(..)
         )
     }
@@ -1027,6 +1039,11 @@ pub struct Harness {
     stalled_timeouts: u32,
     pub job_over_watch: bool,
     pub late_create_rate: f64,
+    pub watch: Option<WatchConfig>,
+    pub machine_listing: bool,
+    pub machine_listing_lies: bool,
+    /// Machine listings answered.
+    pub machine_listings: u64,
     /// Jobs the dispatcher may act on: confirmed by the coordinator, or
     /// given up confirming (then it proceeds as if confirmed).
     pub cleared: BTreeSet<JobKey>,
@@ -1078,6 +1095,9 @@ impl Harness {
             );
         }
         let mut dispatcher = Dispatcher::new(setup.config.clone(), setup.runners.clone());
+        if let Some(watch) = setup.watch {
+            dispatcher.set_watch(watch);
+        }
         // A fresh dispatcher has no timer: the driver kicks it once.
         dispatcher.handle_timeout(start);
         Harness {
@@ -1117,6 +1137,10 @@ impl Harness {
             stalled_timeouts: 0,
             job_over_watch: setup.job_over_watch,
             late_create_rate: setup.late_create_rate,
+            watch: setup.watch,
+            machine_listing: setup.machine_listing,
+            machine_listing_lies: setup.machine_listing_lies,
+            machine_listings: 0,
             cleared: BTreeSet::new(),
             delivered_at: BTreeMap::new(),
             confirm_errors: BTreeMap::new(),
@@ -1224,6 +1248,7 @@ impl Harness {
             let (outcome_kind, key) = match &in_flight.outcome {
                 Outcome::Poll(..)
                 | Outcome::AppList(..)
+                | Outcome::Machines(..)
                 | Outcome::OrphanDeleted(..)
                 | Outcome::JobOver(_)
                 | Outcome::Noticed(..)
@@ -1508,6 +1533,9 @@ impl Harness {
         self.stop_times.push(self.now);
         self.note(None, "CRASH".to_owned());
         self.dispatcher = Dispatcher::new(self.config.clone(), self.runners.clone());
+        if let Some(watch) = self.watch {
+            self.dispatcher.set_watch(watch);
+        }
         self.listed.clear();
         self.failed_listings.clear();
         self.shutting_down = false;
@@ -1606,6 +1634,9 @@ impl Harness {
     /// A new process takes back the stored records.
     pub fn restart(&mut self) {
         self.dispatcher = Dispatcher::new(self.config.clone(), self.runners.clone());
+        if let Some(watch) = self.watch {
+            self.dispatcher.set_watch(watch);
+        }
         self.listed.clear();
         self.failed_listings.clear();
         self.shutting_down = false;
@@ -1706,6 +1737,37 @@ impl Harness {
                     }
                 };
                 self.schedule(Kind::List, Outcome::AppList(runner, apps));
+            }
+            Command::ListMachines { runner } => {
+                let list_key = JobKey {
+                    runner,
+                    job_id: u64::MAX - 1,
+                };
+                let listing = if !self.machine_listing {
+                    MachineListing::Unsupported
+                } else if self.fault(Kind::List, list_key).is_some() {
+                    MachineListing::Failed
+                } else {
+                    // A machine's task ends with its job (the inner runner
+                    // exits after its final update; a cancel stops it).
+                    let ended = self
+                        .cloud
+                        .apps
+                        .values()
+                        .filter(|app| app.job.runner == runner && app.pushed)
+                        .filter(|app| {
+                            self.machine_listing_lies
+                                || self
+                                    .coordinator
+                                    .jobs
+                                    .get(&app.job)
+                                    .is_some_and(|job| job.state.is_over())
+                        })
+                        .map(|app| app.id.clone())
+                        .collect();
+                    MachineListing::Listed { ended }
+                };
+                self.schedule(Kind::List, Outcome::Machines(runner, listing));
             }
             Command::DeleteOrphan {
                 runner,
@@ -1990,6 +2052,10 @@ impl Harness {
             Outcome::JobOver(key) => {
                 self.job_overs += 1;
                 self.dispatcher.handle_job_over(key, now);
+            }
+            Outcome::Machines(runner, listing) => {
+                self.machine_listings += 1;
+                self.dispatcher.handle_machines(runner, listing, now);
             }
             Outcome::AppList(runner, apps) => {
                 match &apps {
@@ -2353,6 +2419,7 @@ impl Harness {
             Command::RequestJob { runner } => format!("RequestJob r{runner}"),
             Command::ConfirmJob { job, .. } => format!("ConfirmJob j{}", job.job_id),
             Command::ListApps { runner } => format!("ListApps r{runner}"),
+            Command::ListMachines { runner } => format!("ListMachines r{runner}"),
             Command::DeleteOrphan {
                 runner,
                 app_id,
@@ -2551,6 +2618,7 @@ fn describe_outcome(outcome: &Outcome) -> (Option<JobKey>, String) {
                 }
             },
         ),
+        Outcome::Machines(runner, listing) => (None, format!("r{runner} machines {listing:?}")),
         Outcome::OrphanDeleted(app_id, deleted) => (
             None,
             if *deleted {
@@ -2590,9 +2658,10 @@ fn describe_outcome(outcome: &Outcome) -> (Option<JobKey>, String) {
 /// The job a command is about.
 pub fn command_job(command: &Command) -> Option<JobKey> {
     match command {
-        Command::RequestJob { .. } | Command::ListApps { .. } | Command::DeleteOrphan { .. } => {
-            None
-        }
+        Command::RequestJob { .. }
+        | Command::ListApps { .. }
+        | Command::ListMachines { .. }
+        | Command::DeleteOrphan { .. } => None,
         Command::Save(record) => {
             // Runner keys are `runner-<idx>`.
             let runner = record
@@ -2635,7 +2704,7 @@ pub fn command_kind(command: &Command) -> Option<Kind> {
     Some(match command {
         Command::RequestJob { .. } => Kind::Poll,
         Command::ConfirmJob { .. } => Kind::Confirm,
-        Command::ListApps { .. } => Kind::List,
+        Command::ListApps { .. } | Command::ListMachines { .. } => Kind::List,
         Command::DeleteOrphan { .. } => Kind::DeleteOrphan,
         Command::CreateApp { .. } => Kind::Create,
         Command::Deploy { .. } => Kind::Deploy,

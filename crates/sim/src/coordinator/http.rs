@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::payload::{job_entity, job_payload, Site};
-use super::state::{AppendTrace, JobAuthError, JobUpdate, RequestJob, UpdateJob};
+use super::state::{AppendTrace, JobAuthError, JobUpdate, RequestJob, RequestKind, UpdateJob};
 use super::{CoordinatorSim, Instant, JobSpec, JobStatus};
 
 mod lifecycle;
@@ -75,6 +75,7 @@ pub(super) fn router(sim: CoordinatorSim) -> Router {
 /// proxy that cannot reach GitLab would), delays all.
 async fn front_proxy(State(sim): State<CoordinatorSim>, request: Request, next: Next) -> Response {
     let is_job_request = request.uri().path() == "/api/v4/jobs/request";
+    let kind = request_kind(&request, is_job_request);
     let faults = &sim.inner.config.faults;
     let rate = if is_job_request {
         faults.request_job_unavailable_rate
@@ -87,7 +88,7 @@ async fn front_proxy(State(sim): State<CoordinatorSim>, request: Request, next: 
     });
     let fault = {
         let mut state = sim.lock();
-        state.count_request(is_job_request);
+        state.count_request(kind);
         if token_in_url {
             state.count_token_in_url();
         }
@@ -101,6 +102,30 @@ async fn front_proxy(State(sim): State<CoordinatorSim>, request: Request, next: 
         Some(502) => plain(StatusCode::BAD_GATEWAY, "502 Bad Gateway"),
         Some(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable"),
         None => next.run(request).await,
+    }
+}
+
+/// Sorts a request for the counters: inner runners are told apart by their
+/// `User-Agent` (gitlab-runner's, `gitlab-runner <version> (…)`), which is
+/// how an operator would tell them apart in GitLab's logs too.
+fn request_kind(request: &Request, is_job_request: bool) -> RequestKind {
+    let from_inner_runner = request
+        .headers()
+        .get(header::USER_AGENT)
+        .is_some_and(|agent| agent.as_bytes().starts_with(b"gitlab-runner "));
+    let path = request.uri().path();
+    let is_job_update = request.method() == axum::http::Method::PUT
+        && path
+            .strip_prefix("/api/v4/jobs/")
+            .is_some_and(|id| !id.is_empty() && id.bytes().all(|byte| byte.is_ascii_digit()));
+    if is_job_request {
+        RequestKind::JobRequest
+    } else if from_inner_runner {
+        RequestKind::InnerRunner
+    } else if is_job_update {
+        RequestKind::JobUpdate
+    } else {
+        RequestKind::Watch
     }
 }
 

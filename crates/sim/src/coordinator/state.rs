@@ -91,6 +91,23 @@ impl Job {
     }
 }
 
+/// Who sent a request and what for, for the counters of
+/// [`CoordinatorStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestKind {
+    /// `POST /api/v4/jobs/request`.
+    JobRequest,
+    /// Anything a job's inner runner sends (its `User-Agent` is
+    /// gitlab-runner's).
+    InnerRunner,
+    /// `PUT /api/v4/jobs/:id` from anyone else (confirmations, failure
+    /// reports).
+    JobUpdate,
+    /// Everything else: what a dispatcher spends watching jobs (status
+    /// reads, log probes and reads, its own log messages).
+    Watch,
+}
+
 /// What `POST /jobs/request` gets from Rails.
 #[derive(Debug)]
 pub(crate) enum RequestJob {
@@ -232,6 +249,7 @@ impl State {
             first_trace_at: None,
             finished_at: None,
             trace_writes: Vec::new(),
+            trace_probes: 0,
             final_updates: 0,
         };
         self.job_ids_by_token.insert(token.clone(), id);
@@ -292,10 +310,13 @@ impl State {
         }
     }
 
-    pub fn count_request(&mut self, is_job_request: bool) {
+    pub fn count_request(&mut self, kind: RequestKind) {
         self.counters.requests_served += 1;
-        if is_job_request {
-            self.counters.job_requests += 1;
+        match kind {
+            RequestKind::JobRequest => self.counters.job_requests += 1,
+            RequestKind::InnerRunner => self.counters.inner_runner_requests += 1,
+            RequestKind::JobUpdate => self.counters.job_updates += 1,
+            RequestKind::Watch => self.counters.watch_requests += 1,
         }
     }
 
@@ -545,19 +566,34 @@ impl State {
         };
         let length = job.record.trace.len() as u64;
         let accepted = start == length;
-        job.record.trace_writes.push(TraceWrite {
-            offset: start,
-            len,
-            accepted,
-            end_inclusive,
-        });
+        if body.is_empty() {
+            // A probe (docs/protocol-notes.md §1.1): at the current length
+            // `ChunkedIO#write("")` writes no chunk and the truncation
+            // returns early, so nothing changes but the answer; counted
+            // apart so that records of writes stay the inner runner's.
+            job.record.trace_probes += 1;
+        } else {
+            job.record.trace_writes.push(TraceWrite {
+                offset: start,
+                len,
+                accepted,
+                end_inclusive,
+            });
+        }
         if !accepted {
             return AppendTrace::RangeMismatch { length };
         }
-        let masked = mask(body, job.token.as_bytes());
-        job.record.trace.extend_from_slice(&masked);
-        if job.record.first_trace_at.is_none() {
-            job.record.first_trace_at = Some(now);
+        if !body.is_empty() {
+            let masked = mask(body, job.token.as_bytes());
+            job.record.trace.extend_from_slice(&masked);
+            if job.record.first_trace_at.is_none() {
+                job.record.first_trace_at = Some(now);
+            }
+        }
+        // `job.touch if job.needs_touch?` after every accepted append,
+        // empty or not (notes §1.1): the 15-minute rule of keep-alives.
+        if now.saturating_duration_since(job.updated_at) > TOUCH_AFTER {
+            job.updated_at = now;
         }
         AppendTrace::Appended {
             length: job.record.trace.len() as u64,
