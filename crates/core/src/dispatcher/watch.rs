@@ -17,8 +17,11 @@
 //!   slower to notice a job's end, but never stalled;
 //! - a signal the coordinator contradicts (the machine ended, the job runs)
 //!   is not trusted again for that job;
-//! - the first launch check waits one `poll_step` after the push (a machine
-//!   just pushed to has not started the job), unless the signal comes first.
+//! - the first launch check waits [`FIRST_LAUNCH_CHECK_AFTER`] (at most one
+//!   `poll_step`) after the push (a machine just pushed to has not started
+//!   the job), unless the signal comes first. Not a whole `poll_step`: a
+//!   launch not yet confirmed holds a `paas_max_concurrent_provisioning`
+//!   slot, so a machine that starts at once must be confirmed at once.
 //!
 //! Without a [`WatchConfig`], running jobs are checked every
 //! `status_interval`, as before.
@@ -28,6 +31,9 @@ use std::time::{Duration, Instant};
 
 use super::{Command, Dispatcher, StatusCheck};
 use crate::job::{JobKey, RunnerIdx, Stage};
+
+/// Delay of the first launch check after the push.
+pub const FIRST_LAUNCH_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// Listing failures in a row after which the batch signal is not relied on
 /// (per-job pacing falls back to `first_interval`) until a listing works.
@@ -324,10 +330,11 @@ impl Dispatcher {
         self.commands.push_back(command);
     }
 
-    /// Whether the first launch check of a job deployed at `since` waits
-    /// for one `poll_step` (the machine was just pushed to: it cannot have
-    /// started the job yet); a machine that ends sooner is checked when
-    /// the batch signal says so. Returns whether the check was deferred.
+    /// Whether the first launch check of a job deployed at `since` waits a
+    /// moment ([`FIRST_LAUNCH_CHECK_AFTER`], at most one `poll_step`: the
+    /// machine was just pushed to and cannot have started the job at once);
+    /// a machine that ends sooner is checked when the batch signal says so.
+    /// Returns whether the check was deferred.
     pub(super) fn defer_first_launch_check(
         &mut self,
         key: JobKey,
@@ -348,7 +355,10 @@ impl Dispatcher {
         let Some(launch_watch) = self.runners[key.runner].spec.launch_watch else {
             return false;
         };
-        let first = launch_watch.poll_step.min(launch_watch.timeout);
+        let first = launch_watch
+            .poll_step
+            .min(FIRST_LAUNCH_CHECK_AFTER)
+            .min(launch_watch.timeout);
         if first.is_zero() {
             return false;
         }
