@@ -357,19 +357,30 @@ async fn register_inner(mut args: RegisterArgs) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The configuration at `path` and the system id of the service that used
+/// its state database; a configuration error is printed for `verb` and
+/// gives the exit status.
+fn load_with_system_id(
+    path: &Path,
+    verb: &str,
+) -> Result<(paas_config::Config, Option<String>), ExitCode> {
+    let config = paas_config::load(path).map_err(|error| {
+        eprintln!("paas-runner {verb}: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    let system_id = service_system_id(&config);
+    Ok((config, system_id))
+}
+
 /// `paas-runner verify CONFIG`: checks each runner's token; with
 /// `--delete`, removes the runners whose token is refused (only a definite
 /// 403 counts, as in gitlab-runner).
 pub async fn verify(mut args: VerifyArgs) -> ExitCode {
     let path = chosen_path(args.config_path.take(), args.config.take());
-    let config = match paas_config::load(&path) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("paas-runner verify: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let (config, system_id) = match load_with_system_id(&path, "verify") {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
-    let system_id = service_system_id(&config);
     let mut refused = Vec::new();
     let mut checked = 0;
     let mut unsure = 0;
@@ -443,14 +454,10 @@ pub async fn verify(mut args: VerifyArgs) -> ExitCode {
 /// the coordinator could not unregister stays in the file.
 pub async fn unregister(mut args: UnregisterArgs) -> ExitCode {
     let path = chosen_path(args.config_path.take(), args.config.take());
-    let config = match paas_config::load(&path) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("paas-runner unregister: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let (config, system_id) = match load_with_system_id(&path, "unregister") {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
-    let system_id = service_system_id(&config);
     let targets: Vec<&paas_config::RunnerConfig> = config
         .runners
         .iter()

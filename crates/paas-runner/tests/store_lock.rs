@@ -42,25 +42,6 @@ async fn wait_for_lock_holder(harness: &Harness) -> u32 {
     }
 }
 
-/// Waits until the logs of the current run contain `text`.
-async fn wait_for_log(harness: &Harness, text: &str) {
-    let start = Instant::now();
-    while !harness
-        .logs()
-        .rsplit("----- run ")
-        .next()
-        .unwrap_or_default()
-        .contains(text)
-    {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{text:?} never logged\n{}",
-            harness.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_service_on_the_same_store_is_refused_while_the_first_finishes() {
     let mut harness = Harness::start(quick(), |_| {}).await;
@@ -174,7 +155,7 @@ async fn the_service_logs_its_absolute_store_path_and_keeps_its_files_private() 
     harness.spawn_runner();
     wait_for_lock_holder(&harness).await;
     // Signal handlers are in place once the service has started.
-    wait_for_log(&harness, "paas-runner started").await;
+    harness.wait_for_log_line("paas-runner started").await;
     let status = harness.signal_and_wait(SIGTERM).await;
     assert!(status.success(), "{}", harness.logs());
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
