@@ -492,16 +492,7 @@ async fn quota_too_small_for_the_largest_flavor_is_refused_at_start() {
         options.max_flavor = None;
     })
     .await;
-    let output = tokio::time::timeout(
-        DEADLINE,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
-            .arg("run")
-            .arg(&harness.config_path)
-            .output(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let output = harness.run_command(&["run"]).await;
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("could never take a job"), "{stderr}");

@@ -203,16 +203,7 @@ async fn a_state_file_in_a_missing_or_impossible_directory_exits_2_naming_the_ke
     ] {
         let harness =
             Harness::start(quick(), |options| options.state_file = state_file.clone()).await;
-        let output = tokio::time::timeout(
-            DEADLINE,
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_paas-runner"))
-                .arg("run")
-                .arg(&harness.config_path)
-                .output(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let output = harness.run_command(&["run"]).await;
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{stderr}");
         let text = std::fs::read_to_string(&harness.config_path).unwrap();
