@@ -659,7 +659,13 @@ impl Dispatcher {
                 key,
                 token: record.token.clone(),
                 project_id: record.project_id,
-                payload: record.payload.clone(),
+                // Needed only by a job still to be deployed.
+                payload: match stage {
+                    Stage::Queued | Stage::Provisioning | Stage::Deploying => {
+                        record.payload.clone()
+                    }
+                    _ => String::new(),
+                },
                 failure_reasons: record.failure_reasons.clone(),
                 // Records imported from heptapod-paas-runner may lack it.
                 flavor: if record.flavor.is_empty() {
@@ -970,6 +976,10 @@ impl Dispatcher {
         match outcome {
             StepOutcome::Done(()) => {
                 job.attempts = 0;
+                // The payload only builds the context just pushed; the
+                // store keeps it. Thousands of running jobs need not hold
+                // theirs in memory.
+                job.payload = String::new();
                 if self.runners[key.runner].spec.launch_watch.is_some() {
                     job.stage = Stage::Launching { since: now };
                 } else {

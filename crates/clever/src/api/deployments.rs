@@ -18,7 +18,8 @@
 use std::collections::BTreeMap;
 
 use reqwest::Method;
-use serde_json::Value;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 
 use super::{Auth, CleverClient, CleverError};
 
@@ -40,41 +41,68 @@ impl CleverClient {
     ) -> Result<BTreeMap<String, DeploymentState>, CleverError> {
         const ACTION: &str = "list organisation deployments";
         let url = self.endpoint(&["organisations", self.orga_id.as_str(), "deployments"])?;
-        let answer: Value = self
+        let answer: Listing = self
             .call_json(ACTION, Method::GET, url, Auth::Token, None::<&()>)
             .await?;
-        parse_deployments(&answer).ok_or_else(|| CleverError::Decode {
+        latest_states(answer).ok_or_else(|| CleverError::Decode {
             action: ACTION,
             detail: "not an object of deployment arrays keyed by application".to_owned(),
         })
     }
 }
 
-/// The latest deployment state per application; `None` if the answer does
-/// not have the documented shape.
-fn parse_deployments(answer: &Value) -> Option<BTreeMap<String, DeploymentState>> {
-    let apps = answer.as_object()?;
+/// The listing as read: every application's deployments, each reduced to
+/// the two fields used. The listing covers the whole organisation and is
+/// read twice per `check_interval`, so nothing else of it is kept: the
+/// other fields are skipped by the parser without being stored.
+type Listing = BTreeMap<String, Vec<Deployment>>;
+
+#[derive(Debug, Deserialize)]
+struct Deployment {
+    #[serde(default)]
+    date: Option<Date>,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+/// `date` is epoch milliseconds; any other value counts as no date.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Date {
+    Millis(i64),
+    Other(IgnoredAny),
+}
+
+impl Deployment {
+    fn date(&self) -> Option<i64> {
+        match self.date {
+            Some(Date::Millis(millis)) => Some(millis),
+            _ => None,
+        }
+    }
+}
+
+/// The latest deployment state per application; `None` if a deployment
+/// has no state (the answer is not the documented listing).
+fn latest_states(listing: Listing) -> Option<BTreeMap<String, DeploymentState>> {
     let mut states = BTreeMap::new();
-    for (app_id, deployments) in apps {
-        let deployments = deployments.as_array()?;
+    for (app_id, deployments) in listing {
         // The latest by `date` (epoch ms), else by position (first).
         let latest = deployments
-            .iter()
+            .into_iter()
             .enumerate()
-            .max_by_key(|(index, deployment)| {
-                let date = deployment.get("date").and_then(Value::as_i64);
-                (date, std::cmp::Reverse(*index))
-            })
+            .max_by_key(|(index, deployment)| (deployment.date(), std::cmp::Reverse(*index)))
             .map(|(_, deployment)| deployment);
         let Some(latest) = latest else {
             continue;
         };
-        let state = latest.get("state")?.as_str()?;
-        let state = match state {
-            "OK" | "FAIL" | "CANCELLED" => DeploymentState::Ended(state.to_owned()),
+        let state = match latest.state? {
+            state if matches!(state.as_str(), "OK" | "FAIL" | "CANCELLED") => {
+                DeploymentState::Ended(state)
+            }
             other => DeploymentState::InProgress(other.chars().take(32).collect()),
         };
-        states.insert(app_id.clone(), state);
+        states.insert(app_id, state);
     }
     Some(states)
 }
@@ -82,7 +110,11 @@ fn parse_deployments(answer: &Value) -> Option<BTreeMap<String, DeploymentState>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn parse_deployments(answer: &Value) -> Option<BTreeMap<String, DeploymentState>> {
+        latest_states(serde_json::from_value(answer.clone()).ok()?)
+    }
 
     #[test]
     fn the_latest_deployment_of_each_application_counts() {
@@ -94,7 +126,12 @@ mod tests {
             "app_b": [{"uuid": "3", "date": 5, "state": "FAIL"}],
             "app_c": [{"uuid": "4", "state": "WIP"}, {"uuid": "5", "state": "OK"}],
             "app_d": [],
-            "app_e": [{"uuid": "6", "date": 1, "state": "SOMETHING_NEW"}]
+            "app_e": [{"uuid": "6", "date": 1, "state": "SOMETHING_NEW"}],
+            "app_f": [{
+                "uuid": "7", "id": 3, "date": "yesterday", "state": "CANCELLED",
+                "action": "DEPLOY", "commit": "abc", "cause": null,
+                "instances": [{"id": 1}], "author": {"id": "u", "name": "n"}
+            }]
         });
         let states = parse_deployments(&answer).expect("shape");
         assert_eq!(
@@ -113,6 +150,10 @@ mod tests {
         assert_eq!(
             states.get("app_e"),
             Some(&DeploymentState::InProgress("SOMETHING_NEW".into()))
+        );
+        assert_eq!(
+            states.get("app_f"),
+            Some(&DeploymentState::Ended("CANCELLED".into()))
         );
     }
 
