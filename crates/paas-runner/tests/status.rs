@@ -1,63 +1,16 @@
 //! The status server (`listen_address`) in the test's process, fed with
 //! hand-made snapshots through a watch channel, over loopback HTTP.
 //!
-//! The binary has no library target: `status.rs` is compiled into this test
-//! with a stand-in `driver` module declaring the snapshot types it reads
-//! (the real ones are in `src/driver.rs`; the binary's build checks that
-//! `status.rs` agrees with them).
-
-#[allow(dead_code)]
-#[path = "../src/status.rs"]
-mod status;
-
-#[allow(dead_code)]
-#[path = "../src/metrics.rs"]
-mod metrics;
-
-/// Stand-in for `src/driver.rs`: the published snapshot types only.
-mod driver {
-    pub use paas_core::Stats;
-
-    #[derive(Debug, Clone, Default)]
-    pub struct Snapshot {
-        pub stats: Stats,
-        pub runners: Vec<RunnerView>,
-        pub jobs: Vec<JobView>,
-        pub shutting_down: bool,
-        pub concurrent: usize,
-        // Read by the statistics line, which this test does not compile.
-        #[allow(dead_code)]
-        pub max_provisioning: usize,
-    }
-
-    #[derive(Debug, Clone, Default)]
-    pub struct RunnerView {
-        pub name: String,
-        pub key: String,
-        pub jobs: usize,
-        pub weight: f64,
-        pub max_job_weight: f64,
-        pub quota_max_fraction: f64,
-        pub limit: Option<usize>,
-    }
-
-    #[derive(Debug, Clone)]
-    pub struct JobView {
-        pub runner: String,
-        pub job_id: u64,
-        pub stage: &'static str,
-        pub flavor: String,
-        pub weight: f64,
-        pub app_id: Option<String>,
-    }
-}
+//! The real `status` and `metrics` modules of the binary's library, with
+//! the driver's real snapshot types.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use driver::{JobView, RunnerView, Snapshot};
 use paas_core::Stats;
-use status::{History, Sample, ServerLimits, StatusConfig};
+use paas_runner::driver::{JobView, RunnerView, Snapshot};
+use paas_runner::metrics;
+use paas_runner::status::{self, History, Sample, ServerLimits, StatusConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
