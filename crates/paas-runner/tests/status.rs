@@ -443,6 +443,28 @@ async fn server_answers_every_endpoint() {
     assert_eq!(json["jobs"][0]["job_id"], 4242);
     assert_eq!(json["jobs"][0]["app_id"], "app_0123-abcd");
     assert_eq!(json["jobs"][1]["app_id"], serde_json::Value::Null);
+    // The handler serialises the same document as the state dump's.
+    assert_eq!(json, status::status_value(&snapshot(), &config()));
+    let runner_keys: Vec<&String> = json["runners"][1]
+        .as_object()
+        .expect("runner object")
+        .keys()
+        .collect();
+    assert_eq!(
+        runner_keys,
+        [
+            "held_by",
+            "jobs",
+            "key",
+            "limit",
+            "max_job_weight",
+            "name",
+            "quota_max_fraction",
+            "weight"
+        ]
+    );
+    assert_eq!(json["runners"][0]["limit"], serde_json::Value::Null);
+    assert_eq!(json["runners"][1]["limit"], 2);
     let job_keys: Vec<&String> = json["jobs"][0]
         .as_object()
         .expect("job object")
