@@ -35,6 +35,9 @@ pub use page::render_page;
 pub use plot::plot_window_secs;
 pub use server::serve;
 
+/// Jobs per stage (defined with the metrics, which show them too).
+pub use crate::metrics::stage_counts;
+
 /// Port used when `listen_address` names no port (gitlab-runner's default).
 pub const DEFAULT_PORT: u16 = 9252;
 /// Period of the history samples.
@@ -253,19 +256,6 @@ pub fn stage_meaning(stage: &str) -> &'static str {
         "decommissioning" => "over; its machine is being deleted",
         _ => "",
     }
-}
-
-/// The stages of [`paas_core::Stats`], in lifecycle order, with their counts.
-pub fn stage_counts(snapshot: &Snapshot) -> [(&'static str, usize); 6] {
-    let stats = &snapshot.stats;
-    [
-        ("queued", stats.queued),
-        ("provisioning", stats.provisioning),
-        ("launching", stats.launching),
-        ("running", stats.running),
-        ("failing", stats.failing),
-        ("decommissioning", stats.decommissioning),
-    ]
 }
 
 fn unix_secs(time: SystemTime) -> f64 {
