@@ -1,43 +1,12 @@
 //! `paas-runner`: runs GitLab/Heptapod CI jobs, each on its own freshly
 //! provisioned Clever Cloud machine.
 
-/// `println!` for the whole binary: when standard output is closed (`paas-runner
-/// state CONFIG | head`), the command ends quietly with status 0, as
-/// ripgrep does, instead of panicking. Defined before the modules so that
-/// it is the one they use.
-macro_rules! println {
-    () => {
-        $crate::print_line(format_args!(""))
-    };
-    ($($arg:tt)*) => {
-        $crate::print_line(format_args!($($arg)*))
-    };
-}
-
-mod admin;
-mod bench;
-mod credentials;
-mod demo;
-mod driver;
-mod import;
-mod logging;
-mod metrics;
-mod register;
-mod reload;
-mod run;
-mod runners;
-mod setup;
-mod signals;
-mod sim_cmd;
-mod statistics;
-mod status;
-mod tls;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use paas_runner::{admin, bench, demo, logging, register, run, sim_cmd};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -144,24 +113,6 @@ fn reference_style_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
         }
     }
     args
-}
-
-/// Writes one line to standard output; see [`println!`].
-fn print_line(args: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    let written = out
-        .write_fmt(args)
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush());
-    match written {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        Err(error) => {
-            eprintln!("paas-runner: cannot write to standard output: {error}");
-            std::process::exit(1);
-        }
-    }
 }
 
 fn main() -> ExitCode {

@@ -408,6 +408,19 @@ const STAGES: [(&str, &str); 6] = [
     ("decommissioning", "finish"),
 ];
 
+/// The stages of [`paas_core::Stats`], in lifecycle order, with their counts.
+pub fn stage_counts(snapshot: &Snapshot) -> [(&'static str, usize); 6] {
+    let stats = &snapshot.stats;
+    [
+        ("queued", stats.queued),
+        ("provisioning", stats.provisioning),
+        ("launching", stats.launching),
+        ("running", stats.running),
+        ("failing", stats.failing),
+        ("decommissioning", stats.decommissioning),
+    ]
+}
+
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
     let gauge = FloatGauge::default();
     gauge.set(value);
@@ -544,7 +557,7 @@ fn snapshot_registry(snapshot: &Snapshot, info: &MetricsInfo) -> Registry {
         registry,
         "paas_runner_jobs",
         "Tracked jobs by stage",
-        crate::status::stage_counts(snapshot)
+        stage_counts(snapshot)
             .into_iter()
             .map(|(stage, count)| (vec![("stage", stage.to_owned())], count as f64)),
     );

@@ -1,63 +1,16 @@
 //! The status server (`listen_address`) in the test's process, fed with
 //! hand-made snapshots through a watch channel, over loopback HTTP.
 //!
-//! The binary has no library target: `status.rs` is compiled into this test
-//! with a stand-in `driver` module declaring the snapshot types it reads
-//! (the real ones are in `src/driver.rs`; the binary's build checks that
-//! `status.rs` agrees with them).
-
-#[allow(dead_code)]
-#[path = "../src/status.rs"]
-mod status;
-
-#[allow(dead_code)]
-#[path = "../src/metrics.rs"]
-mod metrics;
-
-/// Stand-in for `src/driver.rs`: the published snapshot types only.
-mod driver {
-    pub use paas_core::Stats;
-
-    #[derive(Debug, Clone, Default)]
-    pub struct Snapshot {
-        pub stats: Stats,
-        pub runners: Vec<RunnerView>,
-        pub jobs: Vec<JobView>,
-        pub shutting_down: bool,
-        pub concurrent: usize,
-        // Read by the statistics line, which this test does not compile.
-        #[allow(dead_code)]
-        pub max_provisioning: usize,
-    }
-
-    #[derive(Debug, Clone, Default)]
-    pub struct RunnerView {
-        pub name: String,
-        pub key: String,
-        pub jobs: usize,
-        pub weight: f64,
-        pub max_job_weight: f64,
-        pub quota_max_fraction: f64,
-        pub limit: Option<usize>,
-    }
-
-    #[derive(Debug, Clone)]
-    pub struct JobView {
-        pub runner: String,
-        pub job_id: u64,
-        pub stage: &'static str,
-        pub flavor: String,
-        pub weight: f64,
-        pub app_id: Option<String>,
-    }
-}
+//! The real `status` and `metrics` modules of the binary's library, with
+//! the driver's real snapshot types.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use driver::{JobView, RunnerView, Snapshot};
 use paas_core::Stats;
-use status::{History, Sample, ServerLimits, StatusConfig};
+use paas_runner::driver::{JobView, RunnerView, Snapshot};
+use paas_runner::metrics;
+use paas_runner::status::{self, History, Sample, ServerLimits, StatusConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -490,6 +443,28 @@ async fn server_answers_every_endpoint() {
     assert_eq!(json["jobs"][0]["job_id"], 4242);
     assert_eq!(json["jobs"][0]["app_id"], "app_0123-abcd");
     assert_eq!(json["jobs"][1]["app_id"], serde_json::Value::Null);
+    // The handler serialises the same document as the state dump's.
+    assert_eq!(json, status::status_value(&snapshot(), &config()));
+    let runner_keys: Vec<&String> = json["runners"][1]
+        .as_object()
+        .expect("runner object")
+        .keys()
+        .collect();
+    assert_eq!(
+        runner_keys,
+        [
+            "held_by",
+            "jobs",
+            "key",
+            "limit",
+            "max_job_weight",
+            "name",
+            "quota_max_fraction",
+            "weight"
+        ]
+    );
+    assert_eq!(json["runners"][0]["limit"], serde_json::Value::Null);
+    assert_eq!(json["runners"][1]["limit"], 2);
     let job_keys: Vec<&String> = json["jobs"][0]
         .as_object()
         .expect("job object")

@@ -3,14 +3,11 @@
 //! reached by the clients built for a runner that names that CA, and by no
 //! other.
 
-#[allow(dead_code)]
-#[path = "../src/tls.rs"]
-mod tls;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use paas_runner::tls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 

@@ -1,0 +1,146 @@
+//! The documents of `/status.json` (also the `SIGUSR1` dump) and
+//! `/history.json`: the driver's published view types ([`RunnerView`],
+//! [`JobView`]) and [`Sample`] serialised as they are, with the figures of
+//! [`paas_core::Stats`] under the names operators read.
+
+use std::collections::VecDeque;
+
+use serde::ser::{Serialize, Serializer};
+use serde_json::Value;
+
+use super::{stage_counts, unix_secs, History, Sample, StatusConfig};
+use crate::driver::{JobView, RunnerView, Snapshot};
+
+/// `/status.json`: the snapshot as operators read it (no token, no job
+/// payload).
+#[derive(Debug, serde::Serialize)]
+pub struct StatusDocument<'a> {
+    pub version: &'a str,
+    pub system_id: &'a str,
+    /// Unix time, in seconds.
+    pub started_at: f64,
+    pub shutting_down: bool,
+    pub stats: StatsDocument,
+    pub runners: Vec<RunnerDocument<'a>>,
+    pub jobs: &'a [JobView],
+}
+
+/// The counters of [`paas_core::Stats`].
+#[derive(Debug, serde::Serialize)]
+pub struct StatsDocument {
+    pub quota: f64,
+    pub weight_used: f64,
+    pub weight_reserved: f64,
+    pub jobs: usize,
+    /// Jobs per stage, in lifecycle order.
+    pub stages: StageCounts,
+    pub polls_in_flight: usize,
+    pub foreign_apps: usize,
+    pub foreign_weight: f64,
+    pub jobs_acquired_total: u64,
+    pub jobs_launched_total: u64,
+    pub jobs_failed_total: u64,
+    pub jobs_done_total: u64,
+}
+
+/// Jobs per stage, serialised as an object keyed by stage name.
+#[derive(Debug)]
+pub struct StageCounts(pub [(&'static str, usize); 6]);
+
+impl Serialize for StageCounts {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(stage, count)| (*stage, *count)))
+    }
+}
+
+/// One runner: its [`RunnerView`] and the limit holding back its job
+/// requests, if any.
+#[derive(Debug, serde::Serialize)]
+pub struct RunnerDocument<'a> {
+    #[serde(flatten)]
+    pub runner: &'a RunnerView,
+    pub held_by: Option<HoldDocument>,
+}
+
+/// A [`paas_core::PollHold`]: its name and the sentence the page shows.
+#[derive(Debug, serde::Serialize)]
+pub struct HoldDocument {
+    pub limit: &'static str,
+    pub detail: String,
+}
+
+/// `/history.json`: the period and the samples, oldest first.
+#[derive(Debug, serde::Serialize)]
+pub struct HistoryDocument<'a> {
+    pub period_secs: f64,
+    pub capacity: usize,
+    pub samples: &'a VecDeque<Sample>,
+}
+
+/// The document of `/status.json` for `snapshot`.
+pub fn status_document<'a>(snapshot: &'a Snapshot, config: &'a StatusConfig) -> StatusDocument<'a> {
+    let stats = &snapshot.stats;
+    StatusDocument {
+        version: &config.version,
+        system_id: &config.system_id,
+        started_at: unix_secs(config.started_at),
+        shutting_down: snapshot.shutting_down,
+        stats: StatsDocument {
+            quota: stats.quota,
+            weight_used: stats.weight,
+            weight_reserved: stats.reserved_weight,
+            jobs: stats.jobs,
+            stages: StageCounts(stage_counts(snapshot)),
+            polls_in_flight: stats.polls_in_flight,
+            foreign_apps: stats.foreign_apps,
+            foreign_weight: stats.foreign_weight,
+            jobs_acquired_total: stats.acquired_total,
+            jobs_launched_total: stats.launched_total,
+            jobs_failed_total: stats.failed_total,
+            jobs_done_total: stats.done_total,
+        },
+        runners: snapshot
+            .runners
+            .iter()
+            .enumerate()
+            .map(|(index, runner)| RunnerDocument {
+                runner,
+                held_by: stats
+                    .held
+                    .get(index)
+                    .and_then(Option::as_ref)
+                    .map(|hold| HoldDocument {
+                        limit: hold.name(),
+                        detail: hold.to_string(),
+                    }),
+            })
+            .collect(),
+        jobs: &snapshot.jobs,
+    }
+}
+
+/// [`status_document`] as a JSON value (for documents that add fields,
+/// such as the `SIGUSR1` dump).
+pub fn status_value(snapshot: &Snapshot, config: &StatusConfig) -> Value {
+    to_value(&status_document(snapshot, config))
+}
+
+/// The document of `/history.json`.
+pub fn history_document<'a>(history: &'a History, config: &StatusConfig) -> HistoryDocument<'a> {
+    HistoryDocument {
+        period_secs: config.sample_period.as_secs_f64(),
+        capacity: history.capacity,
+        samples: &history.samples,
+    }
+}
+
+/// [`history_document`] as a JSON value.
+pub fn history_value(history: &History, config: &StatusConfig) -> Value {
+    to_value(&history_document(history, config))
+}
+
+/// These documents have string keys and no fallible `Serialize`, so the
+/// conversion cannot fail; `null` would stand for a bug, never a panic.
+fn to_value(document: &impl Serialize) -> Value {
+    serde_json::to_value(document).unwrap_or(Value::Null)
+}
