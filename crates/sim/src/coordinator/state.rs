@@ -159,6 +159,10 @@ pub(crate) struct State {
     /// How long a job handed out under two-phase commit waits for the
     /// runner's commit or keep-alive (Rails' `RUNNER_ACK_QUEUE_EXPIRY_TIME`).
     ack_window: Duration,
+    /// No commit window lapses before this (a lower bound: a window closed
+    /// by a confirmation leaves it in place), so that most requests do not
+    /// scan every job.
+    next_commit_lapse: Option<Instant>,
     jobs: BTreeMap<u64, Job>,
     next_job_id: u64,
     /// Ids of pending jobs, oldest first (the queue Rails scans).
@@ -181,6 +185,7 @@ impl State {
         let mut state = State {
             runner_tokens: runner_tokens.to_vec(),
             ack_window,
+            next_commit_lapse: None,
             jobs: BTreeMap::new(),
             next_job_id: 1,
             pending: BTreeSet::new(),
@@ -382,6 +387,10 @@ impl State {
             job.updated_at = now;
             if two_phase {
                 job.commit_deadline = Some(now + ack_window);
+                self.next_commit_lapse = Some(
+                    self.next_commit_lapse
+                        .map_or(now + ack_window, |at| at.min(now + ack_window)),
+                );
             } else {
                 job.record.committed_at = Some(now);
             }
@@ -489,6 +498,10 @@ impl State {
             Some("pending") => {
                 if let Some(job) = self.jobs.get_mut(&id) {
                     job.commit_deadline = Some(now + ack_window);
+                    self.next_commit_lapse = Some(
+                        self.next_commit_lapse
+                            .map_or(now + ack_window, |at| at.min(now + ack_window)),
+                    );
                 }
                 UpdateJob::Applied(JobStatus::Pending)
             }
@@ -555,12 +568,21 @@ impl State {
     /// (a new job in the queue); jobs here have no `retry:`, so that is not
     /// simulated.
     pub fn expire_commit_windows(&mut self, now: Instant) -> bool {
+        if self.next_commit_lapse.is_none_or(|at| now < at) {
+            return false;
+        }
         let lapsed: Vec<u64> = self
             .jobs
             .values()
             .filter(|job| job.commit_deadline.is_some_and(|deadline| now >= deadline))
             .map(|job| job.record.id)
             .collect();
+        // The windows still open after these lapse.
+        self.next_commit_lapse = self
+            .jobs
+            .values()
+            .filter_map(|job| job.commit_deadline.filter(|deadline| now < *deadline))
+            .min();
         for &id in &lapsed {
             self.finish(
                 id,
