@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use paas_sim::cluster::{ClusterSettings, ConfigOptions, SimCluster};
@@ -33,10 +35,17 @@ pub struct BenchArgs {
     /// `--scale 10000`.
     #[arg(long, default_value_t = 0)]
     pub scale: u32,
-    /// Duration of each job of the scale scenario, in seconds: long enough
-    /// for all of them to be running at once.
+    /// Duration of the last job taken in the scale scenario, in seconds.
+    /// The jobs taken before it run longer, by one pickup interval (see
+    /// `--scale-pickup-rate`) per job after them, so that all of them are
+    /// running at once when the last one starts, and they end spread out.
     #[arg(long, default_value_t = 300)]
     pub scale_duration: u64,
+    /// The slowest pickup rate, in jobs per second, for which the scale
+    /// scenario's jobs all overlap (the run lasts about
+    /// `scale / rate + scale_duration` seconds).
+    #[arg(long, default_value_t = 8.0)]
+    pub scale_pickup_rate: f64,
     /// Configure no `[runners.paas_job_trace_watch]` token: launches are
     /// confirmed by probing logs with job tokens.
     #[arg(long)]
@@ -63,6 +72,8 @@ pub struct Figures {
     pub finish_to_delete_p50_ms: f64,
     pub finish_to_delete_p95_ms: f64,
     pub max_concurrent_apps: u64,
+    /// Most jobs the coordinator saw running at once.
+    pub max_running_jobs: u64,
     pub peak_rss_mib: f64,
     pub cpu_seconds: f64,
     pub cpu_ms_per_job: f64,
@@ -83,6 +94,9 @@ struct Scenario {
     name: &'static str,
     jobs: u32,
     duration_ms: u64,
+    /// Extra duration per job taken after this one (0: all last
+    /// `duration_ms`).
+    stagger_ms: u64,
     /// Quota room, in jobs.
     room: u32,
     admin_token: bool,
@@ -92,21 +106,23 @@ struct Scenario {
 pub async fn main(args: BenchArgs) -> ExitCode {
     let mut ok = true;
     let scenarios = [
-        ("burst of short jobs", args.burst, 300u64, args.burst),
+        ("burst of short jobs", args.burst, 300u64, 0, args.burst),
         (
             "concurrent long jobs",
             args.long,
             args.long_duration * 1000,
+            0,
             if args.room == 0 { args.long } else { args.room },
         ),
         (
             "scale: jobs running at once",
             args.scale,
             args.scale_duration * 1000,
+            (1000.0 / args.scale_pickup_rate.max(0.01)) as u64,
             args.scale,
         ),
     ];
-    for (name, jobs, duration_ms, room) in scenarios {
+    for (name, jobs, duration_ms, stagger_ms, room) in scenarios {
         if jobs == 0 {
             continue;
         }
@@ -114,6 +130,7 @@ pub async fn main(args: BenchArgs) -> ExitCode {
             name,
             jobs,
             duration_ms,
+            stagger_ms,
             room,
             admin_token: !args.no_admin_token,
             deployments_listing: !args.no_deployments_listing,
@@ -145,6 +162,7 @@ async fn run_scenario(scenario: &Scenario) -> anyhow::Result<Figures> {
         name,
         jobs,
         duration_ms,
+        stagger_ms,
         room,
         ..
     } = *scenario;
@@ -201,11 +219,12 @@ async fn run_scenario(scenario: &Scenario) -> anyhow::Result<Figures> {
     );
 
     let started = Instant::now();
-    let duration = duration_ms.to_string();
-    for _ in 0..jobs {
+    for rank in 0..jobs {
+        // Jobs are taken in the order they are queued.
+        let duration = duration_ms + u64::from(jobs - 1 - rank) * stagger_ms;
         cluster.coordinator.enqueue(JobSpec {
             variables: vec![
-                (vars::JOB_DURATION_MS.into(), duration.clone()),
+                (vars::JOB_DURATION_MS.into(), duration.to_string()),
                 (vars::JOB_LOG_LINES.into(), "3".into()),
             ],
             ..JobSpec::default()
@@ -215,16 +234,22 @@ async fn run_scenario(scenario: &Scenario) -> anyhow::Result<Figures> {
     // Waves of `room` jobs, each its duration plus provisioning.
     let waves = u64::from(jobs.div_ceil(room.max(1)));
     let deadline = Duration::from_secs(120 + u64::from(jobs) / 20)
-        + Duration::from_millis(duration_ms) * 2 * u32::try_from(waves).unwrap_or(u32::MAX);
+        + Duration::from_millis(duration_ms) * 2 * u32::try_from(waves).unwrap_or(u32::MAX)
+        + Duration::from_millis(stagger_ms) * jobs;
+    let max_running = Arc::new(AtomicU64::new(0));
     let done = cluster
         .coordinator
         .wait_until(
             // The counters, not the job list: this runs at every change of
             // the simulator, and copying ten thousand jobs each time would
             // cost more than the service being measured.
-            move |sim| {
-                let stats = sim.stats();
-                stats.success + stats.failed + stats.canceled >= total as u64
+            {
+                let max_running = Arc::clone(&max_running);
+                move |sim| {
+                    let stats = sim.stats();
+                    max_running.fetch_max(stats.running, Ordering::Relaxed);
+                    stats.success + stats.failed + stats.canceled >= total as u64
+                }
             },
             deadline,
         )
@@ -286,6 +311,7 @@ async fn run_scenario(scenario: &Scenario) -> anyhow::Result<Figures> {
         finish_to_delete_p50_ms: round(percentile(&decommissions, 0.5), 1),
         finish_to_delete_p95_ms: round(percentile(&decommissions, 0.95), 1),
         max_concurrent_apps: stats.max_live_apps,
+        max_running_jobs: max_running.load(Ordering::Relaxed),
         peak_rss_mib: round(peak_rss_mib, 1),
         cpu_seconds: round(cpu_seconds, 2),
         cpu_ms_per_job: round(cpu_seconds * 1000.0 / total as f64, 2),
@@ -316,8 +342,8 @@ fn print_figures(figures: &Figures) {
         figures.finish_to_delete_p50_ms, figures.finish_to_delete_p95_ms
     );
     println!(
-        "  concurrent apps:    at most {}",
-        figures.max_concurrent_apps
+        "  concurrent apps:    at most {} ({} jobs running at once)",
+        figures.max_concurrent_apps, figures.max_running_jobs
     );
     println!("  service peak RSS:   {:.1} MiB", figures.peak_rss_mib);
     println!(
