@@ -20,16 +20,25 @@
 //! another host) would then need their own [`CleverClient`] constructor.
 
 use paas_core::{sanitize, Flavor, Secret};
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
+use reqwest::header::HeaderValue;
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod deployments;
+mod error;
+mod parse;
+mod transport;
+
 pub use deployments::DeploymentState;
+use error::missing_id;
+pub use error::CleverError;
+use parse::{lenient_u64, parse_app};
+pub use transport::MAX_ERROR_BODY_BYTES;
+use transport::{check_id, Auth, MAX_FLAVOR_CPUS, MAX_FLAVOR_RAM_MIB, MAX_QUOTED_CHARS};
 
 /// Timeout of one API call unless [`CleverClient::with_timeout`] sets another.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,11 +65,6 @@ pub struct CleverClient {
 /// names, such as `create application`) and the HTTP status of the answer
 /// (`None`: no answer).
 pub type RequestObserver = std::sync::Arc<dyn Fn(&'static str, Option<u16>) + Send + Sync>;
-
-/// Wait after a 429 without `Retry-After`.
-const RATE_LIMIT_DEFAULT_PAUSE: Duration = Duration::from_secs(5);
-/// Longest wait a `Retry-After` may impose.
-const RATE_LIMIT_MAX_PAUSE: Duration = Duration::from_secs(60);
 
 /// What [`CleverClient::create_app`] needs to create a job's application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,114 +119,6 @@ pub enum DeleteOutcome {
     Deleted,
     /// The API reported the application unknown (HTTP 404, error id 4004).
     AlreadyGone,
-}
-
-/// Why an API call failed. Never contains the token.
-#[derive(Debug, thiserror::Error)]
-pub enum CleverError {
-    /// The API answered with an error status (other than 401 and 403).
-    #[error("{action}: clever cloud api error (HTTP {status}{}): {message}", id.map(|id| format!(", id {id}")).unwrap_or_default())]
-    Api {
-        action: &'static str,
-        status: u16,
-        id: Option<i64>,
-        message: String,
-    },
-    /// The API refused the token (HTTP 401 or 403).
-    #[error("{action}: clever cloud refused the credentials (HTTP {status})")]
-    Unauthorized { action: &'static str, status: u16 },
-    /// The API could not be reached or did not answer in time.
-    #[error("{action}: clever cloud api unreachable{}: {detail}", if *timed_out { " (timed out)" } else { "" })]
-    Transport {
-        action: &'static str,
-        detail: String,
-        timed_out: bool,
-    },
-    /// The API answered success with a body this client cannot read.
-    #[error("{action}: unexpected answer from clever cloud: {detail}")]
-    Decode {
-        action: &'static str,
-        detail: String,
-    },
-    /// The API URL or an id would not make a valid request URL.
-    #[error("invalid clever cloud api url: {0}")]
-    InvalidUrl(String),
-    /// The token cannot be sent in an HTTP header (control characters).
-    #[error("the clever cloud token contains characters not allowed in an HTTP header")]
-    InvalidToken,
-}
-
-impl CleverError {
-    /// Whether the same call may succeed later: server errors (5xx), 408,
-    /// 429 and transport failures.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            CleverError::Api { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            CleverError::Transport { .. } => true,
-            CleverError::Unauthorized { .. }
-            | CleverError::Decode { .. }
-            | CleverError::InvalidUrl(_)
-            | CleverError::InvalidToken => false,
-        }
-    }
-
-    /// The HTTP status of an error answer.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            CleverError::Api { status, .. } | CleverError::Unauthorized { status, .. } => {
-                Some(*status)
-            }
-            _ => None,
-        }
-    }
-
-    /// The Clever Cloud error id (`{"id": 9017, …}`), when the answer had one.
-    pub fn api_id(&self) -> Option<i64> {
-        match self {
-            CleverError::Api { id, .. } => *id,
-            _ => None,
-        }
-    }
-
-    /// Whether the API reported the object unknown (HTTP 404, error id 4004).
-    pub fn is_not_found(&self) -> bool {
-        self.status() == Some(404) && self.api_id() == Some(ERROR_ID_NOT_FOUND)
-    }
-
-    /// A sentence for a job log, e.g. `Clever Cloud error 9017: The
-    /// specified instance does not exist`.
-    pub fn user_message(&self) -> String {
-        match self {
-            CleverError::Api {
-                id: Some(id),
-                message,
-                ..
-            } => format!("Clever Cloud error {id}: {message}"),
-            CleverError::Api {
-                status,
-                id: None,
-                message,
-                ..
-            } => {
-                format!("Clever Cloud error (HTTP {status}): {message}")
-            }
-            CleverError::Unauthorized { status, .. } => {
-                format!("Clever Cloud refused the runner's credentials (HTTP {status})")
-            }
-            CleverError::Transport {
-                timed_out: true, ..
-            } => "Clever Cloud did not answer in time".to_owned(),
-            CleverError::Transport {
-                timed_out: false, ..
-            } => "Clever Cloud could not be reached".to_owned(),
-            CleverError::Decode { .. } => {
-                "Clever Cloud gave an answer the runner does not understand".to_owned()
-            }
-            CleverError::InvalidUrl(_) | CleverError::InvalidToken => {
-                "the runner's Clever Cloud settings are invalid".to_owned()
-            }
-        }
-    }
 }
 
 impl fmt::Debug for CleverClient {
@@ -523,294 +419,11 @@ impl CleverClient {
             Err(err) => Err(err),
         }
     }
-
-    /// `api_url` followed by `segments`, each percent-encoded as one segment.
-    fn endpoint(&self, segments: &[&str]) -> Result<url::Url, CleverError> {
-        let mut url = self.api_url.clone();
-        url.set_query(None);
-        url.set_fragment(None);
-        url.path_segments_mut()
-            .map_err(|()| {
-                CleverError::InvalidUrl(format!("{:?} cannot have a path", self.api_url.as_str()))
-            })?
-            .pop_if_empty()
-            .extend(segments);
-        Ok(url)
-    }
-
-    fn applications_endpoint(&self, rest: &[&str]) -> Result<url::Url, CleverError> {
-        if let Some(app_id) = rest.first() {
-            check_id("application", app_id)?;
-        }
-        let mut segments = vec!["organisations", self.orga_id.as_str(), "applications"];
-        segments.extend_from_slice(rest);
-        self.endpoint(&segments)
-    }
-
-    async fn call_json<T: serde::de::DeserializeOwned>(
-        &self,
-        action: &'static str,
-        method: Method,
-        url: url::Url,
-        auth: Auth,
-        body: Option<&impl Serialize>,
-    ) -> Result<T, CleverError> {
-        let bytes = self.call(action, method, url, auth, body).await?;
-        // serde_json's messages may quote the answer.
-        serde_json::from_slice(&bytes).map_err(|err| CleverError::Decode {
-            action,
-            detail: sanitize(&err.to_string(), MAX_QUOTED_CHARS, &[&self.token]),
-        })
-    }
-
-    /// One request; the body of an answer below 400, or the error.
-    async fn call(
-        &self,
-        action: &'static str,
-        method: Method,
-        url: url::Url,
-        auth: Auth,
-        body: Option<&impl Serialize>,
-    ) -> Result<Vec<u8>, CleverError> {
-        let path = url.path().to_owned();
-        let mut request = self
-            .http
-            .request(method.clone(), url)
-            .timeout(self.timeout)
-            .header(ACCEPT, "application/json");
-        if let Auth::Token = auth {
-            request = request.header(AUTHORIZATION, self.authorization.clone());
-        }
-        if let Some(body) = body {
-            // Also sets `Content-Type: application/json`.
-            request = request.json(body);
-        }
-        let pause = self.paused_until.lock().ok().and_then(|until| *until);
-        if let Some(until) = pause {
-            if until > tokio::time::Instant::now() {
-                tokio::time::sleep_until(until).await;
-            }
-        }
-        let started = Instant::now();
-        let transport = |err: reqwest::Error| {
-            let (detail, timed_out) = crate::describe_http_error(err);
-            CleverError::Transport {
-                action,
-                detail,
-                timed_out,
-            }
-        };
-        let sent = request.send().await;
-        if let Some(observer) = &self.observer {
-            observer(
-                action,
-                sent.as_ref()
-                    .ok()
-                    .map(|response| response.status().as_u16()),
-            );
-        }
-        let mut response = sent.map_err(transport)?;
-        let status = response.status().as_u16();
-        if status == 429 {
-            let wait = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .map(Duration::from_secs)
-                .unwrap_or(RATE_LIMIT_DEFAULT_PAUSE)
-                .min(RATE_LIMIT_MAX_PAUSE);
-            tracing::warn!(
-                action,
-                wait_secs = wait.as_secs(),
-                "Clever Cloud API rate limit: slowing down every call"
-            );
-            if let Ok(mut until) = self.paused_until.lock() {
-                let candidate = tokio::time::Instant::now() + wait;
-                *until = Some(until.map_or(candidate, |current| current.max(candidate)));
-            }
-        }
-        let mut bytes = Vec::new();
-        // An error answer is only quoted: its first few KiB are read, the
-        // rest never is.
-        let is_error = status >= 400;
-        let limit = if is_error {
-            MAX_ERROR_BODY_BYTES
-        } else {
-            MAX_RESPONSE_BYTES
-        };
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if bytes.len() + chunk.len() > limit {
-                if is_error {
-                    let room = limit - bytes.len();
-                    bytes.extend_from_slice(&chunk[..room]);
-                    break;
-                }
-                return Err(CleverError::Decode {
-                    action,
-                    detail: format!("answer larger than {MAX_RESPONSE_BYTES} bytes"),
-                });
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        tracing::debug!(
-            action,
-            %method,
-            path,
-            status,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "clever cloud api call"
-        );
-        match status {
-            0..=399 => Ok(bytes),
-            401 | 403 => Err(CleverError::Unauthorized { action, status }),
-            _ => Err(api_error(action, status, &bytes, &self.token)),
-        }
-    }
-}
-
-/// Error id of an unknown application (seen by the reference runner).
-const ERROR_ID_NOT_FOUND: i64 = 4004;
-/// Bound on an answer: the application list of a busy organisation is the
-/// largest, at a few kilobytes per application.
-const MAX_RESPONSE_BYTES: usize = 64 << 20;
-/// Bound on an error answer: only quoted, so a few KiB are plenty.
-pub const MAX_ERROR_BODY_BYTES: usize = 4 << 10;
-/// Messages of error answers (the API's `message`, or the body) are quoted
-/// up to this length.
-const MAX_QUOTED_CHARS: usize = paas_core::sanitize::MAX_MESSAGE_CHARS;
-/// Largest flavor believed: 16 TiB of RAM. Beyond it (or at 0) a catalogue
-/// entry is skipped rather than made into a weight of absurd size.
-const MAX_FLAVOR_RAM_MIB: u64 = 16 << 20;
-/// Largest number of vCPUs believed in a flavor.
-const MAX_FLAVOR_CPUS: u32 = 4096;
-
-#[derive(Clone, Copy)]
-enum Auth {
-    /// The public catalogue, called without credentials like the reference.
-    None,
-    Token,
-}
-
-/// Ids go into URL paths: accept the shapes Clever Cloud uses (`orga_…`,
-/// `user_…`, `app_…`) and nothing that could change the path.
-fn check_id(what: &str, id: &str) -> Result<(), CleverError> {
-    if id.is_empty()
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(CleverError::InvalidUrl(format!(
-            "{what} id {id:?} is not a Clever Cloud id"
-        )));
-    }
-    Ok(())
-}
-
-/// An error answer: `{"id": 4004, "message": "…", "type": "error"}`, or
-/// any other body quoted as the message; either way sanitised (cut,
-/// control characters escaped, `cc_token` scrubbed: see
-/// [`paas_core::sanitize`]), since it reaches operator and job logs.
-fn api_error(action: &'static str, status: u16, body: &[u8], token: &Secret) -> CleverError {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let id = parsed
-        .as_ref()
-        .and_then(|v| v.get("id"))
-        .and_then(Value::as_i64);
-    let message = match parsed
-        .as_ref()
-        .and_then(|v| v.get("message"))
-        .and_then(Value::as_str)
-    {
-        Some(message) => sanitize(message.trim(), MAX_QUOTED_CHARS, &[token]),
-        None => sanitize(
-            String::from_utf8_lossy(body).trim(),
-            MAX_QUOTED_CHARS,
-            &[token],
-        ),
-    };
-    let message = if message.is_empty() {
-        "(empty answer)".to_owned()
-    } else {
-        message
-    };
-    CleverError::Api {
-        action,
-        status,
-        id,
-        message,
-    }
-}
-
-fn missing_id(action: &'static str) -> CleverError {
-    CleverError::Decode {
-        action,
-        detail: "application without a plain Clever Cloud id".to_owned(),
-    }
-}
-
-/// Longest application id taken from an answer (real ids are `app_` and a UUID).
-const MAX_ID_CHARS: usize = 128;
-
-/// The fields of an application object the runner uses; `None` without a
-/// plain id.
-fn parse_app(app: &Value) -> Option<App> {
-    let text = |pointer: &str| {
-        app.pointer(pointer)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    // The id goes into URLs and log fields: only a plain Clever Cloud id is
-    // taken. The name is outside text too: control characters escaped and
-    // cut, so it can never forge a log line (our own names are plain ASCII).
-    let id =
-        text("/id").filter(|id| id.len() <= MAX_ID_CHARS && check_id("application", id).is_ok())?;
-    Some(App {
-        id,
-        name: text("/name")
-            .map(|name| paas_core::sanitize(&name, paas_core::sanitize::MAX_VALUE_CHARS, &[]))
-            .unwrap_or_default(),
-        repo_state: text("/deployment/repoState"),
-        http_url: text("/deployment/httpUrl"),
-        max_flavor: app
-            .pointer("/instance/maxFlavor")
-            .and_then(parse_app_flavor),
-        creation_date_ms: app.get("creationDate").and_then(lenient_i64),
-        description: text("/description"),
-    })
-}
-
-fn parse_app_flavor(flavor: &Value) -> Option<AppFlavor> {
-    Some(AppFlavor {
-        name: flavor.get("name")?.as_str()?.to_owned(),
-        ram_mib: flavor.get("mem").and_then(lenient_u64)?,
-        cpus: flavor
-            .get("cpus")
-            .and_then(lenient_u64)
-            .and_then(|c| u32::try_from(c).ok())?,
-    })
-}
-
-/// A whole number given as JSON integer, integral float or numeric string.
-fn lenient_i64(value: &Value) -> Option<i64> {
-    match value {
-        Value::Number(number) => number.as_i64().or_else(|| {
-            number
-                .as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                .map(|f| f as i64)
-        }),
-        Value::String(text) => text.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn lenient_u64(value: &Value) -> Option<u64> {
-    lenient_i64(value).and_then(|n| u64::try_from(n).ok())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::error::api_error;
     use super::*;
 
     fn client(api_url: &str) -> Result<CleverClient, CleverError> {

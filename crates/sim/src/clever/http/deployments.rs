@@ -18,16 +18,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::{authenticated, not_found, AppEntry, CleverSim};
-use crate::vm::{VmExit, VmState};
-
-impl CleverSim {
-    /// Whether `GET /v2/organisations/{o}/deployments` is served (on by
-    /// default); off, it answers 404 like an API without the listing.
-    pub fn set_organisation_deployments(&self, served: bool) {
-        self.lock().no_organisation_deployments = !served;
-    }
-}
+use super::super::machines::{VmExit, VmState};
+use super::super::state::AppEntry;
+use super::super::CleverSim;
+use super::{authenticated, not_found};
 
 pub(super) async fn list_organisation_deployments(
     State(sim): State<CleverSim>,

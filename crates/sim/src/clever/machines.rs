@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
-use crate::clever::CleverSim;
+use super::CleverSim;
 use crate::vars;
 
 /// The lifecycle of the VM of an application's latest deployment.

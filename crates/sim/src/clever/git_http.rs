@@ -19,7 +19,7 @@ use base64::Engine;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::clever::{CleverSim, GitAccess};
+use super::{CleverSim, GitAccess};
 
 /// Concurrent `git http-backend` processes per simulator.
 pub(crate) const MAX_GIT_PROCESSES: usize = 32;
