@@ -1,8 +1,10 @@
 //! Clever Cloud API client for one organisation: the public catalogue, and the applications that run jobs.
 //!
-//! It authenticates with the legacy `Authorization: token <cc_token>` scheme
-//! that heptapod-paas-runner configurations carry (`cc_token`); see
-//! `reference/clever-cloud-api.md` §2.3. Every call is a single attempt
+//! It authenticates with one of the three [`Credentials`]: the legacy
+//! `Authorization: token <cc_token>` scheme that heptapod-paas-runner
+//! configurations carry (`reference/clever-cloud-api.md` §2.3), OAuth 1
+//! PLAINTEXT or a `Bearer` API token, as the official clients do
+//! (`docs/protocol-notes.md` §3.a). Every call is a single attempt
 //! bounded by a timeout (30 s unless [`CleverClient::with_timeout`] says
 //! otherwise): the caller owns retries, and [`CleverError::is_transient`]
 //! tells which failures are worth one. In particular a `create_app` that
@@ -11,13 +13,12 @@
 //!
 //! Responses are read leniently: unknown fields are ignored and missing
 //! optional ones become `None`, since the API is not formally specified.
-//! The token never appears in errors, logs or `Debug` output.
+//! No secret appears in errors, logs or `Debug` output.
 //!
 //! UNVERIFIED (reference §2.3, §11): the `token` scheme appears in no public
 //! document and no official client; who issues such tokens, their scope and
 //! lifetime are unknown. Clever Cloud may stop accepting it, which would
-//! show as [`CleverError::Unauthorized`]; OAuth1 and API tokens (Bearer, on
-//! another host) would then need their own [`CleverClient`] constructor.
+//! show as [`CleverError::Unauthorized`]: OAuth 1 or an API token then.
 
 use paas_core::{sanitize, Flavor, Secret};
 use reqwest::header::HeaderValue;
@@ -28,11 +29,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+mod auth;
 mod deployments;
 mod error;
 mod parse;
 mod transport;
 
+pub use auth::{Credentials, GitCredentials};
 pub use deployments::DeploymentState;
 use error::missing_id;
 pub use error::CleverError;
@@ -49,10 +52,10 @@ pub struct CleverClient {
     http: reqwest::Client,
     api_url: url::Url,
     orga_id: String,
-    /// `token <cc_token>`, marked sensitive so that HTTP debug output hides it.
+    /// The `Authorization` header of [`Credentials::authorization`].
     authorization: HeaderValue,
-    /// `cc_token` itself, only to scrub it from the API's messages.
-    token: Secret,
+    /// The credentials, to scrub their secrets from the API's messages.
+    credentials: Credentials,
     timeout: Duration,
     /// After a 429, every call of this client (and its clones) waits until
     /// then: a rate limit slows the whole API down, not one call.
@@ -117,7 +120,7 @@ pub struct AppFlavor {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeleteOutcome {
     Deleted,
-    /// The API reported the application unknown (HTTP 404, error id 4004).
+    /// The API reported the application unknown (HTTP 404).
     AlreadyGone,
 }
 
@@ -126,7 +129,7 @@ impl fmt::Debug for CleverClient {
         f.debug_struct("CleverClient")
             .field("api_url", &self.api_url.as_str())
             .field("orga_id", &self.orga_id)
-            .field("token", &"[REDACTED]")
+            .field("credentials", &self.credentials)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -134,11 +137,23 @@ impl fmt::Debug for CleverClient {
 
 impl CleverClient {
     /// A client of `api_url` (`cc_api_url`, which includes `/v2`) for the
-    /// organisation `orga_id`, authenticated by `token` (`cc_token`).
+    /// organisation `orga_id`, authenticated by the legacy `token`
+    /// (`cc_token`).
     pub fn new(
         api_url: &str,
         orga_id: &str,
         token: Secret,
+        http: reqwest::Client,
+    ) -> Result<Self, CleverError> {
+        Self::with_credentials(api_url, orga_id, Credentials::Token(token), http)
+    }
+
+    /// A client of `api_url` for `orga_id` with any kind of credentials.
+    /// With an API token, `api_url` is the API bridge's (`/v2` included).
+    pub fn with_credentials(
+        api_url: &str,
+        orga_id: &str,
+        credentials: Credentials,
         http: reqwest::Client,
     ) -> Result<Self, CleverError> {
         let api_url = url::Url::parse(api_url)
@@ -150,15 +165,13 @@ impl CleverClient {
             )));
         }
         check_id("organisation", orga_id)?;
-        let mut authorization = HeaderValue::from_str(&format!("token {}", token.expose()))
-            .map_err(|_| CleverError::InvalidToken)?;
-        authorization.set_sensitive(true);
+        let authorization = credentials.authorization()?;
         Ok(CleverClient {
             http,
             api_url,
             orga_id: orga_id.to_owned(),
             authorization,
-            token,
+            credentials,
             timeout: DEFAULT_TIMEOUT,
             paused_until: Default::default(),
             observer: None,
@@ -181,12 +194,21 @@ impl CleverClient {
         &self.orga_id
     }
 
+    /// The credentials this client sends (for the git credentials they
+    /// imply: [`Credentials::git_credentials`]).
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
     /// Flavors of the catalogue context `context` (e.g. `heptapod-runner`)
     /// whose name starts with `name_prefix` (e.g. `heptapod-runner-`) and
     /// that are available, named by the rest of their name (`M`).
     ///
-    /// Like the reference runner, this call is unauthenticated. Entries of
-    /// other contexts, unavailable ones and ones without a size are skipped.
+    /// Authenticated as the official clients always are (the reference
+    /// runner calls it anonymously; whether the real API answers anonymous
+    /// calls is UNVERIFIED), anonymous again only if the credentials are
+    /// refused. Entries of other contexts, unavailable ones and ones
+    /// without a size are skipped.
     pub async fn flavors(
         &self,
         context: &str,
@@ -197,9 +219,8 @@ impl CleverClient {
         url.query_pairs_mut().append_pair("context", context);
         // Each entry is parsed on its own: one broken entry (a number out
         // of range, a wrong type) is skipped, not the whole catalogue.
-        let raw_entries: Vec<Box<serde_json::value::RawValue>> = self
-            .call_json(ACTION, Method::GET, url, Auth::None, None::<&()>)
-            .await?;
+        let raw_entries: Vec<Box<serde_json::value::RawValue>> =
+            self.catalogue_json(ACTION, url).await?;
         let mut flavors = Vec::new();
         for raw in &raw_entries {
             let entry: Value = match serde_json::from_str(raw.get()) {
@@ -260,43 +281,18 @@ impl CleverClient {
         Ok(flavors)
     }
 
-    /// Version of the Docker offer, to give as `instanceVersion` on creation.
-    ///
-    /// The first offer named `Docker`, as the reference runner takes; failing
-    /// that the highest version of the enabled offers of variant slug
-    /// `docker`, as clever-tools does.
+    /// Version of the Docker offer, to give as `instanceVersion` on creation:
+    /// [`choose_docker_offer`] on `GET /v2/products/instances`,
+    /// authenticated like [`CleverClient::flavors`].
     pub async fn docker_instance_version(&self) -> Result<String, CleverError> {
         const ACTION: &str = "read the docker offer";
         let url = self.endpoint(&["products", "instances"])?;
-        let offers: Vec<Value> = self
-            .call_json(ACTION, Method::GET, url, Auth::None, None::<&()>)
-            .await?;
-        fn version_of(offer: &Value) -> Option<&str> {
-            offer
-                .get("version")
-                .and_then(Value::as_str)
-                .filter(|v| !v.is_empty())
-        }
-        if let Some(version) = offers
-            .iter()
-            .filter(|offer| offer.get("name").and_then(Value::as_str) == Some("Docker"))
-            .find_map(version_of)
-        {
-            return Ok(version.to_owned());
-        }
-        offers
-            .iter()
-            .filter(|offer| {
-                offer.pointer("/variant/slug").and_then(Value::as_str) == Some("docker")
-                    && offer.get("enabled").and_then(Value::as_bool) == Some(true)
-            })
-            .filter_map(version_of)
-            // Versions are dates like `20210101`; longer is newer among digits.
-            .max_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)))
+        let offers: Vec<Value> = self.catalogue_json(ACTION, url).await?;
+        choose_docker_offer(&offers, "docker")
             .map(str::to_owned)
             .ok_or_else(|| CleverError::Decode {
                 action: ACTION,
-                detail: "no Docker offer in the catalogue".to_owned(),
+                detail: "no enabled Docker offer in the catalogue".to_owned(),
             })
     }
 
@@ -343,7 +339,7 @@ impl CleverClient {
         let url = self.applications_endpoint(&[])?;
         // UNVERIFIED: whether success is 200 or 201; any status below 400 is.
         let app: Value = self
-            .call_json(ACTION, Method::POST, url, Auth::Token, Some(&body))
+            .call_json(ACTION, Method::POST, url, Auth::Credentials, Some(&body))
             .await?;
         parse_app(&app).ok_or_else(|| missing_id(ACTION))
     }
@@ -354,7 +350,7 @@ impl CleverClient {
         const ACTION: &str = "list applications";
         let url = self.applications_endpoint(&[])?;
         let entries: Vec<Value> = self
-            .call_json(ACTION, Method::GET, url, Auth::Token, None::<&()>)
+            .call_json(ACTION, Method::GET, url, Auth::Credentials, None::<&()>)
             .await?;
         let apps: Vec<App> = entries.iter().filter_map(parse_app).collect();
         if apps.len() != entries.len() {
@@ -372,7 +368,7 @@ impl CleverClient {
         const ACTION: &str = "read application";
         let url = self.applications_endpoint(&[app_id])?;
         let app: Value = self
-            .call_json(ACTION, Method::GET, url, Auth::Token, None::<&()>)
+            .call_json(ACTION, Method::GET, url, Auth::Credentials, None::<&()>)
             .await?;
         parse_app(&app).ok_or_else(|| missing_id(ACTION))
     }
@@ -389,36 +385,55 @@ impl CleverClient {
         // UNVERIFIED: the success status and body of PUT …/env are unknown;
         // like the reference runner, any status below 400 is success and
         // the body is not read.
-        self.call(ACTION, Method::PUT, url, Auth::Token, Some(env))
+        self.call(ACTION, Method::PUT, url, Auth::Credentials, Some(env))
             .await?;
         Ok(())
     }
 
     /// Deletes the application (its VM, repository and environment).
     ///
-    /// Only HTTP 404 with error id 4004 counts as "already gone": any other
-    /// 404 (a wrong API URL, a proxy) stays an error, lest a leaked
-    /// application be forgotten. UNVERIFIED: whether the instance teardown
-    /// is done when the answer comes.
+    /// Any HTTP 404 counts as "already gone", as for heptapod-paas-runner
+    /// and `@clevercloud/client` 12's reads (its `DeleteApplicationCommand`
+    /// itself has no 404 rule): an API that words its 404 differently must
+    /// not make a deletion retry forever, and a wrong `cc_api_url` is caught
+    /// at start (catalogue). UNVERIFIED: whether the instance teardown is
+    /// done when the answer comes.
     pub async fn delete_app(&self, app_id: &str) -> Result<DeleteOutcome, CleverError> {
         const ACTION: &str = "delete application";
         let url = self.applications_endpoint(&[app_id])?;
         match self
-            .call(ACTION, Method::DELETE, url, Auth::Token, None::<&()>)
+            .call(ACTION, Method::DELETE, url, Auth::Credentials, None::<&()>)
             .await
         {
             Ok(_) => Ok(DeleteOutcome::Deleted),
-            Err(err) if err.is_not_found() => Ok(DeleteOutcome::AlreadyGone),
-            // Like heptapod-paas-runner, any 404 means gone: an API that
-            // words its 404 differently must not make a deletion retry
-            // forever. A wrong `cc_api_url` is caught at start (catalogue).
-            Err(err) if err.status() == Some(404) => {
-                tracing::warn!(app_id, error = %err, "404 without Clever Cloud's not-found id on delete: taken as already gone");
+            Err(err) if err.is_not_found() => {
+                if err.api_id() != Some(error::ERROR_ID_NOT_FOUND) {
+                    tracing::warn!(app_id, error = %err, "404 without Clever Cloud's not-found id on delete: taken as already gone");
+                }
                 Ok(DeleteOutcome::AlreadyGone)
             }
             Err(err) => Err(err),
         }
     }
+}
+
+/// The version of the offer of variant `slug` among `offers` (the answer
+/// of `GET /v2/products/instances`), chosen as the official clients do
+/// (clever-tools 4 `models/application.js` `getInstanceType`): offers that
+/// are `enabled` and whose `variant.slug` is `slug`, the highest `version`
+/// compared as text (lodash `sortBy` then `reverse`: the last of equal
+/// ones). The reference runner's rule (the first offer named `Docker`) is
+/// not kept: it ignores `enabled` and the order of the answer decides.
+pub fn choose_docker_offer<'a>(offers: &'a [Value], slug: &str) -> Option<&'a str> {
+    offers
+        .iter()
+        .filter(|offer| {
+            offer.get("enabled").and_then(Value::as_bool) == Some(true)
+                && offer.pointer("/variant/slug").and_then(Value::as_str) == Some(slug)
+        })
+        .filter_map(|offer| offer.get("version").and_then(Value::as_str))
+        .filter(|version| !version.is_empty())
+        .max_by(|a, b| a.cmp(b))
 }
 
 #[cfg(test)]
@@ -507,7 +522,7 @@ mod tests {
             "create application",
             400,
             br#"{"id":9017,"message":"The specified instance does not exist","type":"error"}"#,
-            &token,
+            &[&token],
         );
         assert_eq!(err.api_id(), Some(9017));
         assert_eq!(err.status(), Some(400));
@@ -522,7 +537,7 @@ mod tests {
         assert!(!err.is_transient());
 
         let long = format!("<html>{}</html>", "x".repeat(2000));
-        let err = api_error("list applications", 502, long.as_bytes(), &token);
+        let err = api_error("list applications", 502, long.as_bytes(), &[&token]);
         let CleverError::Api {
             ref message,
             id: None,
@@ -539,7 +554,7 @@ mod tests {
         );
         assert!(err.is_transient());
         assert_eq!(
-            api_error("x", 500, b"", &token).user_message(),
+            api_error("x", 500, b"", &[&token]).user_message(),
             "Clever Cloud error (HTTP 500): (empty answer)"
         );
         // Hostile messages: forged lines, terminal codes and the token.
@@ -547,14 +562,14 @@ mod tests {
             "create application",
             400,
             br#"{"id":1,"message":"no\n2026-01-01 INFO forged \u001b[2J with s3cret-cc-token"}"#,
-            &token,
+            &[&token],
         );
         let message = err.user_message();
         assert_eq!(
             message,
             "Clever Cloud error 1: no\\n2026-01-01 INFO forged \\u{1b}[2J with [REDACTED]"
         );
-        let err = api_error("x", 502, b"raw\x1b[31m s3cret-cc-token\r\n", &token);
+        let err = api_error("x", 502, b"raw\x1b[31m s3cret-cc-token\r\n", &[&token]);
         assert!(!err.to_string().contains("s3cret-cc-token"), "{err}");
         assert!(
             !err.to_string()
@@ -580,5 +595,41 @@ mod tests {
                 "{json}"
             );
         }
+    }
+
+    #[test]
+    fn docker_offer_is_chosen_as_the_official_clients_do() {
+        let check = |offers: serde_json::Value, expect: Option<&str>| {
+            let offers = offers.as_array().expect("array").clone();
+            assert_eq!(choose_docker_offer(&offers, "docker"), expect, "{offers:?}");
+        };
+        let offer = |name: &str, slug: &str, version: &str, enabled: bool| {
+            serde_json::json!({"name": name, "type": "docker", "version": version,
+                "enabled": enabled, "variant": {"slug": slug, "id": "v"}})
+        };
+        // The highest version of the enabled ones, wherever it is listed:
+        // the reference's "first named Docker" would take 20210101.
+        check(
+            serde_json::json!([
+                offer("Docker", "docker", "20210101", true),
+                offer("Docker", "docker", "20240101", true),
+                offer("Docker", "docker", "20250101", false),
+                offer("Node", "node", "20990101", true),
+            ]),
+            Some("20240101"),
+        );
+        // The slug decides, not the name; versions compare as text.
+        check(
+            serde_json::json!([
+                offer("Containers", "docker", "9", true),
+                offer("Docker", "docker", "10", true),
+            ]),
+            Some("9"),
+        );
+        check(
+            serde_json::json!([offer("Docker", "docker", "1", false), {"name": "Docker"}]),
+            None,
+        );
+        check(serde_json::json!([]), None);
     }
 }

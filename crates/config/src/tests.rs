@@ -185,7 +185,12 @@ fn readme_single_organization_example() {
         "orga_07cf2ef0-c9ad-4f04-b492-94c164f95c76"
     );
     assert_eq!(
-        runner.cc.token.expose(),
+        runner
+            .cc
+            .auth
+            .legacy_token()
+            .expect("legacy token")
+            .expose(),
         "bb52e490-d47e-47a4-b190-73e23eb17111"
     );
     assert_eq!(
@@ -870,7 +875,15 @@ fn secrets_are_resolved() {
     };
     let runner = &config.runners[0];
     assert_eq!(runner.token.expose(), "from-secrets-runner-token");
-    assert_eq!(runner.cc.token.expose(), "from-secrets-cc-token");
+    assert_eq!(
+        runner
+            .cc
+            .auth
+            .legacy_token()
+            .expect("legacy token")
+            .expose(),
+        "from-secrets-cc-token"
+    );
     assert_eq!(watch_token(runner), Some("from-secrets-watch-token"));
     let inner = &runner.inner_config;
     assert_eq!(

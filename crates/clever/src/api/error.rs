@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::transport::MAX_QUOTED_CHARS;
 
 /// Error id of an unknown application (seen by the reference runner).
-const ERROR_ID_NOT_FOUND: i64 = 4004;
+pub(super) const ERROR_ID_NOT_FOUND: i64 = 4004;
 
 /// Why an API call failed. Never contains the token.
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +76,11 @@ impl CleverError {
         }
     }
 
-    /// Whether the API reported the object unknown (HTTP 404, error id 4004).
+    /// Whether the API reported the object unknown: any HTTP 404, whatever
+    /// its error id (usually 4004), as `@clevercloud/client` 12's commands
+    /// take it (`GetApplicationCommand` and the listings: 404 is "none").
     pub fn is_not_found(&self) -> bool {
-        self.status() == Some(404) && self.api_id() == Some(ERROR_ID_NOT_FOUND)
+        self.status() == Some(404)
     }
 
     /// A sentence for a job log, e.g. `Clever Cloud error 9017: The
@@ -125,7 +127,7 @@ pub(super) fn api_error(
     action: &'static str,
     status: u16,
     body: &[u8],
-    token: &Secret,
+    secrets: &[&Secret],
 ) -> CleverError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let id = parsed
@@ -137,11 +139,11 @@ pub(super) fn api_error(
         .and_then(|v| v.get("message"))
         .and_then(Value::as_str)
     {
-        Some(message) => sanitize(message.trim(), MAX_QUOTED_CHARS, &[token]),
+        Some(message) => sanitize(message.trim(), MAX_QUOTED_CHARS, secrets),
         None => sanitize(
             String::from_utf8_lossy(body).trim(),
             MAX_QUOTED_CHARS,
-            &[token],
+            secrets,
         ),
     };
     let message = if message.is_empty() {

@@ -33,9 +33,10 @@ pub(super) const MAX_FLAVOR_CPUS: u32 = 4096;
 
 #[derive(Clone, Copy)]
 pub(super) enum Auth {
-    /// The public catalogue, called without credentials like the reference.
-    None,
-    Token,
+    /// No `Authorization` header: the catalogue, when the credentials were
+    /// refused for it (the reference runner always calls it so).
+    Anonymous,
+    Credentials,
 }
 
 /// Ids go into URL paths: accept the shapes Clever Cloud uses (`orga_…`,
@@ -54,6 +55,37 @@ pub(super) fn check_id(what: &str, id: &str) -> Result<(), CleverError> {
 }
 
 impl CleverClient {
+    /// A catalogue read (`/v2/products/…`): with the credentials, as the
+    /// official clients do; if they are refused (401, 403), once more
+    /// without, as the reference runner calls it.
+    pub(super) async fn catalogue_json<T: serde::de::DeserializeOwned>(
+        &self,
+        action: &'static str,
+        url: url::Url,
+    ) -> Result<T, CleverError> {
+        match self
+            .call_json(
+                action,
+                Method::GET,
+                url.clone(),
+                Auth::Credentials,
+                None::<&()>,
+            )
+            .await
+        {
+            Err(CleverError::Unauthorized { status, .. }) => {
+                tracing::debug!(
+                    action,
+                    status,
+                    "catalogue refused with credentials, reading it anonymously"
+                );
+                self.call_json(action, Method::GET, url, Auth::Anonymous, None::<&()>)
+                    .await
+            }
+            other => other,
+        }
+    }
+
     /// `api_url` followed by `segments`, each percent-encoded as one segment.
     pub(super) fn endpoint(&self, segments: &[&str]) -> Result<url::Url, CleverError> {
         let mut url = self.api_url.clone();
@@ -89,7 +121,11 @@ impl CleverClient {
         // serde_json's messages may quote the answer.
         serde_json::from_slice(&bytes).map_err(|err| CleverError::Decode {
             action,
-            detail: sanitize(&err.to_string(), MAX_QUOTED_CHARS, &[&self.token]),
+            detail: sanitize(
+                &err.to_string(),
+                MAX_QUOTED_CHARS,
+                &self.credentials.secrets(),
+            ),
         })
     }
 
@@ -108,7 +144,7 @@ impl CleverClient {
             .request(method.clone(), url)
             .timeout(self.timeout)
             .header(ACCEPT, "application/json");
-        if let Auth::Token = auth {
+        if let Auth::Credentials = auth {
             request = request.header(AUTHORIZATION, self.authorization.clone());
         }
         if let Some(body) = body {
@@ -194,7 +230,12 @@ impl CleverClient {
         match status {
             0..=399 => Ok(bytes),
             401 | 403 => Err(CleverError::Unauthorized { action, status }),
-            _ => Err(api_error(action, status, &bytes, &self.token)),
+            _ => Err(api_error(
+                action,
+                status,
+                &bytes,
+                &self.credentials.secrets(),
+            )),
         }
     }
 }
