@@ -14,6 +14,7 @@
 //! deploys. The children use this module; it uses none of them back but
 //! through their entry points (`http::router`, `machines::spawn`).
 
+mod auth;
 mod catalogue;
 pub mod git_http;
 mod http;
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
+pub use auth::AuthKinds;
 pub use catalogue::{
     SimFlavor, DEFAULT_DOCKER_VERSION, DEFAULT_FLAVOR_NAME, DOCKER_VARIANT_ID,
     HEPTAPOD_RUNNER_VARIANT_ID,
@@ -42,9 +44,20 @@ use state::{InjectedCreateError, SimState};
 pub struct CleverConfig {
     /// The only organisation the token may act on.
     pub orga_id: String,
-    /// API token: `Authorization: token <token>` (legacy scheme of the
-    /// reference runner) or `Bearer <token>`; also the git password.
+    /// Legacy token: `Authorization: token <token>` (scheme of the
+    /// reference runner); also the git password that goes with it.
     pub token: String,
+    /// API token: `Authorization: Bearer <api_token>`.
+    pub api_token: String,
+    /// OAuth 1 consumer (key, secret) and token (token, secret): the API
+    /// checks the PLAINTEXT signature, git takes the token and its secret
+    /// as Basic user and password (as clever-tools pushes).
+    pub oauth_consumer_key: String,
+    pub oauth_consumer_secret: String,
+    pub oauth_token: String,
+    pub oauth_secret: String,
+    /// Which of the three kinds are accepted (all by default).
+    pub auth_kinds: AuthKinds,
     /// If set, the HTTP Basic user of git requests must be this one (when
     /// credentials are sent at all). The reference runner uses `Jenkins`.
     pub git_user: Option<String>,
@@ -76,6 +89,12 @@ impl CleverConfig {
         CleverConfig {
             orga_id: "orga_00000000-0000-4000-8000-000000000001".to_owned(),
             token: "sim-clever-token".to_owned(),
+            api_token: "sim-clever-api-token".to_owned(),
+            oauth_consumer_key: "sim-oauth-consumer-key".to_owned(),
+            oauth_consumer_secret: "sim-oauth-consumer-secret".to_owned(),
+            oauth_token: "sim-oauth-token".to_owned(),
+            oauth_secret: "sim-oauth-secret".to_owned(),
+            auth_kinds: AuthKinds::ALL,
             git_user: None,
             require_git_credentials: false,
             repo_ready_delay: Duration::from_millis(100),

@@ -3,6 +3,7 @@
 //! injected faults), the catalogue, applications, instances. Creation is in
 //! `http/create.rs`, environment variables in `http/env.rs`.
 
+mod account;
 mod create;
 mod deployments;
 mod env;
@@ -51,9 +52,46 @@ pub(super) fn router(sim: CleverSim) -> Router {
             "/v2/organisations/{orga}/applications/{app}/instances",
             get(get_instances_of_app),
         )
+        .route(
+            "/v2/organisations/{orga}/applications/{app}/deployments",
+            get(deployments::list_app_deployments),
+        )
+        .route(
+            "/v2/organisations/{orga}/applications/{app}/deployments/{uuid}",
+            get(deployments::get_app_deployment),
+        )
+        .route(
+            "/v2/organisations/{orga}/instances",
+            get(deployments::list_organisation_instances),
+        )
+        .route("/v2/self", get(account::get_self))
+        .route("/v2/summary", get(account::get_summary))
+        .route(
+            "/v2/organisations/{orga}/applications/{app}/addons/env",
+            get(account::get_linked_env),
+        )
+        .route(
+            "/v2/organisations/{orga}/applications/{app}/dependencies/env",
+            get(account::get_linked_env),
+        )
+        .route(
+            "/v2/organisations/{orga}/applications/{app}/vhosts",
+            get(account::get_vhosts),
+        )
+        .route(
+            "/v2/organisations/{orga}/applications/{app}/vhosts/favourite",
+            get(account::get_favourite_vhost),
+        )
         .route("/git/{*path}", any(super::git_http::serve))
-        .fallback(|| async { not_found() })
+        .fallback(unknown_route)
         .with_state(sim)
+}
+
+/// Any other route: 404, logged so that what a client needs and the
+/// simulator lacks shows (the path is a field, never part of the message).
+async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    tracing::info!(%method, path = uri.path(), query = uri.query().unwrap_or(""), "clever simulator: unknown route");
+    not_found()
 }
 
 /// A Clever-style error: `{"id": …, "message": …, "type": "error"}`.
@@ -157,7 +195,7 @@ where
         let after = state.fault_rng.gen::<f64>() < faults.error_after_effect_rate;
         (before, after)
     };
-    if !authorized(&sim.shared.config.token, headers) {
+    if !super::auth::api_authorized(&sim.shared.config, headers) {
         // UNVERIFIED: id and message of Clever's 401 body.
         return error_response(StatusCode::UNAUTHORIZED, 401, "Not authenticated");
     }
@@ -189,20 +227,6 @@ fn injected_error(sim: &CleverSim) -> Response {
         500,
         "Internal server error (injected by the simulator)",
     )
-}
-
-fn authorized(token: &str, headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-    else {
-        return false;
-    };
-    let Some((scheme, credential)) = value.trim().split_once(' ') else {
-        return false;
-    };
-    let scheme_ok = scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer");
-    scheme_ok && credential.trim() == token
 }
 
 async fn list_apps(
@@ -305,7 +329,7 @@ pub(super) fn app_json(sim: &CleverSim, app: &AppEntry) -> Value {
             "url": format!("git+ssh://git@{zone_host}/{}.git", record.id),
             "httpUrl": sim.git_url(&record.id),
         },
-        "vhosts": [{"fqdn": format!("{}.cleverapps.io", record.id.replace('_', "-"))}],
+        "vhosts": [{"fqdn": account::default_fqdn(&record.id)}],
         "creationDate": app.creation_epoch_ms,
         "last_deploy": record.vm.deployments,
         "archived": false,
@@ -316,7 +340,10 @@ pub(super) fn app_json(sim: &CleverSim, app: &AppEntry) -> Value {
         "webhookUrl": null,
         "webhookSecret": null,
         "separateBuild": false,
-        "buildFlavor": null,
+        // A flavor object, never null: clever-tools' `status` reads its
+        // `name` (UNVERIFIED which flavor the real API gives without a
+        // separate build; here the max flavor).
+        "buildFlavor": app.max_flavor.to_json(),
         "forceHttps": "DISABLED",
         "appliance": null,
         "branch": "master",
@@ -384,32 +411,32 @@ async fn get_instances_of_app(
     headers: HeaderMap,
 ) -> Response {
     read_live_app(&sim, &headers, &orga, &app_id, |app| {
-        // UNVERIFIED: the full list of v2 instance states; `cli` knows UP
-        // and DEPLOYING. A stopped TASK VM is simply absent.
-        let instance_state = match app.record.vm.state {
-            VmState::Booting => Some("DEPLOYING"),
-            VmState::Running | VmState::Stalled => Some("UP"),
-            VmState::NotDeployed | VmState::Stopped => None,
-        };
-        let instances: Vec<Value> = instance_state
-            .map(|instance_state| {
-                json!({
-                    "id": format!("{}-instance-{}", app.record.id, app.record.vm.deployments),
-                    "appId": app.record.id,
-                    "ip": "127.0.0.1",
-                    "appPort": 8080,
-                    "state": instance_state,
-                    "flavor": app.max_flavor.to_json(),
-                    "commit": app.record.commit_id,
-                    "deployNumber": app.record.vm.deployments,
-                    "instanceNumber": 0,
-                    "displayName": "sim",
-                    "creationDate": app.creation_epoch_ms,
-                })
-            })
-            .into_iter()
-            .collect();
+        let instances: Vec<Value> = instance_json(app).into_iter().collect();
         Json(Value::Array(instances)).into_response()
     })
     .await
+}
+
+/// The instance of an application's VM, if one runs. UNVERIFIED: the full
+/// list of v2 instance states; clever-tools knows `UP` and `DEPLOYING`. A
+/// stopped TASK VM is simply absent.
+fn instance_json(app: &AppEntry) -> Option<Value> {
+    let instance_state = match app.record.vm.state {
+        VmState::Booting => "DEPLOYING",
+        VmState::Running | VmState::Stalled => "UP",
+        VmState::NotDeployed | VmState::Stopped => return None,
+    };
+    Some(json!({
+        "id": format!("{}-instance-{}", app.record.id, app.record.vm.deployments),
+        "appId": app.record.id,
+        "ip": "127.0.0.1",
+        "appPort": 8080,
+        "state": instance_state,
+        "flavor": app.max_flavor.to_json(),
+        "commit": app.record.commit_id,
+        "deployNumber": app.record.vm.deployments,
+        "instanceNumber": 0,
+        "displayName": "sim",
+        "creationDate": app.creation_epoch_ms,
+    }))
 }
