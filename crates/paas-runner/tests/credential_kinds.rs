@@ -101,3 +101,34 @@ async fn a_refused_kind_names_its_key() {
         "{logs}"
     );
 }
+
+/// A job whose definition carries one of the OAuth secrets (a CI variable
+/// set to it) is not pushed to its machine: the job fails with a message,
+/// and the secret shows neither there nor in the operator's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_carrying_an_oauth_secret_is_not_pushed() {
+    let settings = ClusterSettings {
+        long_poll: Duration::from_millis(500),
+        repo_ready_delay: Duration::from_millis(50),
+        boot_delay: Duration::from_millis(100),
+        clever_auth_kinds: AuthKinds::OAUTH1_ONLY,
+        ..ClusterSettings::default()
+    };
+    let mut harness = Harness::start(settings, |options| {
+        options.clever_credentials = CredentialKind::OAuth1;
+    })
+    .await;
+    let secret = harness.cluster.clever.config().oauth_secret.clone();
+    let (job, trace) = harness.run_one(&[("LEAKED", secret.as_str())]).await;
+    assert_eq!(job.status, JobStatus::Failed, "{trace}\n{}", harness.logs());
+    assert!(
+        trace.contains("Could not prepare the job for its machine"),
+        "{trace}"
+    );
+    let apps = harness.cluster.clever.apps();
+    assert!(apps.iter().all(|app| app.pushes == 0), "{apps:?}");
+    assert!(!trace.contains(&secret), "{trace}");
+    assert!(!harness.logs().contains(&secret));
+    let status = harness.signal_and_wait(SIGTERM).await;
+    assert!(status.success(), "{status:?}\n{}", harness.logs());
+}
