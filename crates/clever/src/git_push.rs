@@ -289,57 +289,6 @@ async fn push_without_timeout(
     })
 }
 
-/// The two endpoints of a repository, and a credential-free name for logs.
-struct RepoUrls {
-    info_refs: url::Url,
-    receive_pack: url::Url,
-    display: String,
-}
-
-impl RepoUrls {
-    fn new(repo_url: &str) -> Result<RepoUrls, PushError> {
-        let invalid = |detail: &str| PushError::InvalidRequest {
-            detail: format!("repository URL {detail}"),
-        };
-        let mut url = url::Url::parse(repo_url)
-            .map_err(|err| invalid(&format!("is not a valid URL ({err})")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid("must be http or https"));
-        }
-        // Credentials in the URL would end up in logs; ours go in a header.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        url.set_query(None);
-        url.set_fragment(None);
-        let base = url.as_str().trim_end_matches('/').to_owned();
-        let info_refs = url::Url::parse(&format!("{base}/info/refs?service={SERVICE}"))
-            .map_err(|err| invalid(&format!("is not a valid URL ({err})")))?;
-        let receive_pack = url::Url::parse(&format!("{base}/{SERVICE}"))
-            .map_err(|err| invalid(&format!("is not a valid URL ({err})")))?;
-        Ok(RepoUrls {
-            info_refs,
-            receive_pack,
-            display: base,
-        })
-    }
-}
-
-/// Credentials go over https, or over http to the one allowed host.
-fn check_destination(url: &url::Url, plain_http_host: Option<&str>) -> Result<(), PushError> {
-    let host = url.host_str().unwrap_or("");
-    let allowed = match url.scheme() {
-        "https" => true,
-        "http" => plain_http_host.is_some_and(|allowed| allowed.eq_ignore_ascii_case(host)),
-        _ => false,
-    };
-    if allowed {
-        return Ok(());
-    }
-    Err(PushError::InsecureDestination {
-        host: paas_core::sanitize(host, 255, &[]),
-    })
-}
-
 fn basic_authorization(user: &str, password: &Secret) -> Result<HeaderValue, PushError> {
     let credentials = base64::engine::general_purpose::STANDARD
         .encode(format!("{user}:{}", password.expose()).as_bytes());
@@ -899,5 +848,8 @@ fn write_object_header(out: &mut Vec<u8>, kind: ObjectKind, size: u64) {
     out.push(byte);
 }
 
+mod destination;
 #[cfg(test)]
 mod tests;
+
+use destination::{check_destination, RepoUrls};
