@@ -1,8 +1,10 @@
 //! Clever Cloud API client for one organisation: the public catalogue, and the applications that run jobs.
 //!
-//! It authenticates with the legacy `Authorization: token <cc_token>` scheme
-//! that heptapod-paas-runner configurations carry (`cc_token`); see
-//! `reference/clever-cloud-api.md` §2.3. Every call is a single attempt
+//! It authenticates with one of the three [`Credentials`]: the legacy
+//! `Authorization: token <cc_token>` scheme that heptapod-paas-runner
+//! configurations carry (`reference/clever-cloud-api.md` §2.3), OAuth 1
+//! PLAINTEXT or a `Bearer` API token, as the official clients do
+//! (`docs/protocol-notes.md` §3.a). Every call is a single attempt
 //! bounded by a timeout (30 s unless [`CleverClient::with_timeout`] says
 //! otherwise): the caller owns retries, and [`CleverError::is_transient`]
 //! tells which failures are worth one. In particular a `create_app` that
@@ -11,25 +13,35 @@
 //!
 //! Responses are read leniently: unknown fields are ignored and missing
 //! optional ones become `None`, since the API is not formally specified.
-//! The token never appears in errors, logs or `Debug` output.
+//! No secret appears in errors, logs or `Debug` output.
 //!
 //! UNVERIFIED (reference §2.3, §11): the `token` scheme appears in no public
 //! document and no official client; who issues such tokens, their scope and
 //! lifetime are unknown. Clever Cloud may stop accepting it, which would
-//! show as [`CleverError::Unauthorized`]; OAuth1 and API tokens (Bearer, on
-//! another host) would then need their own [`CleverClient`] constructor.
+//! show as [`CleverError::Unauthorized`]: OAuth 1 or an API token then.
 
 use paas_core::{sanitize, Flavor, Secret};
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
+use reqwest::header::HeaderValue;
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+mod auth;
 mod deployments;
+mod error;
+mod parse;
+mod transport;
+
+pub use auth::{Credentials, GitCredentials};
 pub use deployments::DeploymentState;
+use error::missing_id;
+pub use error::CleverError;
+use parse::{lenient_u64, parse_app};
+pub use transport::MAX_ERROR_BODY_BYTES;
+use transport::{check_id, Auth, MAX_FLAVOR_CPUS, MAX_FLAVOR_RAM_MIB, MAX_QUOTED_CHARS};
 
 /// Timeout of one API call unless [`CleverClient::with_timeout`] sets another.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,10 +52,10 @@ pub struct CleverClient {
     http: reqwest::Client,
     api_url: url::Url,
     orga_id: String,
-    /// `token <cc_token>`, marked sensitive so that HTTP debug output hides it.
+    /// The `Authorization` header of [`Credentials::authorization`].
     authorization: HeaderValue,
-    /// `cc_token` itself, only to scrub it from the API's messages.
-    token: Secret,
+    /// The credentials, to scrub their secrets from the API's messages.
+    credentials: Credentials,
     timeout: Duration,
     /// After a 429, every call of this client (and its clones) waits until
     /// then: a rate limit slows the whole API down, not one call.
@@ -56,11 +68,6 @@ pub struct CleverClient {
 /// names, such as `create application`) and the HTTP status of the answer
 /// (`None`: no answer).
 pub type RequestObserver = std::sync::Arc<dyn Fn(&'static str, Option<u16>) + Send + Sync>;
-
-/// Wait after a 429 without `Retry-After`.
-const RATE_LIMIT_DEFAULT_PAUSE: Duration = Duration::from_secs(5);
-/// Longest wait a `Retry-After` may impose.
-const RATE_LIMIT_MAX_PAUSE: Duration = Duration::from_secs(60);
 
 /// What [`CleverClient::create_app`] needs to create a job's application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,116 +120,8 @@ pub struct AppFlavor {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeleteOutcome {
     Deleted,
-    /// The API reported the application unknown (HTTP 404, error id 4004).
+    /// The API reported the application unknown (HTTP 404).
     AlreadyGone,
-}
-
-/// Why an API call failed. Never contains the token.
-#[derive(Debug, thiserror::Error)]
-pub enum CleverError {
-    /// The API answered with an error status (other than 401 and 403).
-    #[error("{action}: clever cloud api error (HTTP {status}{}): {message}", id.map(|id| format!(", id {id}")).unwrap_or_default())]
-    Api {
-        action: &'static str,
-        status: u16,
-        id: Option<i64>,
-        message: String,
-    },
-    /// The API refused the token (HTTP 401 or 403).
-    #[error("{action}: clever cloud refused the credentials (HTTP {status})")]
-    Unauthorized { action: &'static str, status: u16 },
-    /// The API could not be reached or did not answer in time.
-    #[error("{action}: clever cloud api unreachable{}: {detail}", if *timed_out { " (timed out)" } else { "" })]
-    Transport {
-        action: &'static str,
-        detail: String,
-        timed_out: bool,
-    },
-    /// The API answered success with a body this client cannot read.
-    #[error("{action}: unexpected answer from clever cloud: {detail}")]
-    Decode {
-        action: &'static str,
-        detail: String,
-    },
-    /// The API URL or an id would not make a valid request URL.
-    #[error("invalid clever cloud api url: {0}")]
-    InvalidUrl(String),
-    /// The token cannot be sent in an HTTP header (control characters).
-    #[error("the clever cloud token contains characters not allowed in an HTTP header")]
-    InvalidToken,
-}
-
-impl CleverError {
-    /// Whether the same call may succeed later: server errors (5xx), 408,
-    /// 429 and transport failures.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            CleverError::Api { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            CleverError::Transport { .. } => true,
-            CleverError::Unauthorized { .. }
-            | CleverError::Decode { .. }
-            | CleverError::InvalidUrl(_)
-            | CleverError::InvalidToken => false,
-        }
-    }
-
-    /// The HTTP status of an error answer.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            CleverError::Api { status, .. } | CleverError::Unauthorized { status, .. } => {
-                Some(*status)
-            }
-            _ => None,
-        }
-    }
-
-    /// The Clever Cloud error id (`{"id": 9017, …}`), when the answer had one.
-    pub fn api_id(&self) -> Option<i64> {
-        match self {
-            CleverError::Api { id, .. } => *id,
-            _ => None,
-        }
-    }
-
-    /// Whether the API reported the object unknown (HTTP 404, error id 4004).
-    pub fn is_not_found(&self) -> bool {
-        self.status() == Some(404) && self.api_id() == Some(ERROR_ID_NOT_FOUND)
-    }
-
-    /// A sentence for a job log, e.g. `Clever Cloud error 9017: The
-    /// specified instance does not exist`.
-    pub fn user_message(&self) -> String {
-        match self {
-            CleverError::Api {
-                id: Some(id),
-                message,
-                ..
-            } => format!("Clever Cloud error {id}: {message}"),
-            CleverError::Api {
-                status,
-                id: None,
-                message,
-                ..
-            } => {
-                format!("Clever Cloud error (HTTP {status}): {message}")
-            }
-            CleverError::Unauthorized { status, .. } => {
-                format!("Clever Cloud refused the runner's credentials (HTTP {status})")
-            }
-            CleverError::Transport {
-                timed_out: true, ..
-            } => "Clever Cloud did not answer in time".to_owned(),
-            CleverError::Transport {
-                timed_out: false, ..
-            } => "Clever Cloud could not be reached".to_owned(),
-            CleverError::Decode { .. } => {
-                "Clever Cloud gave an answer the runner does not understand".to_owned()
-            }
-            CleverError::InvalidUrl(_) | CleverError::InvalidToken => {
-                "the runner's Clever Cloud settings are invalid".to_owned()
-            }
-        }
-    }
 }
 
 impl fmt::Debug for CleverClient {
@@ -230,7 +129,7 @@ impl fmt::Debug for CleverClient {
         f.debug_struct("CleverClient")
             .field("api_url", &self.api_url.as_str())
             .field("orga_id", &self.orga_id)
-            .field("token", &"[REDACTED]")
+            .field("credentials", &self.credentials)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -238,11 +137,23 @@ impl fmt::Debug for CleverClient {
 
 impl CleverClient {
     /// A client of `api_url` (`cc_api_url`, which includes `/v2`) for the
-    /// organisation `orga_id`, authenticated by `token` (`cc_token`).
+    /// organisation `orga_id`, authenticated by the legacy `token`
+    /// (`cc_token`).
     pub fn new(
         api_url: &str,
         orga_id: &str,
         token: Secret,
+        http: reqwest::Client,
+    ) -> Result<Self, CleverError> {
+        Self::with_credentials(api_url, orga_id, Credentials::Token(token), http)
+    }
+
+    /// A client of `api_url` for `orga_id` with any kind of credentials.
+    /// With an API token, `api_url` is the API bridge's (`/v2` included).
+    pub fn with_credentials(
+        api_url: &str,
+        orga_id: &str,
+        credentials: Credentials,
         http: reqwest::Client,
     ) -> Result<Self, CleverError> {
         let api_url = url::Url::parse(api_url)
@@ -254,15 +165,13 @@ impl CleverClient {
             )));
         }
         check_id("organisation", orga_id)?;
-        let mut authorization = HeaderValue::from_str(&format!("token {}", token.expose()))
-            .map_err(|_| CleverError::InvalidToken)?;
-        authorization.set_sensitive(true);
+        let authorization = credentials.authorization()?;
         Ok(CleverClient {
             http,
             api_url,
             orga_id: orga_id.to_owned(),
             authorization,
-            token,
+            credentials,
             timeout: DEFAULT_TIMEOUT,
             paused_until: Default::default(),
             observer: None,
@@ -285,12 +194,21 @@ impl CleverClient {
         &self.orga_id
     }
 
+    /// The credentials this client sends (for the git credentials they
+    /// imply: [`Credentials::git_credentials`]).
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
     /// Flavors of the catalogue context `context` (e.g. `heptapod-runner`)
     /// whose name starts with `name_prefix` (e.g. `heptapod-runner-`) and
     /// that are available, named by the rest of their name (`M`).
     ///
-    /// Like the reference runner, this call is unauthenticated. Entries of
-    /// other contexts, unavailable ones and ones without a size are skipped.
+    /// Authenticated as the official clients always are (the reference
+    /// runner calls it anonymously; whether the real API answers anonymous
+    /// calls is UNVERIFIED), anonymous again only if the credentials are
+    /// refused. Entries of other contexts, unavailable ones and ones
+    /// without a size are skipped.
     pub async fn flavors(
         &self,
         context: &str,
@@ -301,9 +219,8 @@ impl CleverClient {
         url.query_pairs_mut().append_pair("context", context);
         // Each entry is parsed on its own: one broken entry (a number out
         // of range, a wrong type) is skipped, not the whole catalogue.
-        let raw_entries: Vec<Box<serde_json::value::RawValue>> = self
-            .call_json(ACTION, Method::GET, url, Auth::None, None::<&()>)
-            .await?;
+        let raw_entries: Vec<Box<serde_json::value::RawValue>> =
+            self.catalogue_json(ACTION, url).await?;
         let mut flavors = Vec::new();
         for raw in &raw_entries {
             let entry: Value = match serde_json::from_str(raw.get()) {
@@ -364,43 +281,18 @@ impl CleverClient {
         Ok(flavors)
     }
 
-    /// Version of the Docker offer, to give as `instanceVersion` on creation.
-    ///
-    /// The first offer named `Docker`, as the reference runner takes; failing
-    /// that the highest version of the enabled offers of variant slug
-    /// `docker`, as clever-tools does.
+    /// Version of the Docker offer, to give as `instanceVersion` on creation:
+    /// [`choose_docker_offer`] on `GET /v2/products/instances`,
+    /// authenticated like [`CleverClient::flavors`].
     pub async fn docker_instance_version(&self) -> Result<String, CleverError> {
         const ACTION: &str = "read the docker offer";
         let url = self.endpoint(&["products", "instances"])?;
-        let offers: Vec<Value> = self
-            .call_json(ACTION, Method::GET, url, Auth::None, None::<&()>)
-            .await?;
-        fn version_of(offer: &Value) -> Option<&str> {
-            offer
-                .get("version")
-                .and_then(Value::as_str)
-                .filter(|v| !v.is_empty())
-        }
-        if let Some(version) = offers
-            .iter()
-            .filter(|offer| offer.get("name").and_then(Value::as_str) == Some("Docker"))
-            .find_map(version_of)
-        {
-            return Ok(version.to_owned());
-        }
-        offers
-            .iter()
-            .filter(|offer| {
-                offer.pointer("/variant/slug").and_then(Value::as_str) == Some("docker")
-                    && offer.get("enabled").and_then(Value::as_bool) == Some(true)
-            })
-            .filter_map(version_of)
-            // Versions are dates like `20210101`; longer is newer among digits.
-            .max_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)))
+        let offers: Vec<Value> = self.catalogue_json(ACTION, url).await?;
+        choose_docker_offer(&offers, "docker")
             .map(str::to_owned)
             .ok_or_else(|| CleverError::Decode {
                 action: ACTION,
-                detail: "no Docker offer in the catalogue".to_owned(),
+                detail: "no enabled Docker offer in the catalogue".to_owned(),
             })
     }
 
@@ -447,7 +339,7 @@ impl CleverClient {
         let url = self.applications_endpoint(&[])?;
         // UNVERIFIED: whether success is 200 or 201; any status below 400 is.
         let app: Value = self
-            .call_json(ACTION, Method::POST, url, Auth::Token, Some(&body))
+            .call_json(ACTION, Method::POST, url, Auth::Credentials, Some(&body))
             .await?;
         parse_app(&app).ok_or_else(|| missing_id(ACTION))
     }
@@ -458,7 +350,7 @@ impl CleverClient {
         const ACTION: &str = "list applications";
         let url = self.applications_endpoint(&[])?;
         let entries: Vec<Value> = self
-            .call_json(ACTION, Method::GET, url, Auth::Token, None::<&()>)
+            .call_json(ACTION, Method::GET, url, Auth::Credentials, None::<&()>)
             .await?;
         let apps: Vec<App> = entries.iter().filter_map(parse_app).collect();
         if apps.len() != entries.len() {
@@ -476,7 +368,7 @@ impl CleverClient {
         const ACTION: &str = "read application";
         let url = self.applications_endpoint(&[app_id])?;
         let app: Value = self
-            .call_json(ACTION, Method::GET, url, Auth::Token, None::<&()>)
+            .call_json(ACTION, Method::GET, url, Auth::Credentials, None::<&()>)
             .await?;
         parse_app(&app).ok_or_else(|| missing_id(ACTION))
     }
@@ -493,324 +385,60 @@ impl CleverClient {
         // UNVERIFIED: the success status and body of PUT …/env are unknown;
         // like the reference runner, any status below 400 is success and
         // the body is not read.
-        self.call(ACTION, Method::PUT, url, Auth::Token, Some(env))
+        self.call(ACTION, Method::PUT, url, Auth::Credentials, Some(env))
             .await?;
         Ok(())
     }
 
     /// Deletes the application (its VM, repository and environment).
     ///
-    /// Only HTTP 404 with error id 4004 counts as "already gone": any other
-    /// 404 (a wrong API URL, a proxy) stays an error, lest a leaked
-    /// application be forgotten. UNVERIFIED: whether the instance teardown
-    /// is done when the answer comes.
+    /// Any HTTP 404 counts as "already gone", as for heptapod-paas-runner
+    /// and `@clevercloud/client` 12's reads (its `DeleteApplicationCommand`
+    /// itself has no 404 rule): an API that words its 404 differently must
+    /// not make a deletion retry forever, and a wrong `cc_api_url` is caught
+    /// at start (catalogue). UNVERIFIED: whether the instance teardown is
+    /// done when the answer comes.
     pub async fn delete_app(&self, app_id: &str) -> Result<DeleteOutcome, CleverError> {
         const ACTION: &str = "delete application";
         let url = self.applications_endpoint(&[app_id])?;
         match self
-            .call(ACTION, Method::DELETE, url, Auth::Token, None::<&()>)
+            .call(ACTION, Method::DELETE, url, Auth::Credentials, None::<&()>)
             .await
         {
             Ok(_) => Ok(DeleteOutcome::Deleted),
-            Err(err) if err.is_not_found() => Ok(DeleteOutcome::AlreadyGone),
-            // Like heptapod-paas-runner, any 404 means gone: an API that
-            // words its 404 differently must not make a deletion retry
-            // forever. A wrong `cc_api_url` is caught at start (catalogue).
-            Err(err) if err.status() == Some(404) => {
-                tracing::warn!(app_id, error = %err, "404 without Clever Cloud's not-found id on delete: taken as already gone");
+            Err(err) if err.is_not_found() => {
+                if err.api_id() != Some(error::ERROR_ID_NOT_FOUND) {
+                    tracing::warn!(app_id, error = %err, "404 without Clever Cloud's not-found id on delete: taken as already gone");
+                }
                 Ok(DeleteOutcome::AlreadyGone)
             }
             Err(err) => Err(err),
         }
     }
+}
 
-    /// `api_url` followed by `segments`, each percent-encoded as one segment.
-    fn endpoint(&self, segments: &[&str]) -> Result<url::Url, CleverError> {
-        let mut url = self.api_url.clone();
-        url.set_query(None);
-        url.set_fragment(None);
-        url.path_segments_mut()
-            .map_err(|()| {
-                CleverError::InvalidUrl(format!("{:?} cannot have a path", self.api_url.as_str()))
-            })?
-            .pop_if_empty()
-            .extend(segments);
-        Ok(url)
-    }
-
-    fn applications_endpoint(&self, rest: &[&str]) -> Result<url::Url, CleverError> {
-        if let Some(app_id) = rest.first() {
-            check_id("application", app_id)?;
-        }
-        let mut segments = vec!["organisations", self.orga_id.as_str(), "applications"];
-        segments.extend_from_slice(rest);
-        self.endpoint(&segments)
-    }
-
-    async fn call_json<T: serde::de::DeserializeOwned>(
-        &self,
-        action: &'static str,
-        method: Method,
-        url: url::Url,
-        auth: Auth,
-        body: Option<&impl Serialize>,
-    ) -> Result<T, CleverError> {
-        let bytes = self.call(action, method, url, auth, body).await?;
-        // serde_json's messages may quote the answer.
-        serde_json::from_slice(&bytes).map_err(|err| CleverError::Decode {
-            action,
-            detail: sanitize(&err.to_string(), MAX_QUOTED_CHARS, &[&self.token]),
+/// The version of the offer of variant `slug` among `offers` (the answer
+/// of `GET /v2/products/instances`), chosen as the official clients do
+/// (clever-tools 4 `models/application.js` `getInstanceType`): offers that
+/// are `enabled` and whose `variant.slug` is `slug`, the highest `version`
+/// compared as text (lodash `sortBy` then `reverse`: the last of equal
+/// ones). The reference runner's rule (the first offer named `Docker`) is
+/// not kept: it ignores `enabled` and the order of the answer decides.
+pub fn choose_docker_offer<'a>(offers: &'a [Value], slug: &str) -> Option<&'a str> {
+    offers
+        .iter()
+        .filter(|offer| {
+            offer.get("enabled").and_then(Value::as_bool) == Some(true)
+                && offer.pointer("/variant/slug").and_then(Value::as_str) == Some(slug)
         })
-    }
-
-    /// One request; the body of an answer below 400, or the error.
-    async fn call(
-        &self,
-        action: &'static str,
-        method: Method,
-        url: url::Url,
-        auth: Auth,
-        body: Option<&impl Serialize>,
-    ) -> Result<Vec<u8>, CleverError> {
-        let path = url.path().to_owned();
-        let mut request = self
-            .http
-            .request(method.clone(), url)
-            .timeout(self.timeout)
-            .header(ACCEPT, "application/json");
-        if let Auth::Token = auth {
-            request = request.header(AUTHORIZATION, self.authorization.clone());
-        }
-        if let Some(body) = body {
-            // Also sets `Content-Type: application/json`.
-            request = request.json(body);
-        }
-        let pause = self.paused_until.lock().ok().and_then(|until| *until);
-        if let Some(until) = pause {
-            if until > tokio::time::Instant::now() {
-                tokio::time::sleep_until(until).await;
-            }
-        }
-        let started = Instant::now();
-        let transport = |err: reqwest::Error| {
-            let (detail, timed_out) = crate::describe_http_error(err);
-            CleverError::Transport {
-                action,
-                detail,
-                timed_out,
-            }
-        };
-        let sent = request.send().await;
-        if let Some(observer) = &self.observer {
-            observer(
-                action,
-                sent.as_ref()
-                    .ok()
-                    .map(|response| response.status().as_u16()),
-            );
-        }
-        let mut response = sent.map_err(transport)?;
-        let status = response.status().as_u16();
-        if status == 429 {
-            let wait = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .map(Duration::from_secs)
-                .unwrap_or(RATE_LIMIT_DEFAULT_PAUSE)
-                .min(RATE_LIMIT_MAX_PAUSE);
-            tracing::warn!(
-                action,
-                wait_secs = wait.as_secs(),
-                "Clever Cloud API rate limit: slowing down every call"
-            );
-            if let Ok(mut until) = self.paused_until.lock() {
-                let candidate = tokio::time::Instant::now() + wait;
-                *until = Some(until.map_or(candidate, |current| current.max(candidate)));
-            }
-        }
-        let mut bytes = Vec::new();
-        // An error answer is only quoted: its first few KiB are read, the
-        // rest never is.
-        let is_error = status >= 400;
-        let limit = if is_error {
-            MAX_ERROR_BODY_BYTES
-        } else {
-            MAX_RESPONSE_BYTES
-        };
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if bytes.len() + chunk.len() > limit {
-                if is_error {
-                    let room = limit - bytes.len();
-                    bytes.extend_from_slice(&chunk[..room]);
-                    break;
-                }
-                return Err(CleverError::Decode {
-                    action,
-                    detail: format!("answer larger than {MAX_RESPONSE_BYTES} bytes"),
-                });
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        tracing::debug!(
-            action,
-            %method,
-            path,
-            status,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "clever cloud api call"
-        );
-        match status {
-            0..=399 => Ok(bytes),
-            401 | 403 => Err(CleverError::Unauthorized { action, status }),
-            _ => Err(api_error(action, status, &bytes, &self.token)),
-        }
-    }
-}
-
-/// Error id of an unknown application (seen by the reference runner).
-const ERROR_ID_NOT_FOUND: i64 = 4004;
-/// Bound on an answer: the application list of a busy organisation is the
-/// largest, at a few kilobytes per application.
-const MAX_RESPONSE_BYTES: usize = 64 << 20;
-/// Bound on an error answer: only quoted, so a few KiB are plenty.
-pub const MAX_ERROR_BODY_BYTES: usize = 4 << 10;
-/// Messages of error answers (the API's `message`, or the body) are quoted
-/// up to this length.
-const MAX_QUOTED_CHARS: usize = paas_core::sanitize::MAX_MESSAGE_CHARS;
-/// Largest flavor believed: 16 TiB of RAM. Beyond it (or at 0) a catalogue
-/// entry is skipped rather than made into a weight of absurd size.
-const MAX_FLAVOR_RAM_MIB: u64 = 16 << 20;
-/// Largest number of vCPUs believed in a flavor.
-const MAX_FLAVOR_CPUS: u32 = 4096;
-
-#[derive(Clone, Copy)]
-enum Auth {
-    /// The public catalogue, called without credentials like the reference.
-    None,
-    Token,
-}
-
-/// Ids go into URL paths: accept the shapes Clever Cloud uses (`orga_…`,
-/// `user_…`, `app_…`) and nothing that could change the path.
-fn check_id(what: &str, id: &str) -> Result<(), CleverError> {
-    if id.is_empty()
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(CleverError::InvalidUrl(format!(
-            "{what} id {id:?} is not a Clever Cloud id"
-        )));
-    }
-    Ok(())
-}
-
-/// An error answer: `{"id": 4004, "message": "…", "type": "error"}`, or
-/// any other body quoted as the message; either way sanitised (cut,
-/// control characters escaped, `cc_token` scrubbed: see
-/// [`paas_core::sanitize`]), since it reaches operator and job logs.
-fn api_error(action: &'static str, status: u16, body: &[u8], token: &Secret) -> CleverError {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let id = parsed
-        .as_ref()
-        .and_then(|v| v.get("id"))
-        .and_then(Value::as_i64);
-    let message = match parsed
-        .as_ref()
-        .and_then(|v| v.get("message"))
-        .and_then(Value::as_str)
-    {
-        Some(message) => sanitize(message.trim(), MAX_QUOTED_CHARS, &[token]),
-        None => sanitize(
-            String::from_utf8_lossy(body).trim(),
-            MAX_QUOTED_CHARS,
-            &[token],
-        ),
-    };
-    let message = if message.is_empty() {
-        "(empty answer)".to_owned()
-    } else {
-        message
-    };
-    CleverError::Api {
-        action,
-        status,
-        id,
-        message,
-    }
-}
-
-fn missing_id(action: &'static str) -> CleverError {
-    CleverError::Decode {
-        action,
-        detail: "application without a plain Clever Cloud id".to_owned(),
-    }
-}
-
-/// Longest application id taken from an answer (real ids are `app_` and a UUID).
-const MAX_ID_CHARS: usize = 128;
-
-/// The fields of an application object the runner uses; `None` without a
-/// plain id.
-fn parse_app(app: &Value) -> Option<App> {
-    let text = |pointer: &str| {
-        app.pointer(pointer)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    // The id goes into URLs and log fields: only a plain Clever Cloud id is
-    // taken. The name is outside text too: control characters escaped and
-    // cut, so it can never forge a log line (our own names are plain ASCII).
-    let id =
-        text("/id").filter(|id| id.len() <= MAX_ID_CHARS && check_id("application", id).is_ok())?;
-    Some(App {
-        id,
-        name: text("/name")
-            .map(|name| paas_core::sanitize(&name, paas_core::sanitize::MAX_VALUE_CHARS, &[]))
-            .unwrap_or_default(),
-        repo_state: text("/deployment/repoState"),
-        http_url: text("/deployment/httpUrl"),
-        max_flavor: app
-            .pointer("/instance/maxFlavor")
-            .and_then(parse_app_flavor),
-        creation_date_ms: app.get("creationDate").and_then(lenient_i64),
-        description: text("/description"),
-    })
-}
-
-fn parse_app_flavor(flavor: &Value) -> Option<AppFlavor> {
-    Some(AppFlavor {
-        name: flavor.get("name")?.as_str()?.to_owned(),
-        ram_mib: flavor.get("mem").and_then(lenient_u64)?,
-        cpus: flavor
-            .get("cpus")
-            .and_then(lenient_u64)
-            .and_then(|c| u32::try_from(c).ok())?,
-    })
-}
-
-/// A whole number given as JSON integer, integral float or numeric string.
-fn lenient_i64(value: &Value) -> Option<i64> {
-    match value {
-        Value::Number(number) => number.as_i64().or_else(|| {
-            number
-                .as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                .map(|f| f as i64)
-        }),
-        Value::String(text) => text.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn lenient_u64(value: &Value) -> Option<u64> {
-    lenient_i64(value).and_then(|n| u64::try_from(n).ok())
+        .filter_map(|offer| offer.get("version").and_then(Value::as_str))
+        .filter(|version| !version.is_empty())
+        .max_by(|a, b| a.cmp(b))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::error::api_error;
     use super::*;
 
     fn client(api_url: &str) -> Result<CleverClient, CleverError> {
@@ -894,7 +522,7 @@ mod tests {
             "create application",
             400,
             br#"{"id":9017,"message":"The specified instance does not exist","type":"error"}"#,
-            &token,
+            &[&token],
         );
         assert_eq!(err.api_id(), Some(9017));
         assert_eq!(err.status(), Some(400));
@@ -909,7 +537,7 @@ mod tests {
         assert!(!err.is_transient());
 
         let long = format!("<html>{}</html>", "x".repeat(2000));
-        let err = api_error("list applications", 502, long.as_bytes(), &token);
+        let err = api_error("list applications", 502, long.as_bytes(), &[&token]);
         let CleverError::Api {
             ref message,
             id: None,
@@ -926,7 +554,7 @@ mod tests {
         );
         assert!(err.is_transient());
         assert_eq!(
-            api_error("x", 500, b"", &token).user_message(),
+            api_error("x", 500, b"", &[&token]).user_message(),
             "Clever Cloud error (HTTP 500): (empty answer)"
         );
         // Hostile messages: forged lines, terminal codes and the token.
@@ -934,14 +562,14 @@ mod tests {
             "create application",
             400,
             br#"{"id":1,"message":"no\n2026-01-01 INFO forged \u001b[2J with s3cret-cc-token"}"#,
-            &token,
+            &[&token],
         );
         let message = err.user_message();
         assert_eq!(
             message,
             "Clever Cloud error 1: no\\n2026-01-01 INFO forged \\u{1b}[2J with [REDACTED]"
         );
-        let err = api_error("x", 502, b"raw\x1b[31m s3cret-cc-token\r\n", &token);
+        let err = api_error("x", 502, b"raw\x1b[31m s3cret-cc-token\r\n", &[&token]);
         assert!(!err.to_string().contains("s3cret-cc-token"), "{err}");
         assert!(
             !err.to_string()
@@ -967,5 +595,41 @@ mod tests {
                 "{json}"
             );
         }
+    }
+
+    #[test]
+    fn docker_offer_is_chosen_as_the_official_clients_do() {
+        let check = |offers: serde_json::Value, expect: Option<&str>| {
+            let offers = offers.as_array().expect("array").clone();
+            assert_eq!(choose_docker_offer(&offers, "docker"), expect, "{offers:?}");
+        };
+        let offer = |name: &str, slug: &str, version: &str, enabled: bool| {
+            serde_json::json!({"name": name, "type": "docker", "version": version,
+                "enabled": enabled, "variant": {"slug": slug, "id": "v"}})
+        };
+        // The highest version of the enabled ones, wherever it is listed:
+        // the reference's "first named Docker" would take 20210101.
+        check(
+            serde_json::json!([
+                offer("Docker", "docker", "20210101", true),
+                offer("Docker", "docker", "20240101", true),
+                offer("Docker", "docker", "20250101", false),
+                offer("Node", "node", "20990101", true),
+            ]),
+            Some("20240101"),
+        );
+        // The slug decides, not the name; versions compare as text.
+        check(
+            serde_json::json!([
+                offer("Containers", "docker", "9", true),
+                offer("Docker", "docker", "10", true),
+            ]),
+            Some("9"),
+        );
+        check(
+            serde_json::json!([offer("Docker", "docker", "1", false), {"name": "Docker"}]),
+            None,
+        );
+        check(serde_json::json!([]), None);
     }
 }

@@ -27,8 +27,10 @@
 //!
 //! HTTP Basic credentials go with both requests, without waiting for a 401
 //! challenge, on http as well as https URLs (the reference runner sends none
-//! on plain http). They travel in a header marked sensitive and never appear
-//! in errors or logs.
+//! on plain http); with [`PushRequest::auth_after_challenge`] they go only
+//! once a request was answered 401, and from then on with every request, as
+//! git and clever-tools do. They travel in a header marked sensitive and
+//! never appear in errors or logs.
 //!
 //! UNVERIFIED (reference §4.8): Clever Cloud's git server is only known to
 //! serve git's own client. This module speaks the same protocol (v0, as
@@ -56,6 +58,9 @@ pub struct PushRequest<'a> {
     pub user: &'a str,
     /// Basic auth password (`cc_token`).
     pub password: &'a Secret,
+    /// Credentials wait for a 401 challenge instead of going with the first
+    /// request (see `paas_clever::api::GitCredentials`).
+    pub auth_after_challenge: bool,
     /// The only host to which the credentials may go over plain http (see
     /// [`plain_http_host`]); `None`: https only.
     pub plain_http_host: Option<&'a str>,
@@ -81,6 +86,7 @@ impl std::fmt::Debug for PushRequest<'_> {
             .field("repo_url", &self.repo_url)
             .field("user", &self.user)
             .field("password", &self.password)
+            .field("auth_after_challenge", &self.auth_after_challenge)
             .field("plain_http_host", &self.plain_http_host)
             .field("files (name, bytes)", &files)
             .field("message", &self.message)
@@ -213,11 +219,14 @@ async fn push_without_timeout(
     // Build the objects first: a request that cannot be pushed fails before
     // any network traffic.
     let pack = PackedCommit::new(req)?;
-    let authorization = basic_authorization(req.user, req.password)?;
+    let mut authorization = BasicAuth {
+        header: basic_authorization(req.user, req.password)?,
+        send: !req.auth_after_challenge,
+    };
 
     let advertisement_body = exchange(
-        http.get(repo.info_refs.clone()).header(ACCEPT, "*/*"),
-        &authorization,
+        || http.get(repo.info_refs.clone()).header(ACCEPT, "*/*"),
+        &mut authorization,
         "ref advertisement",
         Some("application/x-git-receive-pack-advertisement"),
         &repo,
@@ -232,13 +241,15 @@ async fn push_without_timeout(
     }
 
     let capabilities = requested_capabilities(&advertisement);
-    let body = pack.request_body(&capabilities);
+    let body = bytes::Bytes::from(pack.request_body(&capabilities));
     let report = exchange(
-        http.post(repo.receive_pack.clone())
-            .header(CONTENT_TYPE, "application/x-git-receive-pack-request")
-            .header(ACCEPT, "application/x-git-receive-pack-result")
-            .body(body),
-        &authorization,
+        || {
+            http.post(repo.receive_pack.clone())
+                .header(CONTENT_TYPE, "application/x-git-receive-pack-request")
+                .header(ACCEPT, "application/x-git-receive-pack-result")
+                .body(body.clone())
+        },
+        &mut authorization,
         "push",
         None,
         &repo,
@@ -251,8 +262,8 @@ async fn push_without_timeout(
             // job is deployed, and must not be deployed twice.
             if let PushError::Rejected { .. } = error {
                 let body = exchange(
-                    http.get(repo.info_refs.clone()).header(ACCEPT, "*/*"),
-                    &authorization,
+                    || http.get(repo.info_refs.clone()).header(ACCEPT, "*/*"),
+                    &mut authorization,
                     "ref advertisement",
                     Some("application/x-git-receive-pack-advertisement"),
                     &repo,
@@ -278,57 +289,6 @@ async fn push_without_timeout(
     })
 }
 
-/// The two endpoints of a repository, and a credential-free name for logs.
-struct RepoUrls {
-    info_refs: url::Url,
-    receive_pack: url::Url,
-    display: String,
-}
-
-impl RepoUrls {
-    fn new(repo_url: &str) -> Result<RepoUrls, PushError> {
-        let invalid = |detail: &str| PushError::InvalidRequest {
-            detail: format!("repository URL {detail}"),
-        };
-        let mut url = url::Url::parse(repo_url)
-            .map_err(|err| invalid(&format!("is not a valid URL ({err})")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid("must be http or https"));
-        }
-        // Credentials in the URL would end up in logs; ours go in a header.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        url.set_query(None);
-        url.set_fragment(None);
-        let base = url.as_str().trim_end_matches('/').to_owned();
-        let info_refs = url::Url::parse(&format!("{base}/info/refs?service={SERVICE}"))
-            .map_err(|err| invalid(&format!("is not a valid URL ({err})")))?;
-        let receive_pack = url::Url::parse(&format!("{base}/{SERVICE}"))
-            .map_err(|err| invalid(&format!("is not a valid URL ({err})")))?;
-        Ok(RepoUrls {
-            info_refs,
-            receive_pack,
-            display: base,
-        })
-    }
-}
-
-/// Credentials go over https, or over http to the one allowed host.
-fn check_destination(url: &url::Url, plain_http_host: Option<&str>) -> Result<(), PushError> {
-    let host = url.host_str().unwrap_or("");
-    let allowed = match url.scheme() {
-        "https" => true,
-        "http" => plain_http_host.is_some_and(|allowed| allowed.eq_ignore_ascii_case(host)),
-        _ => false,
-    };
-    if allowed {
-        return Ok(());
-    }
-    Err(PushError::InsecureDestination {
-        host: paas_core::sanitize(host, 255, &[]),
-    })
-}
-
 fn basic_authorization(user: &str, password: &Secret) -> Result<HeaderValue, PushError> {
     let credentials = base64::engine::general_purpose::STANDARD
         .encode(format!("{user}:{}", password.expose()).as_bytes());
@@ -341,10 +301,17 @@ fn basic_authorization(user: &str, password: &Secret) -> Result<HeaderValue, Pus
     Ok(value)
 }
 
-/// Sends one request with credentials and returns the body of a 2xx answer.
+/// The Basic credentials of a push, and whether they go with requests yet.
+struct BasicAuth {
+    header: HeaderValue,
+    send: bool,
+}
+
+/// Sends one request (built by `request`, again after a 401 challenge when
+/// the credentials were not sent yet) and returns the body of a 2xx answer.
 async fn exchange(
-    request: reqwest::RequestBuilder,
-    authorization: &HeaderValue,
+    request: impl Fn() -> reqwest::RequestBuilder,
+    authorization: &mut BasicAuth,
     step: &'static str,
     expected_content_type: Option<&str>,
     repo: &RepoUrls,
@@ -352,12 +319,19 @@ async fn exchange(
     // Servers that only speak smart HTTP to git clients check for this prefix.
     let user_agent = concat!("git/paas-runner-", env!("CARGO_PKG_VERSION"));
     let started = Instant::now();
-    let response = request
-        .header(AUTHORIZATION, authorization.clone())
-        .header(USER_AGENT, user_agent)
-        .send()
-        .await
-        .map_err(transport_error)?;
+    let send = |with_credentials: bool| {
+        let mut builder = request().header(USER_AGENT, user_agent);
+        if with_credentials {
+            builder = builder.header(AUTHORIZATION, authorization.header.clone());
+        }
+        builder.send()
+    };
+    let mut response = send(authorization.send).await.map_err(transport_error)?;
+    if response.status().as_u16() == 401 && !authorization.send {
+        tracing::debug!(repo = %repo.display, step, "git server asks for credentials");
+        authorization.send = true;
+        response = send(true).await.map_err(transport_error)?;
+    }
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::debug!(repo = %repo.display, step, status, elapsed_ms, "git http exchange");
@@ -874,5 +848,8 @@ fn write_object_header(out: &mut Vec<u8>, kind: ObjectKind, size: u64) {
     out.push(byte);
 }
 
+mod destination;
 #[cfg(test)]
 mod tests;
+
+use destination::{check_destination, RepoUrls};

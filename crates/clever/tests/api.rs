@@ -193,12 +193,32 @@ async fn flavors_keep_available_entries_of_the_prefix() {
     );
     let calls = mock.calls();
     assert_eq!(calls[0].query.as_deref(), Some("context=heptapod-runner"));
-    // The catalogue is public; the reference sends no credentials there.
-    assert_eq!(auth_header(&calls[0]), None);
+    // Authenticated, as the official clients always call it.
+    assert_eq!(
+        auth_header(&calls[0]),
+        Some(format!("token {TOKEN}").as_str())
+    );
+    assert_eq!(calls.len(), 1);
 }
 
 #[tokio::test]
-async fn docker_version_by_name_then_by_slug() {
+async fn catalogue_refused_with_credentials_is_read_anonymously() {
+    let mock = Mock::start().await;
+    mock.on(
+        "GET /v2/products/instances",
+        401,
+        r#"{"id":401,"message":"Not authenticated","type":"error"}"#,
+    );
+    let err = mock.client().docker_instance_version().await.unwrap_err();
+    assert!(matches!(err, CleverError::Unauthorized { .. }), "{err:?}");
+    let calls = mock.calls();
+    assert_eq!(calls.len(), 2, "one more try, anonymous");
+    assert!(auth_header(&calls[0]).is_some());
+    assert_eq!(auth_header(&calls[1]), None);
+}
+
+#[tokio::test]
+async fn docker_version_is_the_highest_enabled_of_the_docker_slug() {
     let mock = Mock::start().await;
     let docker_variant =
         json!({"id": "uuid-docker", "slug": "docker", "name": "Docker", "deployType": "docker"});
@@ -212,9 +232,10 @@ async fn docker_version_by_name_then_by_slug() {
         ])
         .to_string(),
     );
+    // Not the first named `Docker` (the reference's rule): the highest.
     assert_eq!(
         mock.client().docker_instance_version().await.unwrap(),
-        "20210101"
+        "20990101"
     );
 
     mock.on(

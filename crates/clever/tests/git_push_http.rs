@@ -204,6 +204,7 @@ fn request<'a>(
         repo_url: url,
         user: USER,
         password,
+        auth_after_challenge: false,
         plain_http_host: Some("127.0.0.1"),
         files,
         message: "Job 42",
@@ -253,6 +254,39 @@ async fn push_then_relaunch_is_already_deployed() {
         .unwrap();
     assert_eq!(again, PushOutcome::AlreadyDeployed { head: commit });
     assert_eq!(fixture.log().len(), 3, "a relaunch only looks at the refs");
+}
+
+#[tokio::test]
+async fn credentials_after_a_challenge_go_with_every_later_request() {
+    let fixture = Fixture::start().await;
+    let http = reqwest::Client::new();
+    let password = Secret::new(PASSWORD);
+    let files = job_files();
+    let mut request = request(&fixture.url, &password, &files);
+    request.auth_after_challenge = true;
+    let outcome = push(&http, &request, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, PushOutcome::Pushed { .. }), "{outcome:?}");
+    // As git and clever-tools: nothing until the 401, then every time.
+    assert_eq!(
+        fixture.log(),
+        [
+            "GET /app_1.git/info/refs?service=git-receive-pack authorized=false",
+            "GET /app_1.git/info/refs?service=git-receive-pack authorized=true",
+            "POST /app_1.git/git-receive-pack? authorized=true",
+        ]
+    );
+    let wrong = Secret::new("not-the-password");
+    let mut refused = self::request(&fixture.url, &wrong, &files);
+    refused.auth_after_challenge = true;
+    let err = push(&http, &refused, Duration::from_secs(60))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, PushError::Unauthorized { status: 401 }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@
 //! binary once flavors are known.
 
 mod checks;
+mod clever_auth;
 mod error;
 mod located;
 mod placeholder;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use toml_edit::{ImDocument, Item, Value};
 
+pub use clever_auth::{CleverAuth, DEFAULT_CC_API_BRIDGE_URL};
 pub use error::ConfigError;
 pub use located::{check_listen_address, key_error, LISTEN_ADDRESS_HINT};
 pub use placeholder::placeholder_token;

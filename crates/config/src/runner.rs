@@ -84,8 +84,9 @@ pub struct CleverSettings {
     pub max_flavor: Option<String>,
     /// `cc_orga_id`: the organization owning (and paying for) the VMs.
     pub orga_id: String,
-    /// `cc_token`: Clever Cloud API token.
-    pub token: Secret,
+    /// The credentials (`cc_token`, `cc_oauth_*` or `cc_api_token`; see
+    /// `clever_auth.rs`). With an API token, `api_url` is the bridge's.
+    pub auth: crate::CleverAuth,
     /// `[runners.cc_extra_env]`: environment of every job VM, values
     /// stringified.
     pub extra_env: BTreeMap<String, String>,
@@ -267,7 +268,10 @@ pub(crate) fn parse_runner(
     for (key, _) in table.entries() {
         let message = if key.starts_with("cc_") && CC_MULTI_TENANT_KEYS.contains(&key) {
             "only used in the multi-tenant mode, which paas-runner does not support: ignored"
-        } else if key.starts_with("cc_") && !CC_KEYS.contains(&key) {
+        } else if key.starts_with("cc_")
+            && !CC_KEYS.contains(&key)
+            && !crate::clever_auth::KEYS.contains(&key)
+        {
             "unknown Clever Cloud setting: ignored"
         } else if key.starts_with("paas_") && !TRACE_WATCH_KEYS.contains(&key) {
             "not used by paas-runner: ignored"
@@ -370,16 +374,18 @@ fn parse_clever_settings(
         ));
     }
     let api_url = match table.string("cc_api_url")? {
-        Some(url) => http_url(table, "cc_api_url", url)?,
-        None => DEFAULT_CC_API_URL.to_owned(),
+        Some(url) => Some(http_url(table, "cc_api_url", url)?),
+        None => None,
     };
     let orga_id = table.required_string("cc_orga_id")?;
     if orga_id.is_empty() {
         return Err(table.error("cc_orga_id", "empty organization id"));
     }
     crate::checks::check_orga_id(table, "cc_orga_id", &orga_id)?;
-    let token = required_secret(table, secrets, "cc_token")?;
-    crate::checks::check_token(table, "cc_token", "Clever Cloud token", &token)?;
+    let (auth, api_url) =
+        crate::clever_auth::parse(table, secrets, api_url, DEFAULT_CC_API_URL, |key, url| {
+            http_url(table, key, url)
+        })?;
     let extra_env = match table.table("cc_extra_env")? {
         Some(env_table) => {
             let extra_env = parse_extra_env(&env_table)?;
@@ -400,7 +406,7 @@ fn parse_clever_settings(
         default_flavor: string_or(table, "cc_default_flavor", "M")?,
         max_flavor: table.string("cc_max_flavor")?,
         orga_id,
-        token,
+        auth,
         extra_env,
         flavor_context,
         flavor_name_prefix,

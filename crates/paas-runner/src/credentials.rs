@@ -101,6 +101,12 @@ pub(crate) async fn check_runner(
     })
     .await;
     let orga = &io.config.cc.orga_id;
+    // The key to fix, by kind of credentials.
+    let key = match io.config.cc.auth {
+        paas_config::CleverAuth::Token(_) => "cc_token",
+        paas_config::CleverAuth::OAuth1 { .. } => "cc_oauth_token",
+        paas_config::CleverAuth::ApiToken(_) => "cc_api_token",
+    };
     match listed {
         Some(Ok(count)) => info!(
             runner = %io.name,
@@ -110,13 +116,13 @@ pub(crate) async fn check_runner(
         ),
         Some(Err(CleverError::Unauthorized { status: 401, .. })) => {
             return Err(refuse(format!(
-                "Clever Cloud refused `cc_token` (HTTP 401): the token is invalid or expired. \
-                 Fix `cc_token` (key `runners[{index}].cc_token`, or its `secret:` entry) with a valid token"
+                "Clever Cloud refused `{key}` (HTTP 401): the token is invalid or expired. \
+                 Fix `{key}` (key `runners[{index}].{key}`, or its `secret:` entry) with a valid token"
             )))
         }
         Some(Err(CleverError::Unauthorized { status, .. })) => {
             return Err(refuse(format!(
-                "Clever Cloud does not let `cc_token` use organisation {orga:?} (HTTP {status}). \
+                "Clever Cloud does not let `{key}` use organisation {orga:?} (HTTP {status}). \
                  Check `cc_orga_id` (key `runners[{index}].cc_orga_id`) and that the token belongs to a member of that organisation"
             )))
         }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use paas_clever::api::{App as CleverApp, CleverClient, CleverError, CreateApp, DeleteOutcome};
+use paas_clever::api::{
+    App as CleverApp, CleverClient, CleverError, CreateApp, Credentials, DeleteOutcome,
+};
 use paas_clever::{build_context, git_push};
 use paas_config::RunnerConfig;
 use paas_core::naming::{self, AppOwner};
@@ -43,10 +45,10 @@ impl RunnerIo {
         let coordinator = CoordinatorClient::new(&config.url, coordinator_http)
             .map_err(|e| anyhow::anyhow!("runner {:?}: coordinator url: {e}", config.name))?
             .with_observer(crate::metrics::coordinator_observer(&config.name));
-        let clever = CleverClient::new(
+        let clever = CleverClient::with_credentials(
             &config.cc.api_url,
             &config.cc.orga_id,
-            config.cc.token.clone(),
+            clever_credentials(&config.cc.auth),
             http.clone(),
         )
         .map_err(|e| anyhow::anyhow!("runner {:?}: cc_api_url: {e}", config.name))?
@@ -63,11 +65,12 @@ impl RunnerIo {
         })
     }
 
-    /// Every secret of this runner's configuration (runner token,
-    /// `cc_token`, watch token), to scrub from outside text
+    /// Every secret of this runner's configuration (runner token, Clever
+    /// Cloud credentials, watch token), to scrub from outside text
     /// ([`paas_core::sanitize`]).
     pub fn secrets(&self) -> Vec<&Secret> {
-        let mut secrets = vec![&self.token, &self.config.cc.token];
+        let mut secrets = vec![&self.token];
+        secrets.extend(self.config.cc.auth.secrets());
         secrets.extend(self.config.trace_watch.token.as_ref());
         secrets
     }
@@ -207,8 +210,7 @@ impl RunnerIo {
             payload,
         )
         .and_then(|files| {
-            let mut credentials = vec![&self.token, &self.config.cc.token];
-            credentials.extend(self.config.trace_watch.token.as_ref());
+            let credentials = self.secrets();
             build_context::check_no_credentials(&files, &credentials).map(|()| files)
         }) {
             Ok(files) => files,
@@ -220,10 +222,15 @@ impl RunnerIo {
             }
         };
         let plain_http_host = git_push::plain_http_host(&self.config.cc.api_url);
+        let git = self
+            .clever
+            .credentials()
+            .git_credentials(&self.config.cc.auth_user);
         let request = git_push::PushRequest {
             repo_url: url,
-            user: &self.config.cc.auth_user,
-            password: &self.config.cc.token,
+            user: git.user,
+            password: git.password,
+            auth_after_challenge: git.after_challenge,
             plain_http_host: plain_http_host.as_deref(),
             files: &files,
             message: "Job definition",
@@ -427,3 +434,22 @@ fn unix_now() -> i64 {
 /// replaces the vector (appending new runners, never moving one); calls
 /// under way keep the handles they started with.
 pub type Runners = Arc<Vec<Arc<RunnerIo>>>;
+
+/// The API client's form of a runner's credentials.
+fn clever_credentials(auth: &paas_config::CleverAuth) -> Credentials {
+    match auth {
+        paas_config::CleverAuth::Token(token) => Credentials::Token(token.clone()),
+        paas_config::CleverAuth::OAuth1 {
+            consumer_key,
+            consumer_secret,
+            token,
+            token_secret,
+        } => Credentials::OAuth1 {
+            consumer_key: consumer_key.clone(),
+            consumer_secret: consumer_secret.clone(),
+            token: token.clone(),
+            token_secret: token_secret.clone(),
+        },
+        paas_config::CleverAuth::ApiToken(token) => Credentials::ApiToken(token.clone()),
+    }
+}

@@ -82,6 +82,14 @@ async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     println!("cc_orga_id:        {}", clever.orga_id);
     println!("cc_token:          {}", clever.token);
     println!("cc_auth_user:      Jenkins");
+    println!(
+        "OAuth 1:           consumer {} / {}, token {} / {}",
+        clever.oauth_consumer_key,
+        clever.oauth_consumer_secret,
+        clever.oauth_token,
+        clever.oauth_secret
+    );
+    println!("cc_api_token:      {}", clever.api_token);
     if let Some(path) = &args.write_config {
         let mut options = ConfigOptions::new(args.state_file.clone());
         if !args.listen_address.is_empty() {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::clever::{CleverConfig, CleverFaults, CleverSim};
+use crate::clever::{AuthKinds, CleverConfig, CleverFaults, CleverSim};
 use crate::coordinator::{CoordinatorConfig, CoordinatorFaults, CoordinatorSim};
 
 /// How the simulated world behaves.
@@ -22,6 +22,8 @@ pub struct ClusterSettings {
     /// Two-phase commit window of the coordinator.
     pub ack_window: Duration,
     pub seed: u64,
+    /// The kinds of Clever Cloud credentials the simulator accepts.
+    pub clever_auth_kinds: AuthKinds,
 }
 
 impl Default for ClusterSettings {
@@ -36,6 +38,7 @@ impl Default for ClusterSettings {
             clever_faults: CleverFaults::default(),
             ack_window: Duration::from_secs(120),
             seed: 0,
+            clever_auth_kinds: AuthKinds::ALL,
         }
     }
 }
@@ -59,6 +62,20 @@ pub struct ConfigOptions {
     pub watch_poll_step_secs: f64,
     /// Extra global lines (TOML) appended before the runners.
     pub extra_global: String,
+    /// The kind of Clever Cloud credentials the runners are given.
+    pub clever_credentials: CredentialKind,
+}
+
+/// A kind of Clever Cloud credentials in a generated configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CredentialKind {
+    /// `cc_token` (and `cc_api_url`).
+    #[default]
+    Token,
+    /// The four `cc_oauth_*` keys (and `cc_api_url`).
+    OAuth1,
+    /// `cc_api_token` and `cc_api_bridge_url`.
+    ApiToken,
 }
 
 impl ConfigOptions {
@@ -77,6 +94,7 @@ impl ConfigOptions {
             watch_timeout_secs: 30.0,
             watch_poll_step_secs: 0.2,
             extra_global: String::new(),
+            clever_credentials: CredentialKind::Token,
         }
     }
 }
@@ -127,6 +145,7 @@ impl SimCluster {
         clever_config.boot_delay = settings.boot_delay;
         clever_config.faults = settings.clever_faults.clone();
         clever_config.seed = settings.seed;
+        clever_config.auth_kinds = settings.clever_auth_kinds;
         let clever = CleverSim::start(
             tokio::net::TcpListener::bind("127.0.0.1:0").await?,
             clever_config,
@@ -182,9 +201,30 @@ impl SimCluster {
             let _ = writeln!(text, "  url = {:?}", self.coordinator.url());
             let _ = writeln!(text, "  token = {token:?}");
             let _ = writeln!(text, "  executor = \"clever-docker\"");
-            let _ = writeln!(text, "  cc_api_url = {:?}", self.clever.api_url());
             let _ = writeln!(text, "  cc_orga_id = {:?}", clever.orga_id);
-            let _ = writeln!(text, "  cc_token = {:?}", clever.token);
+            let api_url = self.clever.api_url();
+            match options.clever_credentials {
+                CredentialKind::Token => {
+                    let _ = writeln!(text, "  cc_api_url = {api_url:?}");
+                    let _ = writeln!(text, "  cc_token = {:?}", clever.token);
+                }
+                CredentialKind::OAuth1 => {
+                    let _ = writeln!(text, "  cc_api_url = {api_url:?}");
+                    let _ = writeln!(
+                        text,
+                        "  cc_oauth_consumer_key = {:?}\n  cc_oauth_consumer_secret = {:?}\n  \
+                         cc_oauth_token = {:?}\n  cc_oauth_secret = {:?}",
+                        clever.oauth_consumer_key,
+                        clever.oauth_consumer_secret,
+                        clever.oauth_token,
+                        clever.oauth_secret
+                    );
+                }
+                CredentialKind::ApiToken => {
+                    let _ = writeln!(text, "  cc_api_bridge_url = {api_url:?}");
+                    let _ = writeln!(text, "  cc_api_token = {:?}", clever.api_token);
+                }
+            }
             let _ = writeln!(text, "  cc_default_flavor = {:?}", options.default_flavor);
             if let Some(max) = &options.max_flavor {
                 let _ = writeln!(text, "  cc_max_flavor = {max:?}");

@@ -4,8 +4,10 @@
 pub mod clever;
 pub mod cluster;
 pub mod coordinator;
-pub mod git_http;
-pub mod vm;
+/// The deployment repositories (now under [`clever`]; kept at this path).
+pub use clever::git_http;
+/// The simulated machines (now [`clever::machines`]; kept at this path).
+pub use clever::machines as vm;
 pub mod workload;
 
 /// Job variables understood by the simulated VM (the simulated inner runner)

@@ -285,7 +285,10 @@ async fn authentication_and_organisation() {
     }
     let response = http
         .get(&url)
-        .header("Authorization", format!("Bearer {}", sim.api.token))
+        .header(
+            "Authorization",
+            format!("Bearer {}", sim.sim.config().api_token),
+        )
         .send()
         .await
         .expect("request");

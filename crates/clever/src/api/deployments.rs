@@ -42,7 +42,7 @@ impl CleverClient {
         const ACTION: &str = "list organisation deployments";
         let url = self.endpoint(&["organisations", self.orga_id.as_str(), "deployments"])?;
         let answer: Listing = self
-            .call_json(ACTION, Method::GET, url, Auth::Token, None::<&()>)
+            .call_json(ACTION, Method::GET, url, Auth::Credentials, None::<&()>)
             .await?;
         latest_states(answer).ok_or_else(|| CleverError::Decode {
             action: ACTION,

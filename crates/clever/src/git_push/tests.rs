@@ -21,6 +21,7 @@ fn request<'a>(files: &'a [(String, Vec<u8>)], password: &'a Secret) -> PushRequ
         repo_url: "https://push.example/app_1.git",
         user: "Jenkins",
         password,
+        auth_after_challenge: false,
         plain_http_host: Some("127.0.0.1"),
         files,
         message: "Job 42",

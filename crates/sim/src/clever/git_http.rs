@@ -15,11 +15,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::clever::{CleverSim, GitAccess};
+use super::{CleverSim, GitAccess};
 
 /// Concurrent `git http-backend` processes per simulator.
 pub(crate) const MAX_GIT_PROCESSES: usize = 32;
@@ -104,9 +103,9 @@ fn challenge() -> Response {
         .into_response()
 }
 
-/// Checks HTTP Basic credentials: the password must be the API token and
-/// the user, if configured, must match (UNVERIFIED whether Clever checks the
-/// user with the legacy token). Returns the user name to report to git.
+/// Checks HTTP Basic credentials against the kinds the simulator accepts
+/// (`auth.rs`; UNVERIFIED whether Clever checks the user with the legacy
+/// token). Returns the user name to report to git.
 fn check_credentials(sim: &CleverSim, headers: &HeaderMap) -> Result<Option<String>, Denied> {
     let config = sim.config();
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
@@ -116,30 +115,16 @@ fn check_credentials(sim: &CleverSim, headers: &HeaderMap) -> Result<Option<Stri
             Ok(None)
         };
     };
-    let (user, password) = parse_basic(value).ok_or(Denied)?;
-    let user_ok = config
-        .git_user
-        .as_deref()
-        .is_none_or(|expected| expected == user);
-    if password != config.token || !user_ok {
+    let (user, password) = value
+        .to_str()
+        .ok()
+        .and_then(super::auth::parse_basic)
+        .ok_or(Denied)?;
+    if !super::auth::git_authorized(config, &user, &password) {
         tracing::debug!(user, "git request with wrong credentials");
         return Err(Denied);
     }
     Ok(Some(user))
-}
-
-fn parse_basic(value: &HeaderValue) -> Option<(String, String)> {
-    let text = value.to_str().ok()?;
-    let (scheme, encoded) = text.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (user, password) = decoded.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
 }
 
 /// Head of master in a bare repository, if any.

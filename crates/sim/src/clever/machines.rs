@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
-use crate::clever::CleverSim;
+use super::CleverSim;
 use crate::vars;
 
 /// The lifecycle of the VM of an application's latest deployment.
@@ -193,7 +193,8 @@ async fn run_deployment(sim: &CleverSim, app_id: &str, commit: &str) -> VmExit {
     // context is valid; a broken one fails at its end.
     tokio::time::sleep(sim.config().boot_delay).await;
     let build = match build {
-        Ok(build) => build,
+        Ok(Some(build)) => build,
+        Ok(None) => return run_plain_container(sim, app_id).await,
         Err(reason) => {
             tracing::info!(app_id, reason, "simulated VM: invalid build context");
             return VmExit::InvalidBuild(reason);
@@ -220,6 +221,25 @@ async fn run_deployment(sim: &CleverSim, app_id: &str, commit: &str) -> VmExit {
         Err(Stop::Canceled) => VmExit::Canceled,
         Err(Stop::Unreachable(error)) => VmExit::CoordinatorUnreachable(error),
     }
+}
+
+/// A pushed commit with a `Dockerfile` but no inner runner (what a user of
+/// clever-tools deploys): the container runs. A TASK application's runs
+/// once and ends (deployment `OK`); a REGULAR one's stays up until the
+/// application is deleted, as a real web application would (its
+/// deployment is `OK` once up). UNVERIFIED: a real TASK deployment's end
+/// state.
+async fn run_plain_container(sim: &CleverSim, app_id: &str) -> VmExit {
+    let booted_at = Instant::now();
+    let task = sim.app(app_id).is_some_and(|app| app.lifetime == "TASK");
+    sim.update_vm(app_id, |vm| {
+        vm.booted_at = Some(booted_at);
+        vm.state = VmState::Running;
+    });
+    if !task {
+        std::future::pending::<()>().await;
+    }
+    VmExit::Completed
 }
 
 /// What the VM read from the pushed commit.
@@ -283,8 +303,10 @@ async fn git_file(repo: &Path, commit: &str, path: &str) -> Option<Vec<u8>> {
 }
 
 /// Reads and validates the build context like the image build and the
-/// inner runner's start would; `Err` holds the reason of the failure.
-async fn read_build(repo: &Path, commit: &str) -> Result<Build, String> {
+/// inner runner's start would; `Err` holds the reason of the failure,
+/// `None` means a valid `Dockerfile` without `runner.toml` nor `job.json`
+/// (a plain container, not a job).
+async fn read_build(repo: &Path, commit: &str) -> Result<Option<Build>, String> {
     let dockerfile = git_file(repo, commit, "Dockerfile")
         .await
         .ok_or("Dockerfile: not found in the pushed commit")?;
@@ -294,15 +316,16 @@ async fn read_build(repo: &Path, commit: &str) -> Result<Build, String> {
     if !has_from {
         return Err("Dockerfile: no FROM instruction".to_owned());
     }
-    let runner_toml = git_file(repo, commit, "runner.toml")
-        .await
-        .ok_or("runner.toml: not found in the pushed commit")?;
+    let runner_toml = git_file(repo, commit, "runner.toml").await;
+    let job_json = git_file(repo, commit, "job.json").await;
+    if runner_toml.is_none() && job_json.is_none() {
+        return Ok(None);
+    }
+    let runner_toml = runner_toml.ok_or("runner.toml: not found in the pushed commit")?;
     let runner = parse_runner_toml(&runner_toml)?;
-    let job_json = git_file(repo, commit, "job.json")
-        .await
-        .ok_or("job.json: not found in the pushed commit")?;
+    let job_json = job_json.ok_or("job.json: not found in the pushed commit")?;
     let job = parse_job_json(&job_json)?;
-    Ok(Build { runner, job })
+    Ok(Some(Build { runner, job }))
 }
 
 fn parse_runner_toml(bytes: &[u8]) -> Result<RunnerEntry, String> {
