@@ -14,6 +14,57 @@ use crate::ConfigError;
 /// The executor this program implements.
 pub const SUPPORTED_EXECUTOR: &str = "clever-docker";
 
+/// Which cloud runs a runner's jobs (its `executor` key). Adding a cloud
+/// adds one variant here (with its spelling in [`Executor::ALL`]) and one
+/// provider crate, chosen where the binary builds its providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    /// `clever-docker`: one Clever Cloud application per job.
+    CleverDocker,
+}
+
+impl Executor {
+    /// Every executor with its spelling in the file.
+    pub const ALL: &'static [(&'static str, Executor)] =
+        &[(SUPPORTED_EXECUTOR, Executor::CleverDocker)];
+
+    /// The executor spelled `name` in the file.
+    pub fn from_name(name: &str) -> Option<Executor> {
+        Executor::ALL
+            .iter()
+            .find(|(spelling, _)| *spelling == name)
+            .map(|(_, executor)| *executor)
+    }
+
+    /// Its spelling in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Executor::CleverDocker => SUPPORTED_EXECUTOR,
+        }
+    }
+
+    /// The supported spellings, for messages (`` `clever-docker` ``).
+    fn supported() -> String {
+        Executor::ALL
+            .iter()
+            .map(|(spelling, _)| format!("`{spelling}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for Executor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl PartialEq<&str> for Executor {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
+}
+
 /// The executor the inner runner on the job VM uses.
 pub const INNER_EXECUTOR: &str = "docker";
 
@@ -37,8 +88,8 @@ pub struct RunnerConfig {
     /// `token`: the runner authentication token, resolved from the secrets
     /// file if written `secret:NAME`.
     pub token: Secret,
-    /// `executor`: always [`SUPPORTED_EXECUTOR`] once loaded.
-    pub executor: String,
+    /// `executor`: which cloud runs the jobs.
+    pub executor: Executor,
     /// `quota_max_fraction`: the largest part of the weighted quota this
     /// runner may use, in (0, 1]. The global
     /// `quota_computation.allowed_fraction_per_runner` caps it.
@@ -230,7 +281,7 @@ pub(crate) fn parse_runner(
     warnings: &mut Vec<String>,
 ) -> Result<ParsedRunner, ConfigError> {
     let executor = table.required_string("executor")?;
-    check_executor(table, &executor)?;
+    let executor = check_executor(table, &executor)?;
     let secrets = Secrets::load(table, "secrets_file", read_file)?;
 
     let name = table.required_string("name")?;
@@ -299,17 +350,18 @@ pub(crate) fn parse_runner(
     })
 }
 
-fn check_executor(table: &TableReader<'_>, executor: &str) -> Result<(), ConfigError> {
-    if executor == SUPPORTED_EXECUTOR {
-        return Ok(());
+fn check_executor(table: &TableReader<'_>, executor: &str) -> Result<Executor, ConfigError> {
+    if let Some(executor) = Executor::from_name(executor) {
+        return Ok(executor);
     }
+    let supported = Executor::supported();
     let message = if REFERENCE_ONLY_EXECUTORS.contains(&executor) {
         format!(
             "executor `{executor}` of heptapod-paas-runner is not supported by paas-runner; \
-             supported executors: `{SUPPORTED_EXECUTOR}`"
+             supported executors: {supported}"
         )
     } else {
-        format!("unknown executor {executor:?}; supported executors: `{SUPPORTED_EXECUTOR}`")
+        format!("unknown executor {executor:?}; supported executors: {supported}")
     };
     Err(table.error("executor", message))
 }

@@ -21,8 +21,10 @@ use crate::naming::{self, AppOwner};
 use crate::record::{JobRecord, StageRecord};
 use crate::secret::Secret;
 
+mod polling;
 pub mod reload;
 mod watch;
+pub use polling::{LongPolling, PollAnswer, LONG_POLL_EVIDENCE};
 pub use watch::{MachineListing, WatchConfig};
 
 /// Takes the job of an outcome out of `busy`; returns from the handler if the
@@ -48,6 +50,11 @@ pub const STEP_ATTEMPTS: u32 = 5;
 pub const REPORT_ATTEMPTS: u32 = 5;
 /// Cap of the backoff between attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often every runner's flavor catalogue is read again
+/// ([`Command::RefreshFlavors`]).
+pub const FLAVOR_REFRESH: Duration = Duration::from_secs(3600);
+/// The shortest period of the cancellation watch during a deployment.
+pub const MIN_DEPLOY_WATCH: Duration = Duration::from_millis(500);
 
 /// Settings of the dispatcher (from the configuration file).
 #[derive(Debug, Clone)]
@@ -110,6 +117,10 @@ pub struct RunnerSpec {
     /// The most jobs of this runner at once (gitlab-runner's per-runner
     /// `limit`); `None`: only the global limits apply.
     pub limit: Option<usize>,
+    /// How often the coordinator is asked whether a job is over while its
+    /// machine gets ready ([`Command::Deploy`]'s `watch_every`, at least
+    /// [`MIN_DEPLOY_WATCH`]).
+    pub deploy_watch: Duration,
 }
 
 /// Why a runner's job requests are held back: the first limit that holds,
@@ -241,19 +252,26 @@ pub enum Command {
     Save(JobRecord),
     /// The job is over: drop its record.
     Forget(JobKey),
-    /// Create the job's application (idempotent by name: adopt an existing
-    /// application of that name), set its environment.
+    /// Create the job's application, set its environment. `may_exist`: a
+    /// creation may have happened before (the job's resource was
+    /// [`Resource::Maybe`]): adopt an application of that name owned by
+    /// this installation rather than create a second one.
     CreateApp {
         job: JobKey,
         name: String,
         flavor: Flavor,
+        may_exist: bool,
     },
     /// Wait until the application's repository is ready and push the build
     /// context (idempotent: skip the push if the repository has a head).
+    /// While the repository gets ready (not during the push), ask the
+    /// coordinator every `watch_every` whether the job is over, and answer
+    /// [`Dispatcher::handle_job_over`] if it is.
     Deploy {
         job: JobKey,
         app_id: String,
         payload: String,
+        watch_every: Duration,
     },
     /// Has the inner runner written to the job log yet, that is, is it
     /// longer than the `own_log_bytes` we wrote ourselves?
@@ -295,6 +313,9 @@ pub enum Command {
         app_id: Option<String>,
         name: String,
     },
+    /// Read the runner's flavor catalogue again and answer
+    /// [`Dispatcher::handle_flavors`] (a failed read keeps the current one).
+    RefreshFlavors { runner: RunnerIdx },
     /// Something worth telling operators (logs, metrics, progress).
     Notice(Notice),
 }
@@ -512,6 +533,8 @@ struct RunnerState {
     /// When the in-flight (or last) poll was sent.
     poll_sent_at: Option<Instant>,
     consecutive_errors: u32,
+    /// What its coordinator's answers showed of long polling.
+    long_polling: LongPolling,
     /// Removed by a configuration reload: no more polls nor listings; its
     /// jobs run to their end ([`reload`]).
     retired: bool,
@@ -552,6 +575,8 @@ pub struct Dispatcher {
     vanished: BTreeMap<JobKey, String>,
     /// When jobs are due a slow-launch notice.
     notice_wakeups: BTreeSet<(Instant, JobKey)>,
+    /// Next reading of the flavor catalogues (set at the first drive).
+    next_flavor_refresh_at: Option<Instant>,
     /// Next reconciliation, and whether one is under way per runner.
     next_reconcile_at: Option<Instant>,
     listing: Vec<bool>,
@@ -582,6 +607,7 @@ impl Dispatcher {
                     next_poll_at: None,
                     poll_sent_at: None,
                     consecutive_errors: 0,
+                    long_polling: LongPolling::default(),
                     retired: false,
                 })
                 .collect(),
@@ -600,6 +626,7 @@ impl Dispatcher {
             exists_since: BTreeMap::new(),
             vanished: BTreeMap::new(),
             notice_wakeups: BTreeSet::new(),
+            next_flavor_refresh_at: None,
             next_reconcile_at: None,
             listing: vec![false; runner_count],
             unlisted: vec![true; runner_count],
@@ -790,6 +817,11 @@ impl Dispatcher {
         } else {
             self.watch.next_listing_at()
         };
+        let flavor_wakeup = if self.shutting_down {
+            None
+        } else {
+            self.next_flavor_refresh_at
+        };
         [
             job_wakeup,
             poll_wakeup,
@@ -798,6 +830,7 @@ impl Dispatcher {
             notice_wakeup,
             orphan_wakeup,
             listing_wakeup,
+            flavor_wakeup,
         ]
         .into_iter()
         .flatten()
@@ -1447,6 +1480,24 @@ impl Dispatcher {
             + self.foreign.values().map(|app| app.weight).sum::<f64>()
     }
 
+    /// Asks for every runner's catalogue once [`FLAVOR_REFRESH`] has passed
+    /// since the first drive (or the last refresh).
+    fn refresh_flavors(&mut self, now: Instant) {
+        if self.shutting_down {
+            return;
+        }
+        match self.next_flavor_refresh_at {
+            None => self.next_flavor_refresh_at = Some(now + FLAVOR_REFRESH),
+            Some(at) if at <= now => {
+                self.next_flavor_refresh_at = Some(now + FLAVOR_REFRESH);
+                for runner in 0..self.runners.len() {
+                    self.commands.push_back(Command::RefreshFlavors { runner });
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
     fn start_reconciliation(&mut self, now: Instant) {
         if self.shutting_down || self.config.reconcile_interval.is_zero() {
             return;
@@ -1757,6 +1808,7 @@ impl Dispatcher {
 
     /// Starts whatever can start now.
     fn drive(&mut self, now: Instant) {
+        self.refresh_flavors(now);
         self.start_reconciliation(now);
         self.delete_orphans(now);
         self.start_launches(now);
@@ -1861,11 +1913,14 @@ impl Dispatcher {
                 let flavor = spec.flavors.get(&job.flavor).cloned();
                 match flavor {
                     Some(flavor) => {
+                        // An earlier attempt (or process) may have created it.
+                        let may_exist = matches!(job.resource, Resource::Maybe);
                         job.resource = Resource::Maybe;
                         Some(Command::CreateApp {
                             job: key,
                             name: spec.app_name(key.job_id),
                             flavor,
+                            may_exist,
                         })
                     }
                     None => {
@@ -1891,6 +1946,7 @@ impl Dispatcher {
                 job: key,
                 app_id: app_id.to_owned(),
                 payload: job.payload.clone(),
+                watch_every: spec.deploy_watch.max(MIN_DEPLOY_WATCH),
             }),
             Stage::Launching { .. } => Some(Command::CheckLaunch {
                 job: key,

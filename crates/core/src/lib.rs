@@ -17,8 +17,8 @@ pub mod secret;
 pub use dispatcher::reload::{ReloadSummary, RunnerChange, RunnerUpdate};
 pub use dispatcher::{
     backoff, Command, ConfirmCheck, Dispatcher, DispatcherConfig, LaunchCheck, LaunchWatch,
-    ListedApp, MachineListing, Notice, PollHold, PollOutcome, RunnerSpec, Stats, StatusCheck,
-    StepOutcome, WatchConfig,
+    ListedApp, LongPolling, MachineListing, Notice, PollAnswer, PollHold, PollOutcome, RunnerSpec,
+    Stats, StatusCheck, StepOutcome, WatchConfig,
 };
 pub use flavor::{weight_of_ram_mib, Flavor, FlavorTable};
 pub use job::{App, Failure, FailureKind, Job, JobKey, NewJob, Resource, RunnerIdx, Stage};

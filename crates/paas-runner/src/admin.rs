@@ -228,7 +228,7 @@ async fn reap_inner(
     let (mut deletable, mut young, mut foreign, mut deleted) = (0, 0, 0, 0);
     for runner_config in &config.runners {
         let io = RunnerIo::new(runner_config.clone(), http.clone())?;
-        let apps = io.list_own_apps(0.0, &system_id).await?;
+        let apps = io.provider.list_owned(&io.key, 0.0, &system_id).await?;
         for app in apps {
             if tracked_ids.contains(&app.id) || tracked_names.contains(&app.name) {
                 continue;
@@ -263,7 +263,11 @@ async fn reap_inner(
                 age
             );
             if delete {
-                match io.delete_app(Some(&app.id), &app.name, &system_id).await {
+                match io
+                    .provider
+                    .delete(Some(&app.id), &app.name, &system_id)
+                    .await
+                {
                     paas_core::StepOutcome::Done(()) => {
                         deleted += 1;
                         println!("deleted {}", shown(&app.id))

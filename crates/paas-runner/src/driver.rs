@@ -2,14 +2,13 @@
 //! executes its commands (store writes inline, network calls as tasks), and
 //! stops cleanly on shutdown.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use paas_clever::api::{CleverError, DeploymentState};
 use paas_core::{
     App, AppOwner, Command, ConfirmCheck, Dispatcher, FailureKind, FlavorTable, JobKey,
-    LaunchCheck, ListedApp, MachineListing, NewJob, Notice, PollOutcome, RunnerIdx, Secret, Stats,
-    StatusCheck, StepOutcome,
+    LaunchCheck, ListedApp, MachineListing, NewJob, Notice, PollAnswer, PollOutcome, RunnerIdx,
+    Secret, Stats, StatusCheck, StepOutcome,
 };
 use paas_gitlab::{
     ConfirmOutcome, FailureReason, JobRequest, JobRequestOutcome, RemoteJobStatus, TraceProbe,
@@ -29,51 +28,6 @@ pub use reload::{ReloadHandle, ReloadRequest, ReloadRunner};
 
 /// How long a job request may be held by the coordinator (long polling).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(70);
-/// How often flavor catalogues are refreshed.
-pub const FLAVORS_TTL: Duration = Duration::from_secs(3600);
-/// What the driver has seen of a coordinator's long polling.
-#[derive(Debug, Clone, Copy, Default)]
-struct LongPolling {
-    /// A request was held: the coordinator does long polling.
-    holds_seen: bool,
-    /// The last answer was a Workhorse 204 that came at once.
-    quick_workhorse_204: bool,
-    /// The last request was sent at once after a Rails 204.
-    after_rails: bool,
-}
-
-impl LongPolling {
-    /// Whether the request after this answer goes out at once. `no_job`:
-    /// a 204; `from_rails`: it carried `X-GitLab-Last-Update`; `held`: how
-    /// long the request took.
-    fn poll_again(&mut self, no_job: bool, from_rails: bool, held: Duration) -> bool {
-        let again_after_rails = std::mem::take(&mut self.after_rails);
-        if !no_job {
-            self.quick_workhorse_204 = false;
-            return false;
-        }
-        if from_rails {
-            self.quick_workhorse_204 = false;
-            if again_after_rails {
-                // The request carrying the fresh version was not held.
-                self.holds_seen = false;
-                return false;
-            }
-            self.after_rails = self.holds_seen;
-            return self.holds_seen;
-        }
-        // Workhorse answers by itself only where it long-polls.
-        self.holds_seen = true;
-        if held >= LONG_POLL_EVIDENCE {
-            self.quick_workhorse_204 = false;
-            return true;
-        }
-        !std::mem::replace(&mut self.quick_workhorse_204, true)
-    }
-}
-
-/// A request held this long shows the coordinator does long polling.
-const LONG_POLL_EVIDENCE: Duration = Duration::from_millis(900);
 /// Bound of the outcome channel (tasks wait when it is full).
 const EVENT_CHANNEL_SIZE: usize = 4096;
 
@@ -203,16 +157,10 @@ pub struct Driver {
     store: Store,
     system_id: String,
     last_update: Vec<Option<String>>,
-    /// Per runner: the coordinator was seen holding a request (Workhorse
-    /// long polling), so the request after a fresh queue version waits there.
-    long_polling: Vec<LongPolling>,
-    /// Jobs whose application creation was attempted (adopt by name on retry).
-    create_attempted: HashSet<JobKey>,
     poll_tasks: HashMap<RunnerIdx, AbortHandle>,
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
     snapshot_tx: watch::Sender<Snapshot>,
-    flavors_refresh_at: Instant,
     jobs_published_at: Option<Instant>,
     /// A change happened since the last snapshot (published when
     /// [`JOB_LIST_PERIOD`] has passed).
@@ -254,13 +202,10 @@ impl Driver {
             store,
             system_id,
             last_update: vec![None; runner_count],
-            long_polling: vec![LongPolling::default(); runner_count],
-            create_attempted: HashSet::new(),
             poll_tasks: HashMap::new(),
             events_tx,
             events_rx,
             snapshot_tx,
-            flavors_refresh_at: now() + FLAVORS_TTL,
             jobs_published_at: None,
             publish_pending: false,
             store_error: None,
@@ -283,16 +228,6 @@ impl Driver {
             return Ok(());
         }
         info!(jobs = records.len(), store = %self.store.path().display(), "resuming jobs recorded by a previous run");
-        for record in &records {
-            if let Some(runner) = self.runners.iter().position(|r| r.key == record.runner_key) {
-                if record.app_maybe || record.app_id.is_none() {
-                    self.create_attempted.insert(JobKey {
-                        runner,
-                        job_id: record.job_id,
-                    });
-                }
-            }
-        }
         let unknown = self.core.restore(records, now());
         for record in unknown {
             warn!(
@@ -338,11 +273,7 @@ impl Driver {
                     }
                 }
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
-                    let now = now();
-                    if now >= self.flavors_refresh_at && !shutdown_seen {
-                        self.refresh_flavors();
-                    }
-                    self.core.handle_timeout(now);
+                    self.core.handle_timeout(now());
                 }
                 () = &mut shutdown, if !shutdown_seen => {
                     shutdown_seen = true;
@@ -370,7 +301,7 @@ impl Driver {
             (true, Some(at)) => at + JOB_LIST_PERIOD,
             _ => idle,
         };
-        core.min(self.flavors_refresh_at).min(publish).min(idle)
+        core.min(publish).min(idle)
     }
 
     fn publish(&mut self) {
@@ -437,24 +368,6 @@ impl Driver {
         }
     }
 
-    fn refresh_flavors(&mut self) {
-        self.flavors_refresh_at = now() + FLAVORS_TTL;
-        for runner in 0..self.runners.len() {
-            let runners = self.runners.clone();
-            let tx = self.events_tx.clone();
-            tokio::spawn(async move {
-                let table = match runners[runner].flavors().await {
-                    Ok(table) => Some(table),
-                    Err(error) => {
-                        warn!(runner = %runners[runner].name, %error, "flavor catalogue refresh failed; keeping the previous one");
-                        None
-                    }
-                };
-                let _ = tx.send(Event::Flavors { runner, table }).await;
-            });
-        }
-    }
-
     fn handle_event(&mut self, event: Event) {
         let now = now();
         match event {
@@ -469,11 +382,14 @@ impl Driver {
                     // Cancelled already (shutdown).
                     return;
                 }
-                let outcome = self.pace_long_polling(runner, outcome, last_update.is_some(), held);
+                let answer = PollAnswer {
+                    from_rails: last_update.is_some(),
+                    held,
+                };
                 if let Some(value) = last_update {
                     self.last_update[runner] = Some(value);
                 }
-                self.core.handle_poll(runner, outcome, now);
+                self.core.handle_poll_answer(runner, outcome, answer, now);
             }
             Event::Created { job, outcome } => {
                 if matches!(outcome, StepOutcome::Done(_)) {
@@ -541,7 +457,6 @@ impl Driver {
             }
             Command::Forget(job) => {
                 crate::metrics::recorder().job_forgotten((job.runner, job.job_id), now());
-                self.create_attempted.remove(&job);
                 let key = &self.runners[job.runner].key;
                 if let Err(error) = self.store.forget(key, job.job_id) {
                     error!(%error, job_id = job.job_id, "could not drop job record");
@@ -550,18 +465,40 @@ impl Driver {
             }
             Command::Notice(notice) => self.log_notice(notice),
             Command::RequestJob { runner } => self.spawn_poll(runner),
-            Command::CreateApp { job, name, flavor } => {
+            Command::RefreshFlavors { runner } => {
+                self.spawn(move |runners| async move {
+                    let io = &runners[runner];
+                    let table = match io.provider.flavors().await {
+                        Ok(table) => Some(table),
+                        Err(error) => {
+                            warn!(runner = %io.name, %error, "flavor catalogue refresh failed; keeping the previous one");
+                            None
+                        }
+                    };
+                    Event::Flavors { runner, table }
+                });
+            }
+            Command::CreateApp {
+                job,
+                name,
+                flavor,
+                may_exist,
+            } => {
                 crate::metrics::recorder().step_started(
                     (job.runner, job.job_id),
                     Step::Create,
                     now(),
                 );
-                let may_exist = !self.create_attempted.insert(job);
                 let system_id = self.system_id.clone();
                 self.spawn(move |runners| async move {
-                    let outcome = runners[job.runner]
-                        .create_app(job.job_id, &name, &flavor, may_exist, &system_id)
-                        .await;
+                    let request = paas_provider::CreateRequest {
+                        job_id: job.job_id,
+                        name: &name,
+                        flavor: &flavor,
+                        may_exist,
+                        system_id: &system_id,
+                    };
+                    let outcome = runners[job.runner].provider.create_or_adopt(request).await;
                     Event::Created { job, outcome }
                 });
             }
@@ -569,6 +506,7 @@ impl Driver {
                 job,
                 app_id,
                 payload,
+                watch_every,
             } => {
                 crate::metrics::recorder().step_started(
                     (job.runner, job.job_id),
@@ -580,13 +518,8 @@ impl Driver {
                     let runner = &runners[job.runner];
                     // Watch for a cancellation while the repository gets ready.
                     let over = async {
-                        let step = runner
-                            .config
-                            .cc
-                            .deployment_repo_wait_step
-                            .max(Duration::from_millis(500));
                         loop {
-                            tokio::time::sleep(step).await;
+                            tokio::time::sleep(watch_every).await;
                             if job_is_over(runner, job, &token).await {
                                 return;
                             }
@@ -596,13 +529,13 @@ impl Driver {
                     // may last): the push itself is not watched, so a quick
                     // deployment costs the coordinator nothing.
                     let url = tokio::select! {
-                        waited = runner.wait_for_repository(&app_id) => match waited {
-                            Ok(url) => url,
+                        waited = runner.provider.prepare(&app_id) => match waited {
+                            Ok(target) => target,
                             Err(outcome) => return Event::Deployed { job, outcome },
                         },
                         () = over => return Event::JobOver { job },
                     };
-                    let outcome = runner.push_build_context(&app_id, &url, &payload).await;
+                    let outcome = runner.provider.deploy(&app_id, &url, &payload).await;
                     Event::Deployed { job, outcome }
                 });
             }
@@ -657,7 +590,7 @@ impl Driver {
                 let system_id = self.system_id.clone();
                 self.spawn(move |runners| async move {
                     let io = &runners[runner];
-                    let apps = match io.list_own_apps(default_weight, &system_id).await {
+                    let apps = match io.provider.list_owned(&io.key, default_weight, &system_id).await {
                         Ok(apps) => {
                             debug!(runner = %io.name, apps = apps.len(), "reconciliation: applications listed");
                             Some(apps)
@@ -672,7 +605,7 @@ impl Driver {
             }
             Command::ListMachines { runner } => {
                 self.spawn(move |runners| async move {
-                    let listing = list_machines(&runners[runner]).await;
+                    let listing = runners[runner].provider.list_machines().await;
                     Event::Machines { runner, listing }
                 });
             }
@@ -687,7 +620,7 @@ impl Driver {
                     let io = &runners[runner];
                     let age = created_ms.map(age_of).unwrap_or_else(|| "unknown".to_owned());
                     warn!(runner = %io.name, app_id = %app_id, app = %name, owner = %system_id, age = %age, "deleting an application of this installation that no job accounts for");
-                    let deleted = matches!(io.delete_app(Some(&app_id), &name, &system_id).await, StepOutcome::Done(()));
+                    let deleted = matches!(io.provider.delete(Some(&app_id), &name, &system_id).await, StepOutcome::Done(()));
                     Event::OrphanDeleted { app_id, deleted }
                 });
             }
@@ -764,7 +697,8 @@ impl Driver {
                 let system_id = self.system_id.clone();
                 self.spawn(move |runners| async move {
                     let outcome = runners[job.runner]
-                        .delete_app(app_id.as_deref(), &name, &system_id)
+                        .provider
+                        .delete(app_id.as_deref(), &name, &system_id)
                         .await;
                     Event::Deleted { job, outcome }
                 });
@@ -888,30 +822,6 @@ impl Driver {
                 .await;
         });
         self.poll_tasks.insert(runner, handle.abort_handle());
-    }
-
-    /// Workhorse long polling. Workhorse answers a held request with its own
-    /// 204 (no `X-GitLab-Last-Update`) when the runner's queue changes or the
-    /// hold ends; Rails answers with a fresh queue version, and the next
-    /// request carrying it is held until a job may be there. So the request
-    /// after either is sent at once, with two guards against a coordinator
-    /// that answers at once instead of holding (Workhorse's 50 ns default,
-    /// or no Workhorse handler): a second quick Workhorse 204 in a row, or a
-    /// Rails 204 right after one we repolled for, falls back to
-    /// `check_interval`.
-    fn pace_long_polling(
-        &mut self,
-        runner: RunnerIdx,
-        outcome: PollOutcome,
-        from_rails: bool,
-        held: Duration,
-    ) -> PollOutcome {
-        let no_job = matches!(outcome, PollOutcome::NoJob);
-        if self.long_polling[runner].poll_again(no_job, from_rails, held) {
-            PollOutcome::NoJobPollAgain
-        } else {
-            outcome
-        }
     }
 
     fn log_notice(&self, notice: Notice) {
@@ -1124,38 +1034,7 @@ async fn probe_launch(
     }
 }
 
-/// The cloud's batch signal: one listing of the organisation's
-/// deployments says which machines' tasks ended. A 404 or an answer of
-/// another shape means the cloud has no such listing (per-job pacing
-/// then, see `paas_core::WatchConfig`); the states it gives are UNVERIFIED
-/// for the real Clever Cloud (`paas_clever::api::DeploymentState`), so an
-/// end only triggers a coordinator check.
-async fn list_machines(io: &crate::runners::RunnerIo) -> MachineListing {
-    match io.clever.organisation_deployments().await {
-        Ok(states) => MachineListing::Listed {
-            ended: states
-                .into_iter()
-                .filter(|(_, state)| matches!(state, DeploymentState::Ended(_)))
-                .map(|(app_id, _)| app_id)
-                .collect(),
-        },
-        Err(error)
-            if error.status() == Some(404) || matches!(error, CleverError::Decode { .. }) =>
-        {
-            warn!(runner = %io.name, %error, "the cloud offers no listing of deployments: running jobs are checked one by one, paced by age");
-            MachineListing::Unsupported
-        }
-        Err(error) => {
-            debug!(runner = %io.name, %error, "could not list deployments");
-            MachineListing::Failed
-        }
-    }
-}
-
-/// What a confirmation answer means. Only clear signs that the job is not
-/// ours (403 "not running", 409, a final `Job-Status`) withdraw it: a job
-/// dropped by mistake would stay stuck on the coordinator, while one run by
-/// mistake is refused by the coordinator and cleaned up.
+/// What a confirmation answer means (the rule: [`ConfirmCheck::of_refusal`]).
 fn confirm_check(
     runner: &crate::runners::RunnerIo,
     job: JobKey,
@@ -1164,17 +1043,13 @@ fn confirm_check(
     match answer {
         Ok(ConfirmOutcome::Confirmed) => ConfirmCheck::Confirmed,
         Ok(ConfirmOutcome::Gone { status, job_status }) => {
-            let final_status = matches!(
-                job_status.as_deref(),
-                Some("canceled" | "failed" | "success")
-            );
-            if status == 403 || status == 409 || final_status {
+            let check = ConfirmCheck::of_refusal(status, job_status.as_deref());
+            if check == ConfirmCheck::Gone {
                 warn!(runner = %runner.name, job_id = job.job_id, status, job_status = job_status.as_deref().unwrap_or("-"), "the coordinator withdrew the job before it started");
-                ConfirmCheck::Gone
             } else {
                 warn!(runner = %runner.name, job_id = job.job_id, status, "unexpected answer to the job confirmation; running the job anyway");
-                ConfirmCheck::Confirmed
             }
+            check
         }
         Err(error) if error.is_transient() => {
             warn!(runner = %runner.name, job_id = job.job_id, %error, "could not confirm the job to the coordinator");
@@ -1257,71 +1132,4 @@ fn first_line(text: &str) -> &str {
 /// The driver's clock.
 pub fn now() -> Instant {
     tokio::time::Instant::now().into_std()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const QUICK: Duration = Duration::from_millis(5);
-    const HELD: Duration = Duration::from_secs(20);
-
-    /// Runs answers `(no_job, from_rails, held)` and returns the decisions.
-    fn decisions(answers: &[(bool, bool, Duration)]) -> Vec<bool> {
-        let mut state = LongPolling::default();
-        answers
-            .iter()
-            .map(|(no_job, from_rails, held)| state.poll_again(*no_job, *from_rails, *held))
-            .collect()
-    }
-
-    #[test]
-    fn long_polling_coordinator_is_repolled_at_once() {
-        // Rails 204 (no hold seen yet), held Workhorse 204, Rails 204 with a
-        // fresh version, held again, released by a job, the job.
-        let answers = [
-            (true, true, QUICK),
-            (true, false, HELD),
-            (true, true, QUICK),
-            (true, false, HELD),
-            (true, false, QUICK),
-            (false, false, QUICK),
-        ];
-        assert_eq!(decisions(&answers), [false, true, true, true, true, false]);
-    }
-
-    #[test]
-    fn a_coordinator_that_never_holds_is_paced() {
-        // No Workhorse handler: Rails answers every request at once.
-        assert_eq!(decisions(&[(true, true, QUICK); 4]), [false; 4]);
-        // Workhorse holding for ~0 s: at most one extra request.
-        assert_eq!(
-            decisions(&[(true, false, QUICK); 4]),
-            [true, false, false, false]
-        );
-    }
-
-    #[test]
-    fn a_hold_released_early_also_shows_long_polling() {
-        // Jobs arriving often release holds quickly: the request after the
-        // fresh version still goes at once.
-        let answers = [
-            (true, false, QUICK),
-            (false, true, QUICK),
-            (true, true, QUICK),
-            (true, false, QUICK),
-        ];
-        assert_eq!(decisions(&answers), [true, false, true, true]);
-    }
-
-    #[test]
-    fn long_polling_switched_off_falls_back_after_one_request() {
-        let answers = [
-            (true, false, HELD),
-            (true, true, QUICK),
-            (true, true, QUICK),
-            (true, true, QUICK),
-        ];
-        assert_eq!(decisions(&answers), [true, true, false, false]);
-    }
 }

@@ -67,16 +67,15 @@ pub(crate) async fn read_catalogue(io: &RunnerIo) -> anyhow::Result<FlavorTable>
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match io.flavors().await {
+        match io.provider.flavors().await {
             Ok(table) if !table.flavors.is_empty() => {
                 info!(runner = %io.name, flavors = ?table.names_by_weight(), "flavor catalogue read");
                 return Ok(table);
             }
             Ok(_) => anyhow::bail!(
-                "runner {:?}: the Clever Cloud catalogue at {} has no available flavor named {}*",
+                "runner {:?}: {}",
                 io.name,
-                io.config.cc.api_url,
-                io.config.cc.flavor_name_prefix
+                io.provider.empty_catalogue_message()
             ),
             // The cloud may be down when the service starts: wait for it
             // rather than exit (a stop signal still ends the wait).
@@ -152,6 +151,7 @@ pub fn plan(
             flavors,
             zone: cc.zone.clone(),
             limit: io.config.limit,
+            deploy_watch: cc.deployment_repo_wait_step,
             // Launches are always confirmed: from the job log with the
             // watch token when there is one, else by probing the log with
             // the job's own token (`CoordinatorClient::probe_trace`).

@@ -15,7 +15,8 @@ use paas_core::AppOwner;
 use paas_core::{
     App, Command, ConfirmCheck, Dispatcher, DispatcherConfig, FailureKind, Flavor, FlavorTable,
     JobKey, JobRecord, LaunchCheck, LaunchWatch, ListedApp, MachineListing, NewJob, Notice,
-    PollOutcome, RunnerIdx, RunnerSpec, Secret, StageRecord, StatusCheck, StepOutcome, WatchConfig,
+    PollAnswer, PollOutcome, RunnerIdx, RunnerSpec, Secret, StageRecord, StatusCheck, StepOutcome,
+    WatchConfig,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -84,6 +85,7 @@ pub fn runner_spec(idx: RunnerIdx) -> RunnerSpec {
             poll_step: secs(5),
         }),
         limit: None,
+        deploy_watch: secs(5),
     }
 }
 
@@ -932,6 +934,8 @@ enum Outcome {
     OrphanDeleted(String, bool),
     /// A slow-launch notice was written (the log's length) or not.
     Noticed(JobKey, Option<u64>),
+    /// A runner's catalogue, read again.
+    Flavors(RunnerIdx, FlavorTable),
     /// Not an answer: a creation request that lands in the cloud late.
     LateCreate(LateCreate),
 }
@@ -945,6 +949,7 @@ impl Outcome {
                 | Outcome::AppList(..)
                 | Outcome::Machines(..)
                 | Outcome::OrphanDeleted(..)
+                | Outcome::Flavors(..)
         )
     }
 }
@@ -1252,6 +1257,7 @@ impl Harness {
                 | Outcome::OrphanDeleted(..)
                 | Outcome::JobOver(_)
                 | Outcome::Noticed(..)
+                | Outcome::Flavors(..)
                 | Outcome::LateCreate(_) => return false,
                 Outcome::Confirmed(key, _) => (Kind::Confirm, key),
                 Outcome::Created(key, _) => (Kind::Create, key),
@@ -1834,6 +1840,10 @@ impl Harness {
                     Outcome::OrphanDeleted(app_id, fault.is_none()),
                 );
             }
+            Command::RefreshFlavors { runner } => {
+                let table = self.dispatcher.runner(runner).flavors.clone();
+                self.schedule(Kind::List, Outcome::Flavors(runner, table));
+            }
             Command::RequestJob { runner } => {
                 self.check_poll_room();
                 let poll_key = JobKey {
@@ -1858,7 +1868,9 @@ impl Harness {
                 };
                 self.schedule(Kind::Poll, Outcome::Poll(runner, outcome));
             }
-            Command::CreateApp { job, name, flavor } => {
+            Command::CreateApp {
+                job, name, flavor, ..
+            } => {
                 let fault = self.fault(Kind::Create, job);
                 let app = (fault.is_none_or(Fault::effect))
                     .then(|| self.cloud.create(&name, job, &flavor, now));
@@ -2037,8 +2049,16 @@ impl Harness {
                     self.delivered.insert(key);
                     self.delivered_at.entry(key).or_insert(now);
                 }
-                self.dispatcher.handle_poll(runner, outcome, now);
+                // A coordinator that answers at once, as Rails does without
+                // Workhorse long polling.
+                let answer = PollAnswer {
+                    from_rails: true,
+                    held: Duration::ZERO,
+                };
+                self.dispatcher
+                    .handle_poll_answer(runner, outcome, answer, now);
             }
+            Outcome::Flavors(runner, table) => self.dispatcher.handle_flavors(runner, table, now),
             Outcome::Confirmed(key, check) => {
                 match check {
                     ConfirmCheck::Confirmed => {
@@ -2420,6 +2440,7 @@ impl Harness {
             Command::ConfirmJob { job, .. } => format!("ConfirmJob j{}", job.job_id),
             Command::ListApps { runner } => format!("ListApps r{runner}"),
             Command::ListMachines { runner } => format!("ListMachines r{runner}"),
+            Command::RefreshFlavors { runner } => format!("RefreshFlavors r{runner}"),
             Command::DeleteOrphan {
                 runner,
                 app_id,
@@ -2428,7 +2449,9 @@ impl Harness {
             } => format!("DeleteOrphan r{runner} {app_id} {name}"),
             Command::Save(record) => format!("Save j{} {}", record.job_id, describe_record(record)),
             Command::Forget(key) => format!("Forget j{}", key.job_id),
-            Command::CreateApp { job, name, flavor } => {
+            Command::CreateApp {
+                job, name, flavor, ..
+            } => {
                 format!("CreateApp j{} {name} {}", job.job_id, flavor.api_name)
             }
             Command::Deploy { job, app_id, .. } => format!("Deploy j{} {app_id}", job.job_id),
@@ -2578,6 +2601,10 @@ fn describe_job_step<T>(
 
 fn describe_outcome(outcome: &Outcome) -> (Option<JobKey>, String) {
     match outcome {
+        Outcome::Flavors(runner, table) => (
+            None,
+            format!("r{runner} flavors: {}", table.names_by_weight().join(" ")),
+        ),
         Outcome::Noticed(key, length) => (
             Some(*key),
             format!("j{} notice written: {length:?}", key.job_id),
@@ -2661,6 +2688,7 @@ pub fn command_job(command: &Command) -> Option<JobKey> {
         Command::RequestJob { .. }
         | Command::ListApps { .. }
         | Command::ListMachines { .. }
+        | Command::RefreshFlavors { .. }
         | Command::DeleteOrphan { .. } => None,
         Command::Save(record) => {
             // Runner keys are `runner-<idx>`.
@@ -2704,7 +2732,9 @@ pub fn command_kind(command: &Command) -> Option<Kind> {
     Some(match command {
         Command::RequestJob { .. } => Kind::Poll,
         Command::ConfirmJob { .. } => Kind::Confirm,
-        Command::ListApps { .. } | Command::ListMachines { .. } => Kind::List,
+        Command::ListApps { .. }
+        | Command::ListMachines { .. }
+        | Command::RefreshFlavors { .. } => Kind::List,
         Command::DeleteOrphan { .. } => Kind::DeleteOrphan,
         Command::CreateApp { .. } => Kind::Create,
         Command::Deploy { .. } => Kind::Deploy,
