@@ -18,7 +18,7 @@ pub use dispatcher::reload::{ReloadSummary, RunnerChange, RunnerUpdate};
 pub use dispatcher::{
     backoff, Command, ConfirmCheck, Dispatcher, DispatcherConfig, LaunchCheck, LaunchWatch,
     ListedApp, LongPolling, MachineListing, Notice, PollAnswer, PollHold, PollOutcome, RunnerSpec,
-    Stats, StatusCheck, StepOutcome, WatchConfig,
+    Stats, StatusCheck, StepOutcome, WatchConfig, FLAVOR_REFRESH, MIN_DEPLOY_WATCH,
 };
 pub use flavor::{weight_of_ram_mib, Flavor, FlavorTable};
 pub use job::{App, Failure, FailureKind, Job, JobKey, NewJob, Resource, RunnerIdx, Stage};

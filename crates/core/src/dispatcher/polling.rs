@@ -3,10 +3,7 @@
 //! and which answers to a job confirmation withdraw the job
 //! ([`ConfirmCheck::of_refusal`]).
 
-use std::time::{Duration, Instant};
-
-use super::{ConfirmCheck, Dispatcher, PollOutcome};
-use crate::job::RunnerIdx;
+use super::*;
 
 /// A request held this long shows the coordinator does long polling.
 pub const LONG_POLL_EVIDENCE: Duration = Duration::from_millis(900);
@@ -109,6 +106,162 @@ impl Dispatcher {
             outcome
         };
         self.handle_poll(runner, outcome, now);
+    }
+}
+
+impl Dispatcher {
+    pub fn handle_poll(&mut self, runner: RunnerIdx, outcome: PollOutcome, now: Instant) {
+        let state = &mut self.runners[runner];
+        debug_assert!(state.poll_in_flight, "poll result without a poll");
+        state.poll_in_flight = false;
+        state.reserved = 0.0;
+        let check_interval = self.config.check_interval;
+        match outcome {
+            PollOutcome::Job(new_job) => {
+                state.consecutive_errors = 0;
+                state.next_poll_at = Some(if self.config.repoll_immediately {
+                    now
+                } else {
+                    now + check_interval
+                });
+                self.accept_job(runner, new_job, None, now);
+            }
+            PollOutcome::JobTooLarge {
+                job_id,
+                token,
+                limit_bytes,
+            } => {
+                state.consecutive_errors = 0;
+                state.next_poll_at = Some(if self.config.repoll_immediately {
+                    now
+                } else {
+                    now + check_interval
+                });
+                let new_job = NewJob {
+                    job_id,
+                    token,
+                    project_id: None,
+                    requested_flavor: None,
+                    failure_reasons: None,
+                    payload: String::new(),
+                };
+                let failure = Failure {
+                    kind: FailureKind::User,
+                    message: messages::payload_too_large(limit_bytes),
+                };
+                self.accept_job(runner, new_job, Some(failure), now);
+            }
+            PollOutcome::NoJob => {
+                state.consecutive_errors = 0;
+                // One poll per check_interval, counted from when it was sent:
+                // a request the coordinator held (long polling) already
+                // waited, and is followed by the next one at once.
+                let due = state.poll_sent_at.map_or(now, |sent| sent + check_interval);
+                state.next_poll_at = Some(due.max(now));
+            }
+            PollOutcome::NoJobPollAgain => {
+                // The coordinator holds requests (long polling): the next
+                // one waits there for a job rather than here.
+                state.consecutive_errors = 0;
+                state.next_poll_at = Some(now);
+            }
+            PollOutcome::Error { transient } => {
+                state.consecutive_errors = state.consecutive_errors.saturating_add(1);
+                let factor = if transient {
+                    1
+                } else {
+                    1u32 << state.consecutive_errors.min(5)
+                };
+                state.next_poll_at =
+                    Some(now + (check_interval * factor).min(MAX_BACKOFF.max(check_interval)));
+            }
+            PollOutcome::Cancelled => {
+                state.next_poll_at = Some(now);
+            }
+        }
+        self.drive(now);
+    }
+
+    /// Takes a job handed over by a coordinator; `preset_failure` fails it
+    /// at once (nothing is provisioned), whatever its flavor.
+    pub(super) fn accept_job(
+        &mut self,
+        runner: RunnerIdx,
+        new_job: NewJob,
+        preset_failure: Option<Failure>,
+        now: Instant,
+    ) {
+        let key = JobKey {
+            runner,
+            job_id: new_job.job_id,
+        };
+        if self.jobs.contains_key(&key) {
+            // The coordinator handed the same job twice: keep the one we have.
+            return;
+        }
+        let spec = &self.runners[runner].spec;
+        let flavor_name = new_job
+            .requested_flavor
+            .clone()
+            .unwrap_or_else(|| spec.default_flavor.clone());
+        let max_weight = spec.max_job_weight();
+        let flavor = spec.flavors.get(&flavor_name).cloned();
+        let failure = match &flavor {
+            _ if preset_failure.is_some() => preset_failure,
+            None => Some(Failure {
+                kind: FailureKind::User,
+                message: messages::unknown_flavor(&flavor_name, &spec.flavors, max_weight),
+            }),
+            Some(flavor) if flavor.weight() > max_weight + EPSILON => Some(Failure {
+                kind: FailureKind::User,
+                message: messages::flavor_above_max(
+                    &flavor_name,
+                    spec.max_flavor.as_deref().unwrap_or_default(),
+                    &spec.flavors,
+                ),
+            }),
+            Some(_) => None,
+        };
+        let expected_weight = match (&failure, &flavor) {
+            (None, Some(flavor)) => flavor.weight(),
+            _ => 0.0,
+        };
+        let job = Job {
+            key,
+            token: new_job.token,
+            project_id: new_job.project_id,
+            payload: new_job.payload,
+            failure_reasons: new_job.failure_reasons,
+            flavor: flavor_name.clone(),
+            expected_weight,
+            stage: Stage::Queued,
+            resource: Resource::None,
+            busy: false,
+            next_step_at: None,
+            attempts: 0,
+            failed: false,
+            confirmed: false,
+            acquired_at: now,
+            log_bytes: 0,
+            slow_notice_sent: false,
+            notice_busy: false,
+        };
+        self.jobs.insert(key, job);
+        self.acquired_total += 1;
+        self.commands.push_back(Command::Notice(Notice::Acquired {
+            job: key,
+            flavor: flavor_name,
+            weight: expected_weight,
+        }));
+        // Nothing happens for the job before the coordinator has been told
+        // we run it (see `step`); a confirmed job then joins the launch queue.
+        if let Some(failure) = failure {
+            self.fail(key, failure);
+        } else {
+            self.schedule_notice(key, now);
+        }
+        self.save(key);
+        self.ready.insert(key);
     }
 }
 

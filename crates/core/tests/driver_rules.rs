@@ -1,0 +1,162 @@
+//! Rules that used to live in the binary's driver, now decided by the
+//! core: may-exist of a creation, the flavor refresh timer, long polling
+//! and the cancellation watch period of a deployment.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use paas_core::{
+    Command, ConfirmCheck, Dispatcher, JobKey, NewJob, PollAnswer, PollOutcome, Secret,
+    StepOutcome, FLAVOR_REFRESH, MIN_DEPLOY_WATCH,
+};
+
+fn drain(dispatcher: &mut Dispatcher) -> Vec<Command> {
+    std::iter::from_fn(|| dispatcher.poll_command()).collect()
+}
+
+fn new_job(job_id: u64) -> NewJob {
+    NewJob {
+        job_id,
+        token: Secret::new(format!("job-token-{job_id}")),
+        project_id: Some(1),
+        requested_flavor: None,
+        failure_reasons: None,
+        payload: "{}".to_owned(),
+    }
+}
+
+/// A dispatcher with one runner whose job 7 is confirmed; returns the
+/// commands that followed the confirmation.
+fn confirmed_job(now: Instant) -> (Dispatcher, JobKey, Vec<Command>) {
+    let mut dispatcher = Dispatcher::new(config(), vec![runner_spec(0)]);
+    dispatcher.handle_timeout(now);
+    drain(&mut dispatcher);
+    dispatcher.handle_poll(0, PollOutcome::Job(new_job(7)), now);
+    drain(&mut dispatcher);
+    let key = JobKey {
+        runner: 0,
+        job_id: 7,
+    };
+    dispatcher.handle_confirmed(key, ConfirmCheck::Confirmed, now);
+    let commands = drain(&mut dispatcher);
+    (dispatcher, key, commands)
+}
+
+fn create_of(commands: &[Command]) -> Option<bool> {
+    commands.iter().find_map(|command| match command {
+        Command::CreateApp { may_exist, .. } => Some(*may_exist),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_creation_may_exist_only_after_an_attempt() {
+    let now = origin();
+    let (mut dispatcher, key, commands) = confirmed_job(now);
+    assert_eq!(create_of(&commands), Some(false), "{commands:?}");
+    dispatcher.handle_created(
+        key,
+        StepOutcome::Failed {
+            transient: true,
+            user_message: "503".to_owned(),
+        },
+        now,
+    );
+    drain(&mut dispatcher);
+    dispatcher.handle_timeout(now + Duration::from_secs(5));
+    let commands = drain(&mut dispatcher);
+    assert_eq!(create_of(&commands), Some(true), "{commands:?}");
+}
+
+#[test]
+fn the_deployment_is_watched_at_the_runner_s_period_or_the_minimum() {
+    let now = origin();
+    let (mut dispatcher, key, _) = confirmed_job(now);
+    dispatcher.handle_created(
+        key,
+        StepOutcome::Done(paas_core::App {
+            id: "app_7".to_owned(),
+            weight: weight("S"),
+        }),
+        now,
+    );
+    let watch = drain(&mut dispatcher)
+        .into_iter()
+        .find_map(|command| match command {
+            Command::Deploy { watch_every, .. } => Some(watch_every),
+            _ => None,
+        });
+    assert_eq!(
+        watch,
+        Some(runner_spec(0).deploy_watch.max(MIN_DEPLOY_WATCH))
+    );
+    assert!(MIN_DEPLOY_WATCH > Duration::ZERO);
+}
+
+#[test]
+fn flavors_are_read_again_every_hour_until_shutdown() {
+    let start = origin();
+    let mut dispatcher = Dispatcher::new(config(), vec![runner_spec(0), runner_spec(1)]);
+    dispatcher.handle_timeout(start);
+    let refreshes = |commands: Vec<Command>| {
+        commands
+            .iter()
+            .filter_map(|command| match command {
+                Command::RefreshFlavors { runner } => Some(*runner),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(refreshes(drain(&mut dispatcher)).is_empty());
+    assert!(dispatcher
+        .poll_timeout()
+        .is_some_and(|at| at <= start + FLAVOR_REFRESH));
+    dispatcher.handle_timeout(start + FLAVOR_REFRESH - Duration::from_secs(1));
+    assert!(refreshes(drain(&mut dispatcher)).is_empty());
+    dispatcher.handle_timeout(start + FLAVOR_REFRESH);
+    assert_eq!(refreshes(drain(&mut dispatcher)), [0, 1]);
+    dispatcher.shutdown();
+    dispatcher.handle_timeout(start + FLAVOR_REFRESH * 2);
+    assert!(refreshes(drain(&mut dispatcher)).is_empty());
+}
+
+#[test]
+fn a_held_request_is_followed_at_once_a_quick_one_after_check_interval() {
+    let now = origin();
+    let mut dispatcher = Dispatcher::new(config(), vec![runner_spec(0)]);
+    dispatcher.handle_timeout(now);
+    drain(&mut dispatcher);
+    let held = PollAnswer {
+        from_rails: false,
+        held: Duration::from_secs(20),
+    };
+    dispatcher.handle_poll_answer(0, PollOutcome::NoJob, held, now);
+    let again = drain(&mut dispatcher);
+    assert!(
+        again
+            .iter()
+            .any(|command| matches!(command, Command::RequestJob { runner: 0 })),
+        "{again:?}"
+    );
+    let quick = PollAnswer {
+        from_rails: true,
+        held: Duration::ZERO,
+    };
+    // Rails with a fresh version after a hold: at once too.
+    dispatcher.handle_poll_answer(0, PollOutcome::NoJob, quick, now);
+    assert!(drain(&mut dispatcher)
+        .iter()
+        .any(|command| matches!(command, Command::RequestJob { runner: 0 })));
+    // Rails again at once: that request was not held, back to pacing.
+    dispatcher.handle_poll_answer(0, PollOutcome::NoJob, quick, now);
+    assert!(!drain(&mut dispatcher)
+        .iter()
+        .any(|command| matches!(command, Command::RequestJob { .. })));
+}
+
+#[allow(clippy::disallowed_methods)]
+fn origin() -> Instant {
+    Instant::now()
+}
