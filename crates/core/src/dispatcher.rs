@@ -51,6 +51,7 @@ pub use command::{
 };
 pub use polling::{LongPolling, PollAnswer, LONG_POLL_EVIDENCE};
 pub use quota::{PollHold, Stats};
+pub use reconcile::{old_enough, OrphanVerdict, TrackedApps};
 use reconcile::{ForeignApp, Orphan};
 pub use retry::{backoff, MAX_BACKOFF, REPORT_ATTEMPTS, STEP_ATTEMPTS};
 pub use settings::{DispatcherConfig, LaunchWatch, RunnerSpec};

@@ -17,8 +17,9 @@ pub mod secret;
 pub use dispatcher::reload::{ReloadSummary, RunnerChange, RunnerUpdate};
 pub use dispatcher::{
     backoff, Command, ConfirmCheck, Dispatcher, DispatcherConfig, LaunchCheck, LaunchWatch,
-    ListedApp, LongPolling, MachineListing, Notice, PollAnswer, PollHold, PollOutcome, RunnerSpec,
-    Stats, StatusCheck, StepOutcome, WatchConfig, FLAVOR_REFRESH, MIN_DEPLOY_WATCH,
+    ListedApp, LongPolling, MachineListing, Notice, OrphanVerdict, PollAnswer, PollHold,
+    PollOutcome, RunnerSpec, Stats, StatusCheck, StepOutcome, TrackedApps, WatchConfig,
+    FLAVOR_REFRESH, MIN_DEPLOY_WATCH,
 };
 pub use flavor::{weight_of_ram_mib, Flavor, FlavorTable};
 pub use job::{App, Failure, FailureKind, Job, JobKey, NewJob, Resource, RunnerIdx, Stage};

@@ -4,6 +4,69 @@
 
 use super::*;
 
+/// What an application that no job accounts for is, by its owner and age:
+/// the one rule of reconciliation (which deletes [`OrphanVerdict::Orphan`]s
+/// at once, the young ones once old enough) and of `paas-runner reap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrphanVerdict {
+    /// This installation's, at least `paas_orphan_min_age` old: deleted.
+    Orphan,
+    /// This installation's, younger (or of unknown age): perhaps a creation
+    /// under way, kept.
+    Young,
+    /// Another installation's, or unmarked: counted, never deleted by the
+    /// service.
+    Foreign,
+}
+
+impl OrphanVerdict {
+    pub fn of(owner: &AppOwner, age: Option<Duration>, min_age: Duration) -> OrphanVerdict {
+        match (owner, old_enough(age, min_age)) {
+            (AppOwner::Ours, true) => OrphanVerdict::Orphan,
+            (AppOwner::Ours, false) => OrphanVerdict::Young,
+            _ => OrphanVerdict::Foreign,
+        }
+    }
+}
+
+/// Whether an application of age `age` (`None`: unknown) is at least
+/// `min_age` old.
+pub fn old_enough(age: Option<Duration>, min_age: Duration) -> bool {
+    age.is_some_and(|age| age >= min_age)
+}
+
+/// When an application aged `age` at `now` becomes [`old_enough`] (`None`:
+/// never, its age is unknown).
+fn deletable_at(age: Option<Duration>, min_age: Duration, now: Instant) -> Option<Instant> {
+    age.map(|age| now + min_age.saturating_sub(age))
+}
+
+/// The applications that recorded jobs account for: by id, and by name
+/// (`naming::app_name`) for a job whose creation outcome is unknown.
+#[derive(Debug, Clone, Default)]
+pub struct TrackedApps {
+    ids: BTreeSet<String>,
+    names: BTreeSet<String>,
+}
+
+impl TrackedApps {
+    pub fn from_records(records: &[JobRecord]) -> TrackedApps {
+        TrackedApps {
+            ids: records.iter().filter_map(|r| r.app_id.clone()).collect(),
+            names: records
+                .iter()
+                .filter(|r| r.app_id.is_none())
+                .map(|r| naming::app_name(&r.runner_key, r.job_id))
+                .collect(),
+        }
+    }
+
+    /// Whether a recorded job accounts for `app`.
+    pub fn accounts_for(&self, app: &ListedApp) -> bool {
+        self.ids.contains(&app.id) || self.names.contains(&app.name)
+    }
+}
+
 /// An application under a runner's name prefix that is not ours.
 #[derive(Debug, Clone)]
 pub(super) struct ForeignApp {
@@ -123,9 +186,7 @@ impl Dispatcher {
             }
             // Young applications may be a creation whose job this process
             // does not know yet (or no more): deleted only once old enough.
-            let deletable_at = app
-                .age
-                .map(|age| now + self.config.orphan_min_age.saturating_sub(age));
+            let deletable_at = deletable_at(app.age, self.config.orphan_min_age, now);
             if let Some(orphan) = self.orphans.get_mut(&app.id) {
                 orphan.deletable_at = deletable_at;
                 continue;
@@ -302,5 +363,49 @@ impl Dispatcher {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_old_applications_are_orphans() {
+        let min = Duration::from_secs(600);
+        let old = Some(Duration::from_secs(601));
+        let young = Some(Duration::from_secs(5));
+        assert_eq!(
+            OrphanVerdict::of(&AppOwner::Ours, old, min),
+            OrphanVerdict::Orphan
+        );
+        assert_eq!(
+            OrphanVerdict::of(&AppOwner::Ours, young, min),
+            OrphanVerdict::Young
+        );
+        assert_eq!(
+            OrphanVerdict::of(&AppOwner::Ours, None, min),
+            OrphanVerdict::Young
+        );
+        let other = AppOwner::Foreign("r_x".into());
+        assert_eq!(OrphanVerdict::of(&other, old, min), OrphanVerdict::Foreign);
+        assert_eq!(
+            OrphanVerdict::of(&AppOwner::Unmarked, old, min),
+            OrphanVerdict::Foreign
+        );
+    }
+
+    #[test]
+    fn reconciliation_deletes_exactly_when_reap_would() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let min = Duration::from_secs(600);
+        for age in [0, 1, 599, 600, 601, 10_000] {
+            let age = Some(Duration::from_secs(age));
+            let due = deletable_at(age, min, now).is_some_and(|at| at <= now);
+            assert_eq!(due, old_enough(age, min), "{age:?}");
+        }
+        assert_eq!(deletable_at(None, min, now), None);
+        assert!(!old_enough(None, min));
     }
 }
