@@ -662,9 +662,17 @@ impl ModelCloud {
         id
     }
 
-    /// Creates the application, or adopts the one of that name.
-    fn create(&mut self, name: &str, job: JobKey, flavor: &Flavor, now: Instant) -> App {
-        if let Some(app) = self.by_name(name) {
+    /// Creates the application, or with `may_exist` adopts the one of that
+    /// name this installation owns (as `Provider::create_or_adopt`).
+    fn create(
+        &mut self,
+        name: &str,
+        job: JobKey,
+        flavor: &Flavor,
+        may_exist: bool,
+        now: Instant,
+    ) -> App {
+        if let Some(app) = self.by_name(name).filter(|_| may_exist) {
             let adopted = App {
                 id: app.id.clone(),
                 weight: app.weight,
@@ -1869,11 +1877,14 @@ impl Harness {
                 self.schedule(Kind::Poll, Outcome::Poll(runner, outcome));
             }
             Command::CreateApp {
-                job, name, flavor, ..
+                job,
+                name,
+                flavor,
+                may_exist,
             } => {
                 let fault = self.fault(Kind::Create, job);
                 let app = (fault.is_none_or(Fault::effect))
-                    .then(|| self.cloud.create(&name, job, &flavor, now));
+                    .then(|| self.cloud.create(&name, job, &flavor, may_exist, now));
                 let late = app.is_none().then(|| LateCreate {
                     job,
                     name: name.clone(),
