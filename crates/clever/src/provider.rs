@@ -54,11 +54,6 @@ impl CleverProvider {
         }
     }
 
-    /// The API client (for checks outside the job steps).
-    pub fn client(&self) -> &CleverClient {
-        &self.client
-    }
-
     async fn instance_version(&self, refresh: bool) -> Result<String, CleverError> {
         let mut cached = self.instance_version.lock().await;
         if !refresh {

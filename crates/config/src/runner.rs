@@ -639,3 +639,23 @@ impl Converter<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod executor_tests {
+    use super::Executor;
+
+    #[test]
+    fn executors_are_read_by_their_spelling() {
+        assert_eq!(
+            Executor::from_name("clever-docker"),
+            Some(Executor::CleverDocker)
+        );
+        assert_eq!(Executor::from_name("docker"), None);
+        assert_eq!(Executor::from_name("local-docker"), None);
+        for (spelling, executor) in Executor::ALL {
+            assert_eq!(executor.name(), *spelling);
+            assert_eq!(Executor::from_name(spelling), Some(*executor));
+        }
+        assert_eq!(Executor::supported(), "`clever-docker`");
+    }
+}
