@@ -182,7 +182,38 @@ impl Default for TraceWatch {
     }
 }
 
+/// What the core needs of a runner's executor settings, whichever
+/// executor it is, with the keys they come from (for messages).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MachineSettings<'a> {
+    /// The flavor of jobs that ask for none, and its key.
+    pub default_flavor: &'a str,
+    pub default_flavor_key: &'static str,
+    /// The largest flavor a job may ask for, and its key.
+    pub max_flavor: Option<&'a str>,
+    pub max_flavor_key: &'static str,
+    /// Where the machines run (for messages to users).
+    pub zone: &'a str,
+    /// How often a machine being prepared is checked (the deployment's
+    /// cancellation watch follows it).
+    pub prepare_step: Duration,
+}
+
 impl RunnerConfig {
+    /// The executor's settings the core uses ([`MachineSettings`]).
+    pub fn machine_settings(&self) -> MachineSettings<'_> {
+        match self.executor {
+            Executor::CleverDocker => MachineSettings {
+                default_flavor: &self.cc.default_flavor,
+                default_flavor_key: "cc_default_flavor",
+                max_flavor: self.cc.max_flavor.as_deref(),
+                max_flavor_key: "cc_max_flavor",
+                zone: &self.cc.zone,
+                prepare_step: self.cc.deployment_repo_wait_step,
+            },
+        }
+    }
+
     /// The runner's unique id: the first 8 characters of its token, as
     /// GitLab and heptapod-paas-runner use (in cloud application names and
     /// the state). Unique in a loaded configuration.

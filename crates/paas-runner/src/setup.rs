@@ -126,19 +126,20 @@ pub fn plan(
 
     let mut specs = Vec::new();
     for (idx, (io, flavors)) in runners.iter().zip(tables).enumerate() {
-        let cc = &io.config.cc;
-        if let Some(max) = &cc.max_flavor {
+        let machine = io.config.machine_settings();
+        let (default_key, max_key) = (machine.default_flavor_key, machine.max_flavor_key);
+        if let Some(max) = machine.max_flavor {
             if flavors.get(max).is_none() {
                 return Err(error(format!(
-                    "key `runners[{idx}].cc_max_flavor`: flavor {max:?} is not available; available: {}",
+                    "key `runners[{idx}].{max_key}`: flavor {max:?} is not available; available: {}",
                     flavors.names_by_weight().join(", ")
                 )));
             }
         }
-        if flavors.get(&cc.default_flavor).is_none() {
+        if flavors.get(machine.default_flavor).is_none() {
             return Err(error(format!(
-                "key `runners[{idx}].cc_default_flavor`: flavor {:?} is not available; available: {}",
-                cc.default_flavor,
+                "key `runners[{idx}].{default_key}`: flavor {:?} is not available; available: {}",
+                machine.default_flavor,
                 flavors.names_by_weight().join(", ")
             )));
         }
@@ -146,12 +147,12 @@ pub fn plan(
             key: io.key.clone(),
             name: io.name.clone(),
             quota_max_fraction: io.config.quota_max_fraction,
-            default_flavor: cc.default_flavor.clone(),
-            max_flavor: cc.max_flavor.clone(),
+            default_flavor: machine.default_flavor.to_owned(),
+            max_flavor: machine.max_flavor.map(str::to_owned),
             flavors,
-            zone: cc.zone.clone(),
+            zone: machine.zone.to_owned(),
             limit: io.config.limit,
-            deploy_watch: cc.deployment_repo_wait_step,
+            deploy_watch: machine.prepare_step,
             // Launches are always confirmed: from the job log with the
             // watch token when there is one, else by probing the log with
             // the job's own token (`CoordinatorClient::probe_trace`).
@@ -160,12 +161,12 @@ pub fn plan(
                 poll_step: io.config.trace_watch.poll_step,
             }),
         };
-        if let Some(default) = spec.flavors.get(&cc.default_flavor) {
+        if let Some(default) = spec.flavors.get(machine.default_flavor) {
             if default.weight() > spec.max_job_weight() + 1e-9 {
                 return Err(error(format!(
-                    "key `runners[{idx}].cc_default_flavor`: default flavor {:?} is larger than cc_max_flavor {:?}",
-                    cc.default_flavor,
-                    cc.max_flavor.as_deref().unwrap_or_default()
+                    "key `runners[{idx}].{default_key}`: default flavor {:?} is larger than {max_key} {:?}",
+                    machine.default_flavor,
+                    machine.max_flavor.unwrap_or_default()
                 )));
             }
         }
@@ -180,7 +181,7 @@ pub fn plan(
             let fitting = spec.flavors.names_up_to(share);
             let suggestion = match fitting.last() {
                 Some(name) => {
-                    format!("set `cc_max_flavor = {name:?}` (the largest flavor that fits)")
+                    format!("set `{max_key} = {name:?}` (the largest flavor that fits)")
                 }
                 None => "no flavor fits at all".to_owned(),
             };
