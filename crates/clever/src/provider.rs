@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use paas_config::RunnerConfig;
 use paas_core::naming::{self, AppOwner};
-use paas_core::{App, FlavorTable, ListedApp, MachineListing, StepOutcome};
-use paas_provider::{
-    Access, AccessError, BoxFuture, CreateRequest, DeployTarget, Provider, ProviderError,
-};
+use paas_core::{App, FlavorTable, ListedApp, MachineListing, ReadyCheck, StepOutcome};
+use paas_provider::{Access, AccessError, BoxFuture, CreateRequest, Provider, ProviderError};
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
@@ -26,9 +24,6 @@ pub mod messages;
 const INSTANCE_VERSION_TTL: Duration = Duration::from_secs(600);
 /// Timeout of a git push.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long the readiness check made at the end of the repository wait may
-/// take beyond `cc_deployment_repo_timeout`.
-pub const LAST_CHECK_GRACE: Duration = Duration::from_secs(2);
 
 /// Clever Cloud for one `[[runners]]` entry (its `cc_*` settings).
 pub struct CleverProvider {
@@ -150,65 +145,25 @@ impl CleverProvider {
         Ok(App { id: app.id, weight })
     }
 
-    /// The deployment repository's URL once the application says it is
-    /// created, within `cc_deployment_repo_timeout`.
-    ///
-    /// The wait lasts `cc_deployment_repo_timeout` and no longer: each
-    /// readiness check is cut at the deadline (plus [`LAST_CHECK_GRACE`] for
-    /// the last one), and a repository still not ready then is a final
-    /// failure, not a transient one, so the core does not wait all over again.
-    async fn wait_for_repository(&self, app_id: &str) -> Result<DeployTarget, StepOutcome<()>> {
-        let timeout = self.config.cc.deployment_repo_timeout;
-        let step = self
-            .config
-            .cc
-            .deployment_repo_wait_step
-            .max(Duration::from_millis(10));
-        let started = tokio::time::Instant::now();
-        let deadline = started + timeout;
-        loop {
-            let check_deadline = deadline.max(tokio::time::Instant::now()) + LAST_CHECK_GRACE;
-            match tokio::time::timeout_at(check_deadline, self.client.get_app(app_id)).await {
-                Ok(Ok(app)) if app.repo_state.as_deref() == Some("CREATED") => {
-                    return match app.http_url {
-                        Some(url) => Ok(DeployTarget(url)),
-                        None => Err(StepOutcome::Failed {
-                            transient: false,
-                            user_message: messages::no_deployment_url(app_id),
-                        }),
-                    };
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) if error.is_transient() => {
-                    warn!(runner = %self.runner, app_id, %error, "reading application state failed");
-                }
-                Ok(Err(error)) => {
-                    return Err(StepOutcome::Failed {
-                        transient: false,
-                        user_message: messages::cannot_read_app(app_id, &error),
-                    })
-                }
-                Err(_elapsed) => {
-                    warn!(runner = %self.runner, app_id, "reading application state: no answer before the deadline");
-                }
+    /// Whether the application's deployment repository is ready (its URL
+    /// then): one read of the application. The core paces the checks and
+    /// ends the wait at `cc_deployment_repo_timeout`.
+    async fn repository_ready(&self, app_id: &str) -> ReadyCheck {
+        match self.client.get_app(app_id).await {
+            Ok(app) if app.repo_state.as_deref() == Some("CREATED") => match app.http_url {
+                Some(url) => ReadyCheck::Ready { target: url },
+                None => ReadyCheck::Failed {
+                    user_message: messages::no_deployment_url(app_id),
+                },
+            },
+            Ok(_) => ReadyCheck::NotYet,
+            Err(error) if error.is_transient() => {
+                warn!(runner = %self.runner, app_id, %error, "reading application state failed");
+                ReadyCheck::NotYet
             }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                warn!(
-                    runner = %self.runner,
-                    app_id,
-                    waited_secs = now.duration_since(started).as_secs_f64(),
-                    timeout_secs = timeout.as_secs_f64(),
-                    "deployment repository not ready within cc_deployment_repo_timeout"
-                );
-                // Final: the wait already lasted its whole configured time.
-                return Err(StepOutcome::Failed {
-                    transient: false,
-                    user_message: paas_core::messages::deployment_repo_not_ready(app_id, timeout),
-                });
-            }
-            // The last check is made at the deadline itself.
-            tokio::time::sleep_until((now + step).min(deadline)).await;
+            Err(error) => ReadyCheck::Failed {
+                user_message: messages::cannot_read_app(app_id, &error),
+            },
         }
     }
 
@@ -403,20 +358,17 @@ impl Provider for CleverProvider {
         Box::pin(self.create_app(request))
     }
 
-    fn prepare<'a>(
-        &'a self,
-        app_id: &'a str,
-    ) -> BoxFuture<'a, Result<DeployTarget, StepOutcome<()>>> {
-        Box::pin(self.wait_for_repository(app_id))
+    fn check_ready<'a>(&'a self, app_id: &'a str) -> BoxFuture<'a, ReadyCheck> {
+        Box::pin(self.repository_ready(app_id))
     }
 
     fn deploy<'a>(
         &'a self,
         app_id: &'a str,
-        target: &'a DeployTarget,
+        target: &'a str,
         payload: &'a str,
     ) -> BoxFuture<'a, StepOutcome<()>> {
-        Box::pin(self.push_build_context(app_id, &target.0, payload))
+        Box::pin(self.push_build_context(app_id, target, payload))
     }
 
     fn delete<'a>(

@@ -194,9 +194,11 @@ pub struct MachineSettings<'a> {
     pub max_flavor_key: &'static str,
     /// Where the machines run (for messages to users).
     pub zone: &'a str,
-    /// How often a machine being prepared is checked (the deployment's
-    /// cancellation watch follows it).
-    pub prepare_step: Duration,
+    /// How long a new machine may take to be ready for its job, and how
+    /// often it is checked meanwhile (the deployment's cancellation watch
+    /// follows it).
+    pub ready_timeout: Duration,
+    pub ready_step: Duration,
 }
 
 impl RunnerConfig {
@@ -209,7 +211,8 @@ impl RunnerConfig {
                 max_flavor: self.cc.max_flavor.as_deref(),
                 max_flavor_key: "cc_max_flavor",
                 zone: &self.cc.zone,
-                prepare_step: self.cc.deployment_repo_wait_step,
+                ready_timeout: self.cc.deployment_repo_timeout,
+                ready_step: self.cc.deployment_repo_wait_step,
             },
         }
     }

@@ -36,6 +36,7 @@ macro_rules! outcome_job {
 }
 
 mod command;
+mod deploy;
 mod lifecycle;
 mod notices;
 mod polling;
@@ -47,14 +48,15 @@ mod retry;
 mod settings;
 mod watch;
 pub use command::{
-    Command, ConfirmCheck, LaunchCheck, ListedApp, Notice, PollOutcome, StatusCheck, StepOutcome,
+    Command, ConfirmCheck, LaunchCheck, ListedApp, Notice, PollOutcome, ReadyCheck, StatusCheck,
+    StepOutcome,
 };
 pub use polling::{LongPolling, PollAnswer, LONG_POLL_EVIDENCE};
 pub use quota::{PollHold, Stats};
 pub use reconcile::{old_enough, OrphanVerdict, TrackedApps};
 use reconcile::{ForeignApp, Orphan};
 pub use retry::{backoff, MAX_BACKOFF, REPORT_ATTEMPTS, STEP_ATTEMPTS};
-pub use settings::{DispatcherConfig, LaunchWatch, RunnerSpec};
+pub use settings::{DispatcherConfig, LaunchWatch, ReadyWait, RunnerSpec};
 pub use watch::{MachineListing, WatchConfig};
 
 /// Tolerance for floating-point weight comparisons.
@@ -64,6 +66,11 @@ const EPSILON: f64 = 1e-9;
 pub const FLAVOR_REFRESH: Duration = Duration::from_secs(3600);
 /// The shortest period of the cancellation watch during a deployment.
 pub const MIN_DEPLOY_WATCH: Duration = Duration::from_millis(500);
+/// The shortest time between two readiness checks of a machine.
+pub const MIN_READY_STEP: Duration = Duration::from_millis(10);
+/// How long the readiness check made at the end of a machine's wait may
+/// take beyond the wait's configured length.
+pub const LAST_CHECK_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 struct RunnerState {
@@ -114,6 +121,10 @@ pub struct Dispatcher {
     /// Jobs whose application a listing found gone, acted on at their next
     /// step (a command in flight is let finish first).
     vanished: BTreeMap<JobKey, String>,
+    /// Deployments under way (`deploy.rs`).
+    deployments: BTreeMap<JobKey, deploy::Deployment>,
+    /// When jobs being deployed are due a check that they are not over.
+    job_watches: BTreeSet<(Instant, JobKey)>,
     /// When jobs are due a slow-launch notice.
     notice_wakeups: BTreeSet<(Instant, JobKey)>,
     /// Next reading of the flavor catalogues (set at the first drive).
@@ -166,6 +177,8 @@ impl Dispatcher {
             exists_since: BTreeMap::new(),
             vanished: BTreeMap::new(),
             notice_wakeups: BTreeSet::new(),
+            deployments: BTreeMap::new(),
+            job_watches: BTreeSet::new(),
             next_flavor_refresh_at: None,
             next_reconcile_at: None,
             listing: vec![false; runner_count],
@@ -198,6 +211,7 @@ impl Dispatcher {
             && !self.listing.iter().any(|listing| *listing)
             && !self.orphans.values().any(|orphan| orphan.busy)
             && !self.watch.listing_in_flight()
+            && !self.watch_in_flight()
     }
 
     pub fn config(&self) -> &DispatcherConfig {
@@ -271,6 +285,11 @@ impl Dispatcher {
         } else {
             self.watch.next_listing_at()
         };
+        let job_watch_wakeup = if self.shutting_down {
+            None
+        } else {
+            self.job_watches.iter().next().map(|(at, _)| *at)
+        };
         let flavor_wakeup = if self.shutting_down {
             None
         } else {
@@ -285,6 +304,7 @@ impl Dispatcher {
             orphan_wakeup,
             listing_wakeup,
             flavor_wakeup,
+            job_watch_wakeup,
         ]
         .into_iter()
         .flatten()
@@ -293,6 +313,7 @@ impl Dispatcher {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.send_notices(now);
+        self.send_job_watches(now);
         while let Some(&(at, key)) = self.wakeups.iter().next() {
             if at > now {
                 break;

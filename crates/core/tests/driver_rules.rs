@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use paas_core::{
-    Command, ConfirmCheck, Dispatcher, JobKey, NewJob, PollAnswer, PollOutcome, Secret,
-    StepOutcome, FLAVOR_REFRESH, MIN_DEPLOY_WATCH,
+    Command, ConfirmCheck, Dispatcher, JobKey, NewJob, PollAnswer, PollOutcome, ReadyCheck, Secret,
+    StepOutcome, FLAVOR_REFRESH, LAST_CHECK_GRACE,
 };
 
 fn drain(dispatcher: &mut Dispatcher) -> Vec<Command> {
@@ -70,9 +70,9 @@ fn a_creation_may_exist_only_after_an_attempt() {
     assert_eq!(create_of(&commands), Some(true), "{commands:?}");
 }
 
-#[test]
-fn the_deployment_is_watched_at_the_runner_s_period_or_the_minimum() {
-    let now = origin();
+/// A confirmed job whose application `app_7` was just created; returns
+/// the commands that followed.
+fn created_job(now: Instant) -> (Dispatcher, JobKey, Vec<Command>) {
     let (mut dispatcher, key, _) = confirmed_job(now);
     dispatcher.handle_created(
         key,
@@ -82,17 +82,122 @@ fn the_deployment_is_watched_at_the_runner_s_period_or_the_minimum() {
         }),
         now,
     );
-    let watch = drain(&mut dispatcher)
+    let commands = drain(&mut dispatcher);
+    (dispatcher, key, commands)
+}
+
+fn ready_check_of(commands: &[Command]) -> Option<(Duration, bool)> {
+    commands.iter().find_map(|command| match command {
+        Command::CheckReady { timeout, first, .. } => Some((*timeout, *first)),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_deployment_waits_for_its_machine_then_hands_the_job_over() {
+    let now = origin();
+    let wait = runner_spec(0).ready_wait;
+    let (mut dispatcher, key, commands) = created_job(now);
+    assert_eq!(
+        ready_check_of(&commands),
+        Some((wait.timeout + LAST_CHECK_GRACE, true))
+    );
+    dispatcher.handle_ready(key, ReadyCheck::NotYet, now);
+    dispatcher.handle_timeout(now + wait.step - Duration::from_millis(1));
+    assert_eq!(
+        ready_check_of(&drain(&mut dispatcher)),
+        None,
+        "not before its step"
+    );
+    let later = now + wait.step;
+    dispatcher.handle_timeout(later);
+    let commands = drain(&mut dispatcher);
+    // Each check is cut at the wait's end (plus the grace of the last).
+    assert_eq!(
+        ready_check_of(&commands),
+        Some((wait.timeout - wait.step + LAST_CHECK_GRACE, false)),
+        "{commands:?}"
+    );
+    let target = "https://git.example/app_7.git".to_owned();
+    dispatcher.handle_ready(
+        key,
+        ReadyCheck::Ready {
+            target: target.clone(),
+        },
+        later,
+    );
+    let deploy = drain(&mut dispatcher)
         .into_iter()
         .find_map(|command| match command {
-            Command::Deploy { watch_every, .. } => Some(watch_every),
+            Command::Deploy { target, .. } => Some(target),
             _ => None,
         });
-    assert_eq!(
-        watch,
-        Some(runner_spec(0).deploy_watch.max(MIN_DEPLOY_WATCH))
+    assert_eq!(deploy, Some(target));
+}
+
+#[test]
+fn a_machine_not_ready_within_the_wait_fails_the_job_once() {
+    let now = origin();
+    let wait = runner_spec(0).ready_wait;
+    let (mut dispatcher, key, _) = created_job(now);
+    let mut at = now;
+    let mut checks = 1;
+    'wait: loop {
+        dispatcher.handle_ready(key, ReadyCheck::NotYet, at);
+        loop {
+            let commands = drain(&mut dispatcher);
+            if let Some(text) = commands.iter().find_map(|command| match command {
+                Command::AppendLog { text, .. } => Some(text.clone()),
+                _ => None,
+            }) {
+                assert!(text.contains("deployment repository"), "{text}");
+                break 'wait;
+            }
+            if ready_check_of(&commands).is_some() {
+                checks += 1;
+                break;
+            }
+            at = dispatcher.poll_timeout().expect("a next check");
+            assert!(at <= now + wait.timeout, "the wait outlasts its timeout");
+            dispatcher.handle_timeout(at);
+        }
+    }
+    assert_eq!(at, now + wait.timeout, "the last check is at the deadline");
+    let expected = wait.timeout.as_millis() / wait.step.as_millis() + 1;
+    assert_eq!(checks as u128, expected);
+}
+
+#[test]
+fn a_job_over_while_its_machine_gets_ready_is_decommissioned() {
+    let now = origin();
+    let wait = runner_spec(0).ready_wait;
+    let (mut dispatcher, key, _) = created_job(now);
+    // The check is slow; the watch comes first.
+    let at = now + wait.watch_every();
+    dispatcher.handle_timeout(at);
+    let commands = drain(&mut dispatcher);
+    assert!(
+        commands
+            .iter()
+            .any(|command| matches!(command, Command::WatchJob { job, .. } if *job == key)),
+        "{commands:?}"
     );
-    assert!(MIN_DEPLOY_WATCH > Duration::ZERO);
+    dispatcher.handle_job_watch(key, true, at);
+    let commands = drain(&mut dispatcher);
+    assert!(
+        !commands
+            .iter()
+            .any(|command| matches!(command, Command::DeleteApp { .. })),
+        "not while its readiness check is under way: {commands:?}"
+    );
+    dispatcher.handle_ready(key, ReadyCheck::NotYet, at);
+    let commands = drain(&mut dispatcher);
+    assert!(
+        commands
+            .iter()
+            .any(|command| matches!(command, Command::DeleteApp { app_id: Some(id), .. } if id == "app_7")),
+        "{commands:?}"
+    );
 }
 
 #[test]

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use paas_core::App;
-use paas_core::{ConfirmCheck, PollAnswer, PollOutcome, RunnerIdx, StatusCheck, StepOutcome};
+use paas_core::{ConfirmCheck, PollAnswer, PollOutcome, ReadyCheck, RunnerIdx};
 use paas_core::{Dispatcher, FlavorTable, JobKey, LaunchCheck, ListedApp, MachineListing};
+use paas_core::{StatusCheck, StepOutcome};
 use paas_store::Store;
 use tokio::sync::{mpsc, watch};
 
@@ -82,9 +83,13 @@ enum Event {
         job: JobKey,
         check: ConfirmCheck,
     },
-    /// The coordinator says the job is over while a step was under way.
-    JobOver {
+    Ready {
         job: JobKey,
+        check: ReadyCheck,
+    },
+    Watched {
+        job: JobKey,
+        over: bool,
     },
     AppList {
         runner: RunnerIdx,
@@ -303,7 +308,8 @@ impl Driver {
             }
             Event::Deleted { job, outcome } => self.core.handle_deleted(job, outcome, now),
             Event::Confirmed { job, check } => self.core.handle_confirmed(job, check, now),
-            Event::JobOver { job } => self.core.handle_job_over(job, now),
+            Event::Ready { job, check } => self.core.handle_ready(job, check, now),
+            Event::Watched { job, over } => self.core.handle_job_watch(job, over, now),
             Event::Noticed { job, length } => self.core.handle_notice_written(job, length, now),
             Event::AppList { runner, apps } => {
                 if let Some(apps) = &apps {

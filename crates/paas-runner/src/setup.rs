@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paas_config::Config;
-use paas_core::{Dispatcher, DispatcherConfig, FlavorTable, LaunchWatch, RunnerSpec, WatchConfig};
+use paas_core::{
+    Dispatcher, DispatcherConfig, FlavorTable, LaunchWatch, ReadyWait, RunnerSpec, WatchConfig,
+};
 use tracing::{info, warn};
 
 use crate::runners::{RunnerIo, Runners};
@@ -152,7 +154,10 @@ pub fn plan(
             flavors,
             zone: machine.zone.to_owned(),
             limit: io.config.limit,
-            deploy_watch: machine.prepare_step,
+            ready_wait: ReadyWait {
+                timeout: machine.ready_timeout,
+                step: machine.ready_step,
+            },
             // Launches are always confirmed: from the job log with the
             // watch token when there is one, else by probing the log with
             // the job's own token (`CoordinatorClient::probe_trace`).

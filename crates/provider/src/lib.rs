@@ -2,7 +2,7 @@
 //!
 //! A [`Provider`] is what the driver, `setup` and `reap` know of a cloud:
 //! its flavor catalogue, creating (or adopting, by name) the machine of a
-//! job, preparing and deploying it, deleting it by id or by name, and
+//! job, checking that it is ready and deploying it, deleting it by id or by name, and
 //! listing what this installation owns. Every call is one IO step with its
 //! own timeouts and size limits; every decision (retries, pacing, when to
 //! adopt or delete) stays in `paas-core`. Clever Cloud is the first
@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use paas_core::{App, Flavor, FlavorTable, ListedApp, MachineListing, StepOutcome};
+use paas_core::{App, Flavor, FlavorTable, ListedApp, MachineListing, ReadyCheck, StepOutcome};
 
 /// A boxed future: provider calls are made through `dyn Provider`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -51,11 +51,6 @@ pub struct CreateRequest<'a> {
     /// This installation's id, written as the machine's owner marker.
     pub system_id: &'a str,
 }
-
-/// Where a prepared machine takes its job (for Clever Cloud: the git
-/// deployment repository). Opaque to the driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeployTarget(pub String);
 
 /// The provider's credentials work (checked at start).
 #[derive(Debug, Clone)]
@@ -93,18 +88,17 @@ pub trait Provider: Send + Sync {
     fn create_or_adopt<'a>(&'a self, request: CreateRequest<'a>)
         -> BoxFuture<'a, StepOutcome<App>>;
 
-    /// Waits until the machine can take its job; the wait lasts the
-    /// provider's configured time and no longer (a final failure then).
-    fn prepare<'a>(
-        &'a self,
-        app_id: &'a str,
-    ) -> BoxFuture<'a, Result<DeployTarget, StepOutcome<()>>>;
+    /// Whether the machine can take its job yet: one check (the core
+    /// paces the checks and decides when the wait is over). Transient
+    /// errors answer [`ReadyCheck::NotYet`].
+    fn check_ready<'a>(&'a self, app_id: &'a str) -> BoxFuture<'a, ReadyCheck>;
 
-    /// Hands the job (its payload) to the prepared machine; idempotent.
+    /// Hands the job (its payload) to the ready machine at `target` (from
+    /// [`ReadyCheck::Ready`]); idempotent.
     fn deploy<'a>(
         &'a self,
         app_id: &'a str,
-        target: &'a DeployTarget,
+        target: &'a str,
         payload: &'a str,
     ) -> BoxFuture<'a, StepOutcome<()>>;
 

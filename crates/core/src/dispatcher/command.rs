@@ -34,16 +34,26 @@ pub enum Command {
         flavor: Flavor,
         may_exist: bool,
     },
-    /// Wait until the application's repository is ready and push the build
-    /// context (idempotent: skip the push if the repository has a head).
-    /// While the repository gets ready (not during the push), ask the
-    /// coordinator every `watch_every` whether the job is over, and answer
-    /// [`Dispatcher::handle_job_over`] if it is.
+    /// Is the application ready to take its job? One check, answered with
+    /// [`Dispatcher::handle_ready`]; one not answered within `timeout`
+    /// counts as [`ReadyCheck::NotYet`]. `first`: the first check of this
+    /// wait (the deployment starts).
+    CheckReady {
+        job: JobKey,
+        app_id: String,
+        timeout: Duration,
+        first: bool,
+    },
+    /// Is the job over on the coordinator (asked while its machine gets
+    /// ready)? Answer [`Dispatcher::handle_job_watch`].
+    WatchJob { job: JobKey, token: Secret },
+    /// Hand the job to its ready application at `target` (push the build
+    /// context; idempotent: skip the push if the repository has a head).
     Deploy {
         job: JobKey,
         app_id: String,
         payload: String,
-        watch_every: Duration,
+        target: String,
     },
     /// Has the inner runner written to the job log yet, that is, is it
     /// longer than the `own_log_bytes` we wrote ourselves?
@@ -151,6 +161,13 @@ pub enum Notice {
         /// Its age when listed, if known.
         age: Option<Duration>,
     },
+    /// A job's machine was not ready within its wait (the job fails).
+    NotReady {
+        job: JobKey,
+        app_id: String,
+        waited: Duration,
+        timeout: Duration,
+    },
     /// The application of a job under way is gone from the cloud although
     /// nothing here deleted it: the job is failed.
     MachineVanished {
@@ -231,6 +248,19 @@ pub enum LaunchCheck {
     /// The job is already over on the coordinator (e.g. cancelled).
     JobOver,
 }
+/// Result of a readiness check of a job's machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadyCheck {
+    /// Ready: it takes its job at `target` (for Clever Cloud, the git
+    /// deployment repository's URL).
+    Ready { target: String },
+    /// Not yet (or no answer): checked again until the wait's end.
+    NotYet,
+    /// It can never be (the application cannot be read): the job fails
+    /// with `user_message`.
+    Failed { user_message: String },
+}
+
 /// Result of a status check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusCheck {

@@ -35,6 +35,8 @@ impl Dispatcher {
     }
 
     pub fn handle_deployed(&mut self, key: JobKey, outcome: StepOutcome<()>, now: Instant) {
+        // A retry waits for the machine again, as the first attempt did.
+        self.deployments.remove(&key);
         let job = outcome_job!(self, key);
         match outcome {
             StepOutcome::Done(()) => {
@@ -261,12 +263,21 @@ impl Dispatcher {
     /// while a step was under way for it: the step's outcome will not come;
     /// whatever was created is deleted.
     pub fn handle_job_over(&mut self, key: JobKey, now: Instant) {
-        let job = outcome_job!(self, key);
+        outcome_job!(self, key);
+        self.deployments.remove(&key);
+        self.end_job_over(key);
+        self.drive(now);
+    }
+
+    /// The job is over on the coordinator: whatever was created is deleted.
+    pub(super) fn end_job_over(&mut self, key: JobKey) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
         job.attempts = 0;
         self.launch_queue.retain(|queued| *queued != key);
         self.commands
             .push_back(Command::Notice(Notice::Finished { job: key }));
-        let job = outcome_job!(self, key);
         if matches!(job.resource, Resource::None) {
             self.finish(key);
         } else {
@@ -274,7 +285,6 @@ impl Dispatcher {
             self.save(key);
             self.ready.insert(key);
         }
-        self.drive(now);
     }
 
     pub(super) fn start_launches(&mut self, now: Instant) {
@@ -394,12 +404,17 @@ impl Dispatcher {
                     }
                 }
             }
-            Stage::Deploying => job.app_id().map(|app_id| Command::Deploy {
-                job: key,
-                app_id: app_id.to_owned(),
-                payload: job.payload.clone(),
-                watch_every: spec.deploy_watch.max(MIN_DEPLOY_WATCH),
-            }),
+            Stage::Deploying => match job.app_id().map(str::to_owned) {
+                Some(app_id) => {
+                    let command = self.deploy_command(key, app_id, now);
+                    if let Some(job) = self.jobs.get_mut(&key) {
+                        job.busy = true;
+                    }
+                    self.commands.push_back(command);
+                    return;
+                }
+                None => None,
+            },
             Stage::Launching { .. } => Some(Command::CheckLaunch {
                 job: key,
                 project_id: job.project_id,
@@ -479,6 +494,7 @@ impl Dispatcher {
     }
 
     pub(super) fn finish(&mut self, key: JobKey) {
+        self.deployments.remove(&key);
         self.exists_since.remove(&key);
         self.vanished.remove(&key);
         self.watch.forget(key);

@@ -191,6 +191,6 @@ fn same_spec(old: &RunnerSpec, new: &RunnerSpec) -> bool {
         && old.max_flavor == new.max_flavor
         && old.launch_watch == new.launch_watch
         && old.zone == new.zone
-        && old.deploy_watch == new.deploy_watch
+        && old.ready_wait == new.ready_wait
         && old.flavors == new.flavors
 }

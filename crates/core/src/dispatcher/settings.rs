@@ -63,10 +63,28 @@ pub struct RunnerSpec {
     /// The most jobs of this runner at once (gitlab-runner's per-runner
     /// `limit`); `None`: only the global limits apply.
     pub limit: Option<usize>,
-    /// How often the coordinator is asked whether a job is over while its
-    /// machine gets ready ([`Command::Deploy`]'s `watch_every`, at least
-    /// [`MIN_DEPLOY_WATCH`]).
-    pub deploy_watch: Duration,
+    /// How long, and how often, a new machine is checked until it can
+    /// take its job.
+    pub ready_wait: ReadyWait,
+}
+
+/// Waiting for a new machine to take its job (for Clever Cloud,
+/// `cc_deployment_repo_timeout` and `cc_deployment_repo_wait_step`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReadyWait {
+    /// The whole wait.
+    pub timeout: Duration,
+    /// Between two readiness checks (at least [`MIN_READY_STEP`]); the
+    /// coordinator is asked as often (at least every [`MIN_DEPLOY_WATCH`])
+    /// whether the job is over meanwhile.
+    pub step: Duration,
+}
+
+impl ReadyWait {
+    /// The period of the cancellation watch during the wait.
+    pub fn watch_every(&self) -> Duration {
+        self.step.max(MIN_DEPLOY_WATCH)
+    }
 }
 impl RunnerSpec {
     /// Weight of the largest job this runner may receive: the most a poll

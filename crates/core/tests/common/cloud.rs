@@ -42,6 +42,8 @@ pub struct ModelCloud {
     pub strays: u64,
     /// Applications deleted by `DeleteOrphan`.
     pub orphan_deletions: u64,
+    /// How long a new application takes to be ready for its job.
+    pub ready_after: Duration,
 }
 
 impl ModelCloud {
@@ -172,6 +174,13 @@ impl ModelCloud {
             id,
             weight: flavor.weight(),
         }
+    }
+
+    /// Whether the application is ready for its job (`None`: no such
+    /// application).
+    pub(crate) fn is_ready(&self, app_id: &str, now: Instant) -> Option<bool> {
+        let app = self.apps.get(app_id)?;
+        Some(now >= app.created_at + self.ready_after)
     }
 
     /// Pushes the build context unless the repository has a head already.

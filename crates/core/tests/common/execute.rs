@@ -240,6 +240,40 @@ impl Harness {
                 };
                 self.schedule_with(Kind::Create, Outcome::Created(job, outcome), late);
             }
+            Command::CheckReady { job, app_id, .. } => {
+                let check = match (
+                    self.fault(Kind::Ready, job),
+                    self.cloud.is_ready(&app_id, now),
+                ) {
+                    (_, None) => {
+                        if !self.vanished_apps.contains(&app_id) {
+                            self.violation(format!(
+                                "readiness check of j{} on missing application {app_id}",
+                                job.job_id
+                            ));
+                        }
+                        ReadyCheck::Failed {
+                            user_message: "application not found".to_owned(),
+                        }
+                    }
+                    (Some(fault), _) if fault.transient() => ReadyCheck::NotYet,
+                    (Some(_), _) => ReadyCheck::Failed {
+                        user_message: "cannot read the application".to_owned(),
+                    },
+                    (None, Some(true)) => ReadyCheck::Ready {
+                        target: format!("git+{app_id}"),
+                    },
+                    (None, Some(false)) => ReadyCheck::NotYet,
+                };
+                self.schedule(Kind::Ready, Outcome::Ready(job, check));
+            }
+            Command::WatchJob { job, .. } => {
+                let over = match self.fault(Kind::Watch, job) {
+                    Some(_) => false,
+                    None => self.coordinator.jobs[&job].state.is_over(),
+                };
+                self.schedule(Kind::Watch, Outcome::Watched(job, over));
+            }
             Command::Deploy { job, app_id, .. } => {
                 let fault = self.fault(Kind::Deploy, job);
                 let mut outcome = step_outcome(fault, "git push to the application failed");
@@ -448,6 +482,13 @@ impl Harness {
             }
             Outcome::Created(key, outcome) => self.dispatcher.handle_created(key, outcome, now),
             Outcome::Deployed(key, outcome) => self.dispatcher.handle_deployed(key, outcome, now),
+            Outcome::Ready(key, check) => self.dispatcher.handle_ready(key, check, now),
+            Outcome::Watched(key, over) => {
+                if over {
+                    self.job_overs += 1;
+                }
+                self.dispatcher.handle_job_watch(key, over, now)
+            }
             Outcome::Launch(key, check) => self.dispatcher.handle_launch_check(key, check, now),
             Outcome::Status(key, check) => self.dispatcher.handle_status(key, check, now),
             Outcome::Appended(key, outcome) => {

@@ -16,9 +16,13 @@ pub enum Kind {
     Delete,
     List,
     DeleteOrphan,
+    /// Readiness checks of a job's machine.
+    Ready,
+    /// Checks that a job being deployed is not over.
+    Watch,
 }
 
-pub const ALL_KINDS: [Kind; 11] = [
+pub const ALL_KINDS: [Kind; 13] = [
     Kind::Poll,
     Kind::Confirm,
     Kind::Create,
@@ -30,6 +34,8 @@ pub const ALL_KINDS: [Kind; 11] = [
     Kind::Delete,
     Kind::List,
     Kind::DeleteOrphan,
+    Kind::Ready,
+    Kind::Watch,
 ];
 
 /// A failed command. `effect`: the command took effect all the same (a

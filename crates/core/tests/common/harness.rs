@@ -9,6 +9,8 @@ pub(crate) enum Outcome {
     Confirmed(JobKey, ConfirmCheck),
     Created(JobKey, StepOutcome<App>),
     Deployed(JobKey, StepOutcome<()>),
+    Ready(JobKey, ReadyCheck),
+    Watched(JobKey, bool),
     Launch(JobKey, LaunchCheck),
     Status(JobKey, StatusCheck),
     Appended(JobKey, StepOutcome<()>),
@@ -170,7 +172,10 @@ impl Harness {
         let mut coordinator = ModelCoordinator::new(start, setup.runners.len(), &setup.jobs);
         coordinator.confirm_window = setup.confirm_window;
         let runner_count = setup.runners.len();
-        let mut cloud = ModelCloud::default();
+        let mut cloud = ModelCloud {
+            ready_after: setup.ready_after,
+            ..ModelCloud::default()
+        };
         for leftover in &setup.leftovers {
             let spec = &setup.runners[leftover.runner];
             let key = JobKey {
@@ -349,6 +354,8 @@ impl Harness {
                 Outcome::Confirmed(key, _) => (Kind::Confirm, key),
                 Outcome::Created(key, _) => (Kind::Create, key),
                 Outcome::Deployed(key, _) => (Kind::Deploy, key),
+                Outcome::Ready(key, _) => (Kind::Ready, key),
+                Outcome::Watched(key, _) => (Kind::Watch, key),
                 Outcome::Launch(key, _) => (Kind::CheckLaunch, key),
                 Outcome::Status(key, _) => (Kind::CheckStatus, key),
                 Outcome::Appended(key, _) => (Kind::AppendLog, key),
@@ -381,8 +388,8 @@ impl Harness {
         }
     }
 
-    /// A driver watching the jobs under creation or deployment learns at
-    /// once when one is over: the step's answer is dropped and
+    /// A driver watching the jobs under creation learns at once when one
+    /// is over (the core itself watches deployments: `Command::WatchJob`): the step's answer is dropped and
     /// `handle_job_over` delivered instead. A creation still under way may
     /// land later: one that failed without effect, or one that succeeded
     /// but that no listing has seen yet (the model made it at once; it is
@@ -392,7 +399,7 @@ impl Harness {
         let mut late = Vec::new();
         for index in 0..self.in_flight.len() {
             let key = match &self.in_flight[index].outcome {
-                Outcome::Created(key, _) | Outcome::Deployed(key, _) => *key,
+                Outcome::Created(key, _) => *key,
                 _ => continue,
             };
             if !self.coordinator.jobs[&key].state.is_over() {

@@ -20,8 +20,8 @@ use paas_core::AppOwner;
 use paas_core::{
     App, Command, ConfirmCheck, Dispatcher, DispatcherConfig, FailureKind, Flavor, FlavorTable,
     JobKey, JobRecord, LaunchCheck, LaunchWatch, ListedApp, MachineListing, NewJob, Notice,
-    PollAnswer, PollOutcome, RunnerIdx, RunnerSpec, Secret, StageRecord, StatusCheck, StepOutcome,
-    WatchConfig,
+    PollAnswer, PollOutcome, ReadyCheck, ReadyWait, RunnerIdx, RunnerSpec, Secret, StageRecord,
+    StatusCheck, StepOutcome, WatchConfig,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -105,7 +105,10 @@ pub fn runner_spec(idx: RunnerIdx) -> RunnerSpec {
             poll_step: secs(5),
         }),
         limit: None,
-        deploy_watch: secs(5),
+        ready_wait: ReadyWait {
+            timeout: secs(120),
+            step: secs(5),
+        },
     }
 }
 

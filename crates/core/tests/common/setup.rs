@@ -23,10 +23,11 @@ pub struct Setup {
     pub label: String,
     /// The model coordinator's two-phase commit window.
     pub confirm_window: Duration,
-    /// Tell the dispatcher when a job is over while its creation or
-    /// deployment is under way (`handle_job_over`), like a driver watching
-    /// the job: the step's answer is then never delivered.
+    /// Tell the dispatcher when a job is over while its creation is under
+    /// way (`handle_job_over`): the step's answer is then never delivered.
     pub job_over_watch: bool,
+    /// How long a new application takes to be ready for its job.
+    pub ready_after: Duration,
     /// Chance that a creation dropped that way, which had not taken effect
     /// yet, lands later all the same (when its answer was due).
     pub late_create_rate: f64,
@@ -59,6 +60,7 @@ impl Setup {
             label: "scenario".to_owned(),
             confirm_window: CONFIRM_WINDOW,
             job_over_watch: false,
+            ready_after: Duration::ZERO,
             late_create_rate: 0.0,
             leftovers: Vec::new(),
             watch: None,

@@ -77,6 +77,10 @@ impl Harness {
                 format!("CreateApp j{} {name} {}", job.job_id, flavor.api_name)
             }
             Command::Deploy { job, app_id, .. } => format!("Deploy j{} {app_id}", job.job_id),
+            Command::CheckReady { job, app_id, .. } => {
+                format!("CheckReady j{} {app_id}", job.job_id)
+            }
+            Command::WatchJob { job, .. } => format!("WatchJob j{}", job.job_id),
             Command::CheckLaunch { job, .. } => format!("CheckLaunch j{}", job.job_id),
             Command::CheckStatus { job, .. } => format!("CheckStatus j{}", job.job_id),
             Command::AppendLog { job, text, .. } => format!("AppendLog j{} {text:?}", job.job_id),
@@ -192,6 +196,7 @@ pub(crate) fn describe_notice(notice: &Notice) -> String {
         Notice::MachineVanished { job, app_id } => {
             format!("Notice vanished j{} {app_id}", job.job_id)
         }
+        Notice::NotReady { job, .. } => format!("Notice not ready j{}", job.job_id),
     }
 }
 
@@ -289,6 +294,22 @@ pub(crate) fn describe_outcome(outcome: &Outcome) -> (Option<JobKey>, String) {
         Outcome::Deployed(key, outcome) => {
             describe_job_step(key, outcome, "deployed", "deploy failed")
         }
+        Outcome::Ready(key, check) => (
+            Some(*key),
+            match check {
+                ReadyCheck::Ready { .. } => format!("j{} ready", key.job_id),
+                ReadyCheck::NotYet => format!("j{} not ready", key.job_id),
+                ReadyCheck::Failed { .. } => format!("j{} readiness failed", key.job_id),
+            },
+        ),
+        Outcome::Watched(key, over) => (
+            Some(*key),
+            if *over {
+                format!("j{} job over", key.job_id)
+            } else {
+                format!("j{} job on", key.job_id)
+            },
+        ),
         Outcome::Launch(key, check) => (Some(*key), format!("j{} launch {check:?}", key.job_id)),
         Outcome::Status(key, check) => (Some(*key), format!("j{} status {check:?}", key.job_id)),
         Outcome::Appended(key, outcome) => {
@@ -326,6 +347,8 @@ pub fn command_job(command: &Command) -> Option<JobKey> {
         Command::ConfirmJob { job, .. }
         | Command::CreateApp { job, .. }
         | Command::Deploy { job, .. }
+        | Command::CheckReady { job, .. }
+        | Command::WatchJob { job, .. }
         | Command::CheckLaunch { job, .. }
         | Command::CheckStatus { job, .. }
         | Command::AppendLog { job, .. }
@@ -342,7 +365,8 @@ pub fn command_job(command: &Command) -> Option<JobKey> {
             | Notice::GaveUp { job, .. }
             | Notice::Withdrawn { job }
             | Notice::Adopted { job, .. }
-            | Notice::MachineVanished { job, .. } => *job,
+            | Notice::MachineVanished { job, .. }
+            | Notice::NotReady { job, .. } => *job,
             Notice::Orphan { .. } | Notice::Foreign { .. } => return None,
         }),
     }
@@ -359,6 +383,8 @@ pub fn command_kind(command: &Command) -> Option<Kind> {
         Command::DeleteOrphan { .. } => Kind::DeleteOrphan,
         Command::CreateApp { .. } => Kind::Create,
         Command::Deploy { .. } => Kind::Deploy,
+        Command::CheckReady { .. } => Kind::Ready,
+        Command::WatchJob { .. } => Kind::Watch,
         Command::CheckLaunch { .. } => Kind::CheckLaunch,
         Command::CheckStatus { .. } => Kind::CheckStatus,
         Command::AppendLog { .. } | Command::AppendNotice { .. } => Kind::AppendLog,

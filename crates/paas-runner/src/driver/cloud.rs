@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use paas_core::{Flavor, JobKey, RunnerIdx, Secret, StepOutcome};
+use paas_core::{Flavor, JobKey, ReadyCheck, RunnerIdx, StepOutcome};
 use paas_provider::CreateRequest;
 use tracing::{debug, warn};
 
 use super::notices::age_of;
-use super::{coordinator, Event};
+use super::Event;
 use crate::runners::Runners;
 
 /// The runner's catalogue, read again (a failure keeps the current one).
@@ -44,35 +44,37 @@ pub(super) async fn create(
     Event::Created { job, outcome }
 }
 
-/// Prepares the machine and hands it the job. While the machine gets
-/// ready (the wait that may last), the coordinator is asked every
-/// `watch_every` whether the job is over; the hand-over itself is not
-/// watched, so a quick deployment costs the coordinator nothing.
+/// One readiness check of the job's machine, cut at `timeout` (then "not
+/// yet").
+pub(super) async fn check_ready(
+    runners: Runners,
+    job: JobKey,
+    app_id: String,
+    timeout: Duration,
+) -> Event {
+    let runner = &runners[job.runner];
+    let check = match tokio::time::timeout(timeout, runner.provider.check_ready(&app_id)).await {
+        Ok(check) => check,
+        Err(_elapsed) => {
+            warn!(runner = %runner.name, app_id, "reading application state: no answer before the deadline");
+            ReadyCheck::NotYet
+        }
+    };
+    Event::Ready { job, check }
+}
+
+/// Hands the job to its ready machine at `target`.
 pub(super) async fn deploy(
     runners: Runners,
     job: JobKey,
     app_id: String,
     payload: String,
-    watch_every: Duration,
-    token: Secret,
+    target: String,
 ) -> Event {
-    let runner = &runners[job.runner];
-    let over = async {
-        loop {
-            tokio::time::sleep(watch_every).await;
-            if coordinator::job_is_over(runner, job, &token).await {
-                return;
-            }
-        }
-    };
-    let target = tokio::select! {
-        prepared = runner.provider.prepare(&app_id) => match prepared {
-            Ok(target) => target,
-            Err(outcome) => return Event::Deployed { job, outcome },
-        },
-        () = over => return Event::JobOver { job },
-    };
-    let outcome = runner.provider.deploy(&app_id, &target, &payload).await;
+    let outcome = runners[job.runner]
+        .provider
+        .deploy(&app_id, &target, &payload)
+        .await;
     Event::Deployed { job, outcome }
 }
 

@@ -157,6 +157,12 @@ pub(super) async fn confirm(runners: Runners, job: JobKey, token: Secret) -> Eve
     Event::Confirmed { job, check }
 }
 
+/// Is the job over on the coordinator (asked while its machine gets ready)?
+pub(super) async fn watch(runners: Runners, job: JobKey, token: Secret) -> Event {
+    let over = job_is_over(&runners[job.runner], job, &token).await;
+    Event::Watched { job, over }
+}
+
 /// Is the job still running on the coordinator?
 pub(super) async fn status(runners: Runners, job: JobKey, token: Secret) -> Event {
     let runner = &runners[job.runner];

@@ -55,17 +55,27 @@ impl Driver {
                     cloud::create(runners, job, name, flavor, may_exist, system_id)
                 });
             }
+            Command::CheckReady {
+                job,
+                app_id,
+                timeout,
+                first,
+            } => {
+                if first {
+                    self.step_started(job, Step::Deploy);
+                }
+                self.spawn(move |runners| cloud::check_ready(runners, job, app_id, timeout));
+            }
+            Command::WatchJob { job, token } => {
+                self.spawn(move |runners| coordinator::watch(runners, job, token));
+            }
             Command::Deploy {
                 job,
                 app_id,
                 payload,
-                watch_every,
+                target,
             } => {
-                self.step_started(job, Step::Deploy);
-                let token = self.job_token(job);
-                self.spawn(move |runners| {
-                    cloud::deploy(runners, job, app_id, payload, watch_every, token)
-                });
+                self.spawn(move |runners| cloud::deploy(runners, job, app_id, payload, target));
             }
             Command::CheckLaunch {
                 job,

@@ -105,6 +105,20 @@ impl Driver {
                     "reconciliation: application under this runner's key is not this installation's; counted in the quota, not deleted (`paas-runner reap CONFIG --yes --include-foreign` deletes it)"
                 )
             }
+            Notice::NotReady {
+                job,
+                app_id,
+                waited,
+                timeout,
+            } => {
+                warn!(
+                    runner = %runner_name(&job),
+                    app_id,
+                    waited_secs = waited.as_secs_f64(),
+                    timeout_secs = timeout.as_secs_f64(),
+                    "deployment repository not ready within cc_deployment_repo_timeout"
+                )
+            }
             Notice::MachineVanished { job, app_id } => {
                 error!(runner = %runner_name(&job), job_id = job.job_id, %app_id, "the job's application was deleted outside paas-runner; failing the job")
             }
