@@ -4,11 +4,13 @@
 //!   (flavors, Docker offer), single-shot calls with typed errors;
 //! - [`build_context`]: the files that make a job's VM run that job;
 //! - [`git_push`]: a minimal git smart-HTTP client that pushes those files
-//!   to an application's deployment repository, once.
+//!   to an application's deployment repository, once;
+//! - [`provider`]: Clever Cloud as a `paas_provider::Provider`.
 
 pub mod api;
 pub mod build_context;
 pub mod git_push;
+pub mod provider;
 
 /// Describes a reqwest error for a message: its chain of causes, without
 /// the URL (which names hosts and ids but serves no one in a job log), and

@@ -82,6 +82,16 @@ impl CleverAuth {
     }
 
     /// The legacy `cc_token`, if that is the kind.
+    /// The key that holds this kind's token, for messages that ask an
+    /// operator to fix it.
+    pub fn token_key(&self) -> &'static str {
+        match self {
+            CleverAuth::Token(_) => "cc_token",
+            CleverAuth::OAuth1 { .. } => "cc_oauth_token",
+            CleverAuth::ApiToken(_) => "cc_api_token",
+        }
+    }
+
     pub fn legacy_token(&self) -> Option<&Secret> {
         match self {
             CleverAuth::Token(token) => Some(token),

@@ -34,8 +34,9 @@ pub use error::ConfigError;
 pub use located::{check_listen_address, key_error, LISTEN_ADDRESS_HINT};
 pub use placeholder::placeholder_token;
 pub use runner::{
-    CleverSettings, RunnerConfig, TraceWatch, DEFAULT_CC_API_URL, DEFAULT_CC_INSTANCE_VARIANT_UUID,
-    DEFAULT_HEPTAPOD_RUNNER_MAIN_IMAGE, INNER_EXECUTOR, SUPPORTED_EXECUTOR,
+    CleverSettings, Executor, RunnerConfig, TraceWatch, DEFAULT_CC_API_URL,
+    DEFAULT_CC_INSTANCE_VARIANT_UUID, DEFAULT_HEPTAPOD_RUNNER_MAIN_IMAGE, INNER_EXECUTOR,
+    SUPPORTED_EXECUTOR,
 };
 pub use secrets::SECRET_PREFIX;
 pub use state_dir::check_state_file;

@@ -14,6 +14,57 @@ use crate::ConfigError;
 /// The executor this program implements.
 pub const SUPPORTED_EXECUTOR: &str = "clever-docker";
 
+/// Which cloud runs a runner's jobs (its `executor` key). Adding a cloud
+/// adds one variant here (with its spelling in [`Executor::ALL`]) and one
+/// provider crate, chosen where the binary builds its providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    /// `clever-docker`: one Clever Cloud application per job.
+    CleverDocker,
+}
+
+impl Executor {
+    /// Every executor with its spelling in the file.
+    pub const ALL: &'static [(&'static str, Executor)] =
+        &[(SUPPORTED_EXECUTOR, Executor::CleverDocker)];
+
+    /// The executor spelled `name` in the file.
+    pub fn from_name(name: &str) -> Option<Executor> {
+        Executor::ALL
+            .iter()
+            .find(|(spelling, _)| *spelling == name)
+            .map(|(_, executor)| *executor)
+    }
+
+    /// Its spelling in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Executor::CleverDocker => SUPPORTED_EXECUTOR,
+        }
+    }
+
+    /// The supported spellings, for messages (`` `clever-docker` ``).
+    fn supported() -> String {
+        Executor::ALL
+            .iter()
+            .map(|(spelling, _)| format!("`{spelling}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for Executor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl PartialEq<&str> for Executor {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
+}
+
 /// The executor the inner runner on the job VM uses.
 pub const INNER_EXECUTOR: &str = "docker";
 
@@ -37,8 +88,8 @@ pub struct RunnerConfig {
     /// `token`: the runner authentication token, resolved from the secrets
     /// file if written `secret:NAME`.
     pub token: Secret,
-    /// `executor`: always [`SUPPORTED_EXECUTOR`] once loaded.
-    pub executor: String,
+    /// `executor`: which cloud runs the jobs.
+    pub executor: Executor,
     /// `quota_max_fraction`: the largest part of the weighted quota this
     /// runner may use, in (0, 1]. The global
     /// `quota_computation.allowed_fraction_per_runner` caps it.
@@ -132,7 +183,41 @@ impl Default for TraceWatch {
     }
 }
 
+/// What the core needs of a runner's executor settings, whichever
+/// executor it is, with the keys they come from (for messages).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MachineSettings<'a> {
+    /// The flavor of jobs that ask for none, and its key.
+    pub default_flavor: &'a str,
+    pub default_flavor_key: &'static str,
+    /// The largest flavor a job may ask for, and its key.
+    pub max_flavor: Option<&'a str>,
+    pub max_flavor_key: &'static str,
+    /// Where the machines run (for messages to users).
+    pub zone: &'a str,
+    /// How long a new machine may take to be ready for its job, and how
+    /// often it is checked meanwhile (the deployment's cancellation watch
+    /// follows it).
+    pub ready_timeout: Duration,
+    pub ready_step: Duration,
+}
+
 impl RunnerConfig {
+    /// The executor's settings the core uses ([`MachineSettings`]).
+    pub fn machine_settings(&self) -> MachineSettings<'_> {
+        match self.executor {
+            Executor::CleverDocker => MachineSettings {
+                default_flavor: &self.cc.default_flavor,
+                default_flavor_key: "cc_default_flavor",
+                max_flavor: self.cc.max_flavor.as_deref(),
+                max_flavor_key: "cc_max_flavor",
+                zone: &self.cc.zone,
+                ready_timeout: self.cc.deployment_repo_timeout,
+                ready_step: self.cc.deployment_repo_wait_step,
+            },
+        }
+    }
+
     /// The runner's unique id: the first 8 characters of its token, as
     /// GitLab and heptapod-paas-runner use (in cloud application names and
     /// the state). Unique in a loaded configuration.
@@ -231,7 +316,7 @@ pub(crate) fn parse_runner(
     warnings: &mut Vec<String>,
 ) -> Result<ParsedRunner, ConfigError> {
     let executor = table.required_string("executor")?;
-    check_executor(table, &executor)?;
+    let executor = check_executor(table, &executor)?;
     let secrets = Secrets::load(table, "secrets_file", read_file)?;
 
     let name = table.required_string("name")?;
@@ -303,17 +388,18 @@ pub(crate) fn parse_runner(
     })
 }
 
-fn check_executor(table: &TableReader<'_>, executor: &str) -> Result<(), ConfigError> {
-    if executor == SUPPORTED_EXECUTOR {
-        return Ok(());
+fn check_executor(table: &TableReader<'_>, executor: &str) -> Result<Executor, ConfigError> {
+    if let Some(executor) = Executor::from_name(executor) {
+        return Ok(executor);
     }
+    let supported = Executor::supported();
     let message = if REFERENCE_ONLY_EXECUTORS.contains(&executor) {
         format!(
             "executor `{executor}` of heptapod-paas-runner is not supported by paas-runner; \
-             supported executors: `{SUPPORTED_EXECUTOR}`"
+             supported executors: {supported}"
         )
     } else {
-        format!("unknown executor {executor:?}; supported executors: `{SUPPORTED_EXECUTOR}`")
+        format!("unknown executor {executor:?}; supported executors: {supported}")
     };
     Err(table.error("executor", message))
 }
@@ -591,5 +677,25 @@ impl Converter<'_> {
             ),
             Value::InlineTable(table) => toml::Value::Table(self.table(table, path)?),
         })
+    }
+}
+
+#[cfg(test)]
+mod executor_tests {
+    use super::Executor;
+
+    #[test]
+    fn executors_are_read_by_their_spelling() {
+        assert_eq!(
+            Executor::from_name("clever-docker"),
+            Some(Executor::CleverDocker)
+        );
+        assert_eq!(Executor::from_name("docker"), None);
+        assert_eq!(Executor::from_name("local-docker"), None);
+        for (spelling, executor) in Executor::ALL {
+            assert_eq!(executor.name(), *spelling);
+            assert_eq!(Executor::from_name(spelling), Some(*executor));
+        }
+        assert_eq!(Executor::supported(), "`clever-docker`");
     }
 }

@@ -17,9 +17,11 @@ pub mod secret;
 pub use dispatcher::reload::{ReloadSummary, RunnerChange, RunnerUpdate};
 pub use dispatcher::{
     backoff, Command, ConfirmCheck, Dispatcher, DispatcherConfig, LaunchCheck, LaunchWatch,
-    ListedApp, MachineListing, Notice, PollHold, PollOutcome, RunnerSpec, Stats, StatusCheck,
-    StepOutcome, WatchConfig,
+    ListedApp, LongPolling, MachineListing, Notice, OrphanVerdict, PollAnswer, PollHold,
+    PollOutcome, RunnerSpec, Stats, StatusCheck, StepOutcome, TrackedApps, WatchConfig,
+    FLAVOR_REFRESH, LAST_CHECK_GRACE, MIN_DEPLOY_WATCH, MIN_READY_STEP,
 };
+pub use dispatcher::{ReadyCheck, ReadyWait};
 pub use flavor::{weight_of_ram_mib, Flavor, FlavorTable};
 pub use job::{App, Failure, FailureKind, Job, JobKey, NewJob, Resource, RunnerIdx, Stage};
 pub use naming::AppOwner;

@@ -247,7 +247,7 @@ fn a_removed_runner_polls_no_more_and_its_jobs_run_to_their_end() {
     let commands = drain(&mut dispatcher);
     assert!(commands
         .iter()
-        .any(|c| matches!(c, Command::Deploy { job, .. } if *job == key)));
+        .any(|c| matches!(c, Command::CheckReady { job, .. } if *job == key)));
     for second in 1..100 {
         dispatcher.handle_timeout(now + Duration::from_secs(second));
         let commands = drain(&mut dispatcher);

@@ -176,6 +176,8 @@ fn success_path_saves_before_creating_and_deletes_when_finished() {
         0s CreateApp j1 hpd-job-runner-0-1 heptapod-runner-S
         0s   <- j1 created app-1
         0s Save j1 deploying app-1
+        0s CheckReady j1 app-1
+        0s   <- j1 ready
         0s Deploy j1 app-1
         0s   <- j1 deployed
         0s Save j1 launching app-1
@@ -1278,17 +1280,31 @@ fn job_over_during_provisioning_deletes_by_name_and_forgets_the_job() {
 }
 
 #[test]
-fn job_over_during_deployment_deletes_the_application_and_forgets_the_job() {
-    let harness = cancelled_during(Kind::Deploy).run();
+fn job_over_while_its_machine_gets_ready_deletes_the_application_and_forgets_the_job() {
+    // The machine takes 20 s to be ready, its job is cancelled after 3 s:
+    // the core's watch (every 5 s, the runner's readiness step) sees it.
+    let mut setup = Setup::new().job(JobSpec::new(0).cancel_after(3));
+    setup.ready_after = secs(20);
+    let harness = setup.run();
     assert_lines(
-        &harness.trace_matching(&["Deploy", "<- j1 job over", "DeleteApp", "Forget"]),
+        &harness.trace_matching(&[
+            "CheckReady",
+            "WatchJob",
+            "<- j1 job",
+            "Deploy",
+            "DeleteApp",
+            "Forget",
+        ]),
         r"
-        0s Deploy j1 app-1
-        3s   <- j1 job over
-        3s DeleteApp j1 app-1
-        3s Forget j1
+        0s CheckReady j1 app-1
+        5s WatchJob j1
+        5s CheckReady j1 app-1
+        5s   <- j1 job over
+        5s DeleteApp j1 app-1
+        5s Forget j1
         ",
     );
+    assert_eq!(harness.total(Kind::Deploy), 0);
     let job = harness.coordinator.job(1);
     assert_eq!(job.state, CoordState::Cancelled);
     assert_eq!(job.inner_starts, 0, "cancelled before its runner started");

@@ -19,7 +19,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use paas_core::{AppOwner, LaunchWatch, Notice, RunnerIdx, WatchConfig};
+use paas_core::{AppOwner, LaunchWatch, Notice, ReadyWait, RunnerIdx, WatchConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -275,6 +275,18 @@ fn random_setup(seed: u64) -> (Setup, Chaos) {
         }
         setup.watch = Some(watch);
         setup.machine_listing = watch_rng.gen_bool(0.8);
+    }
+    // Machines slow to be ready, watched by the core meanwhile (drawn
+    // apart too): sometimes longer than their wait, which then fails.
+    let mut ready_rng = SmallRng::seed_from_u64(seed ^ 0x7265_6164_7900);
+    if ready_rng.gen_bool(0.3) {
+        setup.ready_after = secs(ready_rng.gen_range(1..=40));
+        for spec in &mut setup.runners {
+            spec.ready_wait = ReadyWait {
+                timeout: secs(ready_rng.gen_range(10..=60)),
+                step: Duration::from_millis(ready_rng.gen_range(200..=8000)),
+            };
+        }
     }
     (setup, chaos)
 }

@@ -1,12 +1,11 @@
 //! Operator commands: `state` (what the service tracks) and `reap` (what
 //! reconciliation would delete, and deleting it).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
-use paas_core::naming::{self, AppOwner};
+use paas_core::naming;
+use paas_core::{OrphanVerdict, TrackedApps};
 use paas_store::Store;
 
 use crate::driver::{age_text, ForeignSeen, FOREIGN_META_KEY};
@@ -182,28 +181,6 @@ pub async fn reap(config_path: &Path, yes: bool, include_foreign: bool) -> ExitC
     }
 }
 
-/// What `reap` makes of an untracked application.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    /// This installation's, old enough: deleted with `--yes`.
-    Orphan,
-    /// This installation's, younger than the minimum age (or of unknown
-    /// age): perhaps a creation under way.
-    Young,
-    /// Another installation's, or unmarked: deleted only with
-    /// `--include-foreign`, and only past the minimum age.
-    Foreign,
-}
-
-fn verdict(owner: &AppOwner, age: Option<Duration>, min_age: Duration) -> Verdict {
-    let old_enough = age.is_some_and(|age| age >= min_age);
-    match (owner, old_enough) {
-        (AppOwner::Ours, true) => Verdict::Orphan,
-        (AppOwner::Ours, false) => Verdict::Young,
-        _ => Verdict::Foreign,
-    }
-}
-
 async fn reap_inner(
     config: &paas_config::Config,
     store: Option<&Store>,
@@ -215,37 +192,32 @@ async fn reap_inner(
         None => (Vec::new(), None),
     };
     let system_id = system_id.unwrap_or_default();
-    // Applications a tracked job accounts for, by id and (when its creation
-    // outcome is unknown) by name.
-    let tracked_ids: HashSet<String> = records.iter().filter_map(|r| r.app_id.clone()).collect();
-    let tracked_names: HashSet<String> = records
-        .iter()
-        .filter(|r| r.app_id.is_none())
-        .map(|r| naming::app_name(&r.runner_key, r.job_id))
-        .collect();
+    // The core's rules: which applications the recorded jobs account for,
+    // and what an untracked one is (as reconciliation sees it).
+    let tracked = TrackedApps::from_records(&records);
     let http = crate::setup::http_client()?;
     let min_age = config.orphan_min_age;
     let (mut deletable, mut young, mut foreign, mut deleted) = (0, 0, 0, 0);
     for runner_config in &config.runners {
         let io = RunnerIo::new(runner_config.clone(), http.clone())?;
-        let apps = io.list_own_apps(0.0, &system_id).await?;
+        let apps = io.provider.list_owned(&io.key, 0.0, &system_id).await?;
         for app in apps {
-            if tracked_ids.contains(&app.id) || tracked_names.contains(&app.name) {
+            if tracked.accounts_for(&app) {
                 continue;
             }
-            let verdict = verdict(&app.owner, app.age, min_age);
+            let verdict = OrphanVerdict::of(&app.owner, app.age, min_age);
             let (label, delete) = match verdict {
-                Verdict::Orphan => {
+                OrphanVerdict::Orphan => {
                     deletable += 1;
                     ("orphan", yes)
                 }
-                Verdict::Young => {
+                OrphanVerdict::Young => {
                     young += 1;
                     ("young", false)
                 }
-                Verdict::Foreign => {
+                OrphanVerdict::Foreign => {
                     foreign += 1;
-                    let old_enough = app.age.is_some_and(|age| age >= min_age);
+                    let old_enough = paas_core::dispatcher::old_enough(app.age, min_age);
                     ("foreign", yes && include_foreign && old_enough)
                 }
             };
@@ -263,7 +235,11 @@ async fn reap_inner(
                 age
             );
             if delete {
-                match io.delete_app(Some(&app.id), &app.name, &system_id).await {
+                match io
+                    .provider
+                    .delete(Some(&app.id), &app.name, &system_id)
+                    .await
+                {
                     paas_core::StepOutcome::Done(()) => {
                         deleted += 1;
                         println!("deleted {}", shown(&app.id))
@@ -299,19 +275,6 @@ async fn reap_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_our_old_applications_are_orphans() {
-        let min = Duration::from_secs(600);
-        let old = Some(Duration::from_secs(601));
-        let young = Some(Duration::from_secs(5));
-        assert_eq!(verdict(&AppOwner::Ours, old, min), Verdict::Orphan);
-        assert_eq!(verdict(&AppOwner::Ours, young, min), Verdict::Young);
-        assert_eq!(verdict(&AppOwner::Ours, None, min), Verdict::Young);
-        let other = AppOwner::Foreign("r_x".into());
-        assert_eq!(verdict(&other, old, min), Verdict::Foreign);
-        assert_eq!(verdict(&AppOwner::Unmarked, old, min), Verdict::Foreign);
-    }
 
     #[test]
     fn cloud_text_is_shown_escaped() {

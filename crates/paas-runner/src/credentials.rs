@@ -12,8 +12,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use paas_clever::api::CleverError;
 use paas_gitlab::GitlabError;
+use paas_provider::AccessError;
 use tracing::{debug, info, warn};
 
 use crate::runners::RunnerIo;
@@ -95,47 +95,24 @@ pub(crate) async fn check_runner(
         None => {}
     }
 
-    // The Clever Cloud token and organisation.
-    let listed = retry(&io.name, "Clever Cloud token", || async {
-        io.clever.list_apps().await.map(|apps| apps.len())
+    // The cloud's credentials (for Clever Cloud: token and organisation).
+    let cloud = io.provider.name();
+    let listed = retry(&io.name, &format!("{cloud} token"), || async {
+        io.provider.check_access(index).await
     })
     .await;
-    let orga = &io.config.cc.orga_id;
-    // The key to fix, by kind of credentials.
-    let key = match io.config.cc.auth {
-        paas_config::CleverAuth::Token(_) => "cc_token",
-        paas_config::CleverAuth::OAuth1 { .. } => "cc_oauth_token",
-        paas_config::CleverAuth::ApiToken(_) => "cc_api_token",
-    };
     match listed {
-        Some(Ok(count)) => info!(
+        Some(Ok(access)) => info!(
             runner = %io.name,
-            orga = %orga,
-            applications = count,
-            "Clever Cloud token and organisation verified"
+            orga = %access.account,
+            applications = access.machines,
+            "{cloud} token and organisation verified"
         ),
-        Some(Err(CleverError::Unauthorized { status: 401, .. })) => {
-            return Err(refuse(format!(
-                "Clever Cloud refused `{key}` (HTTP 401): the token is invalid or expired. \
-                 Fix `{key}` (key `runners[{index}].{key}`, or its `secret:` entry) with a valid token"
-            )))
-        }
-        Some(Err(CleverError::Unauthorized { status, .. })) => {
-            return Err(refuse(format!(
-                "Clever Cloud does not let `{key}` use organisation {orga:?} (HTTP {status}). \
-                 Check `cc_orga_id` (key `runners[{index}].cc_orga_id`) and that the token belongs to a member of that organisation"
-            )))
-        }
-        Some(Err(error)) if error.status() == Some(404) => {
-            return Err(refuse(format!(
-                "Clever Cloud knows no organisation {orga:?} (HTTP 404). \
-                 Fix `cc_orga_id` (key `runners[{index}].cc_orga_id`): an id such as `orga_…`"
-            )))
-        }
+        Some(Err(AccessError::Refused(message))) => return Err(refuse(message)),
         Some(Err(error)) => warn!(
             runner = %io.name,
             %error,
-            "cannot check the Clever Cloud credentials; starting anyway"
+            "cannot check the {cloud} credentials; starting anyway"
         ),
         None => {}
     }
@@ -180,9 +157,9 @@ impl Transient for GitlabError {
     }
 }
 
-impl Transient for CleverError {
+impl Transient for AccessError {
     fn transient(&self) -> bool {
-        self.is_transient()
+        matches!(self, AccessError::Failed(error) if error.is_transient())
     }
 }
 

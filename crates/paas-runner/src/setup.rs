@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paas_config::Config;
-use paas_core::{Dispatcher, DispatcherConfig, FlavorTable, LaunchWatch, RunnerSpec, WatchConfig};
+use paas_core::{
+    Dispatcher, DispatcherConfig, FlavorTable, LaunchWatch, ReadyWait, RunnerSpec, WatchConfig,
+};
 use tracing::{info, warn};
 
 use crate::runners::{RunnerIo, Runners};
@@ -67,16 +69,15 @@ pub(crate) async fn read_catalogue(io: &RunnerIo) -> anyhow::Result<FlavorTable>
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match io.flavors().await {
+        match io.provider.flavors().await {
             Ok(table) if !table.flavors.is_empty() => {
                 info!(runner = %io.name, flavors = ?table.names_by_weight(), "flavor catalogue read");
                 return Ok(table);
             }
             Ok(_) => anyhow::bail!(
-                "runner {:?}: the Clever Cloud catalogue at {} has no available flavor named {}*",
+                "runner {:?}: {}",
                 io.name,
-                io.config.cc.api_url,
-                io.config.cc.flavor_name_prefix
+                io.provider.empty_catalogue_message()
             ),
             // The cloud may be down when the service starts: wait for it
             // rather than exit (a stop signal still ends the wait).
@@ -127,19 +128,20 @@ pub fn plan(
 
     let mut specs = Vec::new();
     for (idx, (io, flavors)) in runners.iter().zip(tables).enumerate() {
-        let cc = &io.config.cc;
-        if let Some(max) = &cc.max_flavor {
+        let machine = io.config.machine_settings();
+        let (default_key, max_key) = (machine.default_flavor_key, machine.max_flavor_key);
+        if let Some(max) = machine.max_flavor {
             if flavors.get(max).is_none() {
                 return Err(error(format!(
-                    "key `runners[{idx}].cc_max_flavor`: flavor {max:?} is not available; available: {}",
+                    "key `runners[{idx}].{max_key}`: flavor {max:?} is not available; available: {}",
                     flavors.names_by_weight().join(", ")
                 )));
             }
         }
-        if flavors.get(&cc.default_flavor).is_none() {
+        if flavors.get(machine.default_flavor).is_none() {
             return Err(error(format!(
-                "key `runners[{idx}].cc_default_flavor`: flavor {:?} is not available; available: {}",
-                cc.default_flavor,
+                "key `runners[{idx}].{default_key}`: flavor {:?} is not available; available: {}",
+                machine.default_flavor,
                 flavors.names_by_weight().join(", ")
             )));
         }
@@ -147,11 +149,15 @@ pub fn plan(
             key: io.key.clone(),
             name: io.name.clone(),
             quota_max_fraction: io.config.quota_max_fraction,
-            default_flavor: cc.default_flavor.clone(),
-            max_flavor: cc.max_flavor.clone(),
+            default_flavor: machine.default_flavor.to_owned(),
+            max_flavor: machine.max_flavor.map(str::to_owned),
             flavors,
-            zone: cc.zone.clone(),
+            zone: machine.zone.to_owned(),
             limit: io.config.limit,
+            ready_wait: ReadyWait {
+                timeout: machine.ready_timeout,
+                step: machine.ready_step,
+            },
             // Launches are always confirmed: from the job log with the
             // watch token when there is one, else by probing the log with
             // the job's own token (`CoordinatorClient::probe_trace`).
@@ -160,12 +166,12 @@ pub fn plan(
                 poll_step: io.config.trace_watch.poll_step,
             }),
         };
-        if let Some(default) = spec.flavors.get(&cc.default_flavor) {
+        if let Some(default) = spec.flavors.get(machine.default_flavor) {
             if default.weight() > spec.max_job_weight() + 1e-9 {
                 return Err(error(format!(
-                    "key `runners[{idx}].cc_default_flavor`: default flavor {:?} is larger than cc_max_flavor {:?}",
-                    cc.default_flavor,
-                    cc.max_flavor.as_deref().unwrap_or_default()
+                    "key `runners[{idx}].{default_key}`: default flavor {:?} is larger than {max_key} {:?}",
+                    machine.default_flavor,
+                    machine.max_flavor.unwrap_or_default()
                 )));
             }
         }
@@ -180,7 +186,7 @@ pub fn plan(
             let fitting = spec.flavors.names_up_to(share);
             let suggestion = match fitting.last() {
                 Some(name) => {
-                    format!("set `cc_max_flavor = {name:?}` (the largest flavor that fits)")
+                    format!("set `{max_key} = {name:?}` (the largest flavor that fits)")
                 }
                 None => "no flavor fits at all".to_owned(),
             };

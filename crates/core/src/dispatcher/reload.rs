@@ -128,6 +128,7 @@ impl Dispatcher {
                         next_poll_at: Some(now),
                         poll_sent_at: None,
                         consecutive_errors: 0,
+                        long_polling: super::LongPolling::default(),
                         retired: false,
                     });
                     self.watch.add_runner();
@@ -190,5 +191,6 @@ fn same_spec(old: &RunnerSpec, new: &RunnerSpec) -> bool {
         && old.max_flavor == new.max_flavor
         && old.launch_watch == new.launch_watch
         && old.zone == new.zone
+        && old.ready_wait == new.ready_wait
         && old.flavors == new.flavors
 }

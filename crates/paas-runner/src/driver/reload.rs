@@ -11,7 +11,7 @@ use paas_core::{FlavorTable, RunnerIdx, RunnerUpdate};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::{Driver, Event, LongPolling};
+use super::{Driver, Event};
 use crate::runners::RunnerIo;
 
 /// A loaded and checked configuration, for the loop to apply.
@@ -138,7 +138,6 @@ impl Driver {
                     indices.push(slots.len());
                     slots.push(io);
                     self.last_update.push(None);
-                    self.long_polling.push(LongPolling::default());
                     self.listed_once.push(false);
                     self.foreign_seen.push(Vec::new());
                 }
