@@ -1,5 +1,6 @@
 //! The driver: one event loop that feeds the core with outcomes and the clock,
-//! executes its commands (store writes inline, network calls as tasks), and
+//! executes its commands (store writes through [`store_exec`], network
+//! calls as tasks), and
 //! stops cleanly on shutdown.
 
 use std::collections::{HashMap, HashSet};
@@ -15,7 +16,7 @@ use paas_gitlab::{
     ConfirmOutcome, FailureReason, JobRequest, JobRequestOutcome, RemoteJobStatus, TraceProbe,
     UpdateOutcome,
 };
-use paas_store::Store;
+use paas_store::{JobStore, StoreWrite};
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Step;
@@ -25,6 +26,7 @@ use tracing::{debug, error, info, warn};
 use crate::runners::Runners;
 
 mod reload;
+mod store_exec;
 pub use reload::{ReloadHandle, ReloadRequest, ReloadRunner};
 
 /// How long a job request may be held by the coordinator (long polling).
@@ -200,7 +202,7 @@ pub const JOB_LIST_PERIOD: Duration = Duration::from_millis(250);
 pub struct Driver {
     core: Dispatcher,
     runners: Runners,
-    store: Store,
+    store: store_exec::StoreExec,
     system_id: String,
     last_update: Vec<Option<String>>,
     /// Per runner: the coordinator was seen holding a request (Workhorse
@@ -244,14 +246,19 @@ pub struct ForeignSeen {
 pub const FOREIGN_META_KEY: &str = "foreign_apps";
 
 impl Driver {
-    pub fn new(core: Dispatcher, runners: Runners, store: Store, system_id: String) -> Driver {
+    pub fn new(
+        core: Dispatcher,
+        runners: Runners,
+        store: Box<dyn JobStore>,
+        system_id: String,
+    ) -> Driver {
         let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_SIZE);
         let (snapshot_tx, _) = watch::channel(Snapshot::default());
         let runner_count = runners.len();
         Driver {
             core,
             runners,
-            store,
+            store: store_exec::StoreExec::new(store),
             system_id,
             last_update: vec![None; runner_count],
             long_polling: vec![LongPolling::default(); runner_count],
@@ -276,13 +283,13 @@ impl Driver {
     }
 
     /// Takes back the jobs of the store.
-    pub fn restore(&mut self) -> anyhow::Result<()> {
-        let records = self.store.load()?;
+    pub async fn restore(&mut self) -> anyhow::Result<()> {
+        let records = self.store.store().load().await?;
         self.restored_jobs = records.len();
         if records.is_empty() {
             return Ok(());
         }
-        info!(jobs = records.len(), store = %self.store.path().display(), "resuming jobs recorded by a previous run");
+        info!(jobs = records.len(), store = %self.store.location(), "resuming jobs recorded by a previous run");
         for record in &records {
             if let Some(runner) = self.runners.iter().position(|r| r.key == record.runner_key) {
                 if record.app_maybe || record.app_id.is_none() {
@@ -325,7 +332,7 @@ impl Driver {
                 error!(%error, "the state store fails: stopping now");
                 anyhow::bail!("stopped because the state store failed: {error}");
             }
-            if shutdown_seen && self.core.is_quiescent() {
+            if shutdown_seen && self.core.is_quiescent() && self.store.is_idle() {
                 info!("all in-flight operations completed; state is saved; exiting");
                 return Ok(());
             }
@@ -344,6 +351,13 @@ impl Driver {
                     }
                     self.core.handle_timeout(now);
                 }
+                durable = self.store.next_durable() => match durable {
+                    Ok(commands) => self.released(commands),
+                    Err(error) => {
+                        error!(%error, "could not record job state");
+                        self.store_error.get_or_insert_with(|| error.to_string());
+                    }
+                },
                 () = &mut shutdown, if !shutdown_seen => {
                     shutdown_seen = true;
                     info!("shutdown requested: no new job will be acquired; waiting for in-flight operations");
@@ -358,7 +372,7 @@ impl Driver {
     /// file within a second or so (at most one checkpoint a second; the loop
     /// turns at least every poll).
     fn purge_store(&mut self) {
-        if let Err(error) = self.store.purge_if_due() {
+        if let Err(error) = self.store.tick() {
             warn!(%error, "could not purge forgotten jobs from the state store's write-ahead file");
         }
     }
@@ -523,7 +537,7 @@ impl Driver {
 
     fn execute_commands(&mut self) {
         while let Some(command) = self.core.poll_command() {
-            self.execute(command);
+            self.execute_in_order(command);
             if self.store_error.is_some() {
                 // Nothing after a failed write may happen.
                 return;
@@ -533,20 +547,16 @@ impl Driver {
 
     fn execute(&mut self, command: Command) {
         match command {
-            Command::Save(record) => {
-                if let Err(error) = self.store.save(&record) {
-                    error!(%error, job_id = record.job_id, "could not record job state");
-                    self.store_error.get_or_insert_with(|| error.to_string());
-                }
-            }
+            Command::Save(record) => self.write(None, StoreWrite::Save(record)),
             Command::Forget(job) => {
                 crate::metrics::recorder().job_forgotten((job.runner, job.job_id), now());
                 self.create_attempted.remove(&job);
-                let key = &self.runners[job.runner].key;
-                if let Err(error) = self.store.forget(key, job.job_id) {
-                    error!(%error, job_id = job.job_id, "could not drop job record");
-                    self.store_error.get_or_insert_with(|| error.to_string());
-                }
+                let runner_key = self.runners[job.runner].key.clone();
+                let forget = StoreWrite::Forget {
+                    runner_key,
+                    job_id: job.job_id,
+                };
+                self.write(Some(job), forget);
             }
             Command::Notice(notice) => self.log_notice(notice),
             Command::RequestJob { runner } => self.spawn_poll(runner),
@@ -1007,10 +1017,7 @@ impl Driver {
         let io = &self.runners[runner];
         let first = !std::mem::replace(&mut self.listed_once[runner], true);
         if first && self.restored_jobs == 0 && !apps.is_empty() {
-            let path = self.store.path();
-            let store = std::fs::canonicalize(path)
-                .or_else(|_| std::path::absolute(path))
-                .unwrap_or_else(|_| path.to_owned());
+            let store = self.store.location();
             let ours = apps
                 .iter()
                 .filter(|app| app.owner == AppOwner::Ours)
@@ -1018,7 +1025,7 @@ impl Driver {
             error!(
                 runner = %io.name,
                 runner_key = %io.key,
-                store = %store.display(),
+                %store,
                 applications = apps.len(),
                 ours,
                 "the state store tracks no job, yet the organisation holds applications of this runner key: \
@@ -1047,15 +1054,17 @@ impl Driver {
         self.foreign_seen[runner] = seen;
         if changed {
             let all: Vec<&ForeignSeen> = self.foreign_seen.iter().flatten().collect();
-            let written = serde_json::to_string(&all)
-                .map_err(|error| error.to_string())
-                .and_then(|json| {
-                    self.store
-                        .set_meta(FOREIGN_META_KEY, &json)
-                        .map_err(|error| error.to_string())
-                });
-            if let Err(error) = written {
-                warn!(%error, "could not record the foreign applications for `paas-runner state`");
+            match serde_json::to_string(&all) {
+                Ok(value) => self.write(
+                    None,
+                    StoreWrite::Meta {
+                        key: FOREIGN_META_KEY.to_owned(),
+                        value,
+                    },
+                ),
+                Err(error) => {
+                    warn!(%error, "could not record the foreign applications for `paas-runner state`")
+                }
             }
         }
     }

@@ -206,8 +206,8 @@ pub async fn serve(
     let started_at = std::time::SystemTime::now();
     let dump_config = status::StatusConfig::new(system_id.clone(), started_at);
     let dump_file = crate::signals::dump_path(store.path());
-    let mut driver = Driver::new(dispatcher, runners, store, system_id.clone());
-    driver.restore()?;
+    let mut driver = Driver::new(dispatcher, runners, Box::new(store), system_id.clone());
+    driver.restore().await?;
     if let Some(listen_address) = &config.listen_address {
         let address = status::bind_address(listen_address);
         let listener = tokio::net::TcpListener::bind(&address)
