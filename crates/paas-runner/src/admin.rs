@@ -46,6 +46,18 @@ pub async fn state(config_path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let paas_config::StoreSettings::Postgres(settings) = &config.store {
+        return match crate::ha::print_state(settings).await {
+            Ok(records) => {
+                print_jobs(&config, records);
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("paas-runner state: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = (|| -> anyhow::Result<()> {
         let store = open_existing_store(&config)?;
         let records = store.load()?;
@@ -55,55 +67,7 @@ pub async fn state(config_path: &Path) -> ExitCode {
             None => println!("no service holds it (not running, or stopped)"),
         }
         print_foreign(&store)?;
-        println!("{} tracked job(s)", records.len());
-        if records.is_empty() {
-            return Ok(());
-        }
-        println!(
-            "{:<10} {:>10}  {:<16} {:<7} {:>7}  {:<44} note",
-            "runner", "job", "stage", "flavor", "weight", "application"
-        );
-        for record in records {
-            let runner = config
-                .runners
-                .iter()
-                .find(|runner| runner.unique_id() == record.runner_key)
-                .map(|runner| runner.name.clone())
-                .unwrap_or_else(|| format!("?{}", record.runner_key));
-            let app = match (&record.app_id, record.app_maybe) {
-                (Some(id), _) => id.clone(),
-                (None, true) => format!(
-                    "(maybe) {}",
-                    naming::app_name(&record.runner_key, record.job_id)
-                ),
-                (None, false) => "-".to_owned(),
-            };
-            let weight = if record.app_id.is_some() {
-                record.app_weight
-            } else {
-                record.expected_weight
-            };
-            let note = match (&record.failure_message, record.confirmed) {
-                (Some(message), _) => {
-                    format!("failing: {}", message.lines().next().unwrap_or_default())
-                }
-                (None, false) => "not yet confirmed to the coordinator".to_owned(),
-                (None, true) => String::new(),
-            };
-            // The flavor comes from a job variable, the note may quote a
-            // cloud message: outside text, printed only sanitised.
-            let shown = |text: &str, max_chars| paas_core::sanitize(text, max_chars, &[]);
-            println!(
-                "{:<10} {:>10}  {:<16} {:<7} {:>7.1}  {:<44} {}",
-                runner,
-                record.job_id,
-                record.stage.as_str(),
-                shown(&record.flavor, paas_core::sanitize::MAX_VALUE_CHARS),
-                weight,
-                shown(&app, paas_core::sanitize::MAX_VALUE_CHARS),
-                shown(&note, paas_core::sanitize::MAX_MESSAGE_CHARS)
-            );
-        }
+        print_jobs(&config, records);
         Ok(())
     })();
     match result {
@@ -112,6 +76,59 @@ pub async fn state(config_path: &Path) -> ExitCode {
             eprintln!("paas-runner state: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The tracked jobs, one line each (no secrets; outside text sanitised).
+pub(crate) fn print_jobs(config: &paas_config::Config, records: Vec<paas_core::JobRecord>) {
+    println!("{} tracked job(s)", records.len());
+    if records.is_empty() {
+        return;
+    }
+    println!(
+        "{:<10} {:>10}  {:<16} {:<7} {:>7}  {:<44} note",
+        "runner", "job", "stage", "flavor", "weight", "application"
+    );
+    for record in records {
+        let runner = config
+            .runners
+            .iter()
+            .find(|runner| runner.unique_id() == record.runner_key)
+            .map(|runner| runner.name.clone())
+            .unwrap_or_else(|| format!("?{}", record.runner_key));
+        let app = match (&record.app_id, record.app_maybe) {
+            (Some(id), _) => id.clone(),
+            (None, true) => format!(
+                "(maybe) {}",
+                naming::app_name(&record.runner_key, record.job_id)
+            ),
+            (None, false) => "-".to_owned(),
+        };
+        let weight = if record.app_id.is_some() {
+            record.app_weight
+        } else {
+            record.expected_weight
+        };
+        let note = match (&record.failure_message, record.confirmed) {
+            (Some(message), _) => {
+                format!("failing: {}", message.lines().next().unwrap_or_default())
+            }
+            (None, false) => "not yet confirmed to the coordinator".to_owned(),
+            (None, true) => String::new(),
+        };
+        // The flavor comes from a job variable, the note may quote a
+        // cloud message: outside text, printed only sanitised.
+        let shown = |text: &str, max_chars| paas_core::sanitize(text, max_chars, &[]);
+        println!(
+            "{:<10} {:>10}  {:<16} {:<7} {:>7.1}  {:<44} {}",
+            runner,
+            record.job_id,
+            record.stage.as_str(),
+            shown(&record.flavor, paas_core::sanitize::MAX_VALUE_CHARS),
+            weight,
+            shown(&app, paas_core::sanitize::MAX_VALUE_CHARS),
+            shown(&note, paas_core::sanitize::MAX_MESSAGE_CHARS)
+        );
     }
 }
 

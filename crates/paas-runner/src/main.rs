@@ -19,6 +19,7 @@ mod bench;
 mod credentials;
 mod demo;
 mod driver;
+mod ha;
 mod import;
 mod logging;
 mod metrics;

@@ -3,9 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use paas_store::{Store, StoreError};
-use rand::distributions::Alphanumeric;
-use rand::Rng;
+use paas_store::StoreError;
 use tracing::{debug, error, info, warn};
 
 use crate::driver::Driver;
@@ -104,7 +102,13 @@ pub async fn main(config_path: &Path, options: &ReferenceOptions) -> ExitCode {
     }
     options.warn_deprecated();
     options.apply(&mut config);
-    if let Err(error) = paas_config::check_state_file(config_path, config.state_file.as_deref()) {
+    // (A PostgreSQL store has no directory to check.)
+    let sqlite = matches!(config.store, paas_config::StoreSettings::Sqlite { .. });
+    let checked = match sqlite {
+        true => paas_config::check_state_file(config_path, config.state_file.as_deref()),
+        false => Ok(()),
+    };
+    if let Err(error) = checked {
         eprintln!("paas-runner: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -156,43 +160,8 @@ pub async fn serve(
         tokio::sync::oneshot::Sender<tokio::sync::watch::Receiver<crate::driver::Snapshot>>,
     >,
 ) -> anyhow::Result<()> {
-    // The store's lock comes before anything touches the store (import,
-    // restore, reconciliation): a second service stops here.
-    let store_path = paas_store::resolve_store_path(config.state_file.as_deref());
-    if config.state_file.is_none() {
-        warn!(
-            store = %store_path.display(),
-            "NO state_file CONFIGURED: the state database is in the current directory; \
-             a service started from another directory would not see these jobs; \
-             set state_file to an absolute path"
-        );
-    }
-    let store = Store::open_exclusive(&store_path)?;
-    info!(
-        store = %store.path().display(),
-        lock = %store.lock().map(|lock| lock.path().display().to_string()).unwrap_or_default(),
-        "state store opened and locked"
-    );
-    if let Some(state_file) = config
-        .state_file
-        .as_deref()
-        .filter(|path| paas_store::store_path(path) != *path)
-    {
-        crate::import::import_if_present(state_file, &store)?;
-    }
-    let system_id = match store.get_meta("system_id")? {
-        Some(id) => id,
-        None => {
-            let suffix: String = rand::thread_rng()
-                .sample_iter(&Alphanumeric)
-                .take(12)
-                .map(char::from)
-                .collect();
-            let id = format!("r_{suffix}");
-            store.set_meta("system_id", &id)?;
-            id
-        }
-    };
+    let mut service_store = crate::ha::ServiceStore::open(config, config_path).await?;
+    let system_id = service_store.system_id.clone();
     let http = setup::http_client()?;
     tokio::pin!(shutdown);
     let (dispatcher, runners) = tokio::select! {
@@ -202,11 +171,17 @@ pub async fn serve(
             return Ok(());
         }
     };
-    info!(store = %store_path.display(), %system_id, runners = runners.len(), "paas-runner started");
+    // With PostgreSQL: a standby until this replica holds the lease.
+    if !service_store.become_active(shutdown.as_mut()).await? {
+        return Ok(());
+    }
+    let store_location = service_store.location.clone();
+    info!(store = %store_location, %system_id, runners = runners.len(), "paas-runner started");
     let started_at = std::time::SystemTime::now();
     let dump_config = status::StatusConfig::new(system_id.clone(), started_at);
-    let dump_file = crate::signals::dump_path(store.path());
-    let mut driver = Driver::new(dispatcher, runners, Box::new(store), system_id.clone());
+    let dump_file = service_store.dump_file.clone();
+    let store = service_store.take_store()?;
+    let mut driver = Driver::new(dispatcher, runners, store, system_id.clone());
     driver.restore().await?;
     if let Some(listen_address) = &config.listen_address {
         let address = status::bind_address(listen_address);
@@ -254,7 +229,9 @@ pub async fn serve(
         crate::signals::installed().map(crate::signals::ServiceSignals::reload_requests),
     );
     crate::signals::notify_ready();
-    driver.run(shutdown).await
+    driver.run(shutdown).await?;
+    service_store.release().await;
+    Ok(())
 }
 
 /// Raises the soft limit of open files to the hard limit: every job holds

@@ -1,0 +1,408 @@
+//! High availability with the real binary: replicas of one runner on a
+//! PostgreSQL store (a throwaway cluster; skipped with a notice when
+//! PostgreSQL is not installed, unless `PAAS_RUNNER_REQUIRE_TOOLS=1`), the
+//! simulators as coordinator and cloud.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Harness, DEADLINE, SIGKILL, SIGTERM};
+use paas_sim::cluster::ClusterSettings;
+use paas_sim::coordinator::JobStatus;
+use paas_sim::vars;
+use paas_store::postgres::lease::LeaseInfo;
+use paas_store::postgres::throwaway::{start_or_skip, Throwaway, PASSWORD};
+use paas_store::postgres::PgStore;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+/// The lease of these tests (the shortest accepted).
+const LEASE_SECS: u64 = 3;
+
+struct Replica {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Replica {
+    fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+}
+
+fn spawn_replica(dir: &Path, config: &Path, number: usize) -> Replica {
+    let log = dir.join(format!("replica-{number}.log"));
+    let file = std::fs::File::create(&log).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+        .arg("--log-level")
+        .arg("info,paas_runner=debug")
+        .arg("run")
+        .arg(config)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(file))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn paas-runner");
+    Replica { child, log }
+}
+
+fn logs(replicas: &[&Path]) -> String {
+    replicas
+        .iter()
+        .map(|path| {
+            format!(
+                "----- {} -----\n{}",
+                path.display(),
+                std::fs::read_to_string(path).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: plain kill(2) on our own child.
+    let rc = unsafe { libc_kill(pid as i32, signal) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+/// The simulators, a configuration whose `[store]` is database `database`
+/// of `pg` through `port`, and the quota's weight.
+async fn harness_on(pg: &Throwaway, database: &str, port: u16, seed: u64) -> (Harness, f64) {
+    pg.create_database(database).expect("database");
+    let settings = ClusterSettings {
+        long_poll: Duration::from_millis(300),
+        repo_ready_delay: Duration::from_millis(100),
+        boot_delay: Duration::from_millis(150),
+        ack_window: Duration::from_secs(5),
+        seed,
+        ..ClusterSettings::default()
+    };
+    let harness = Harness::start(settings, |options| {
+        options.check_interval_secs = 0.2;
+        options.reference_jobs_count = 4;
+        options.max_flavor = Some("M".into());
+        options.extra_global = "paas_reconcile_interval = 2\n".into();
+    })
+    .await;
+    let secrets = harness.dir.path().join("secrets.toml");
+    std::fs::write(&secrets, format!("store_password = {PASSWORD:?}\n")).unwrap();
+    let text = std::fs::read_to_string(&harness.config_path).unwrap();
+    let mut text: String = text
+        .lines()
+        .filter(|line| !line.starts_with("state_file"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    text.push_str(&format!(
+        "\n[store]\nurl = {:?}\npassword = \"secret:store_password\"\nsecrets_file = {:?}\nlease_seconds = {LEASE_SECS}\n",
+        pg.url_via(port, database),
+        secrets.display().to_string()
+    ));
+    std::fs::write(&harness.config_path, text).unwrap();
+    // Quota: 4 jobs of flavor M (8 GiB).
+    let quota = 4.0 * paas_core::weight_of_ram_mib(8192);
+    (harness, quota)
+}
+
+async fn lease_of(store: &PgStore) -> LeaseInfo {
+    store.lease_info().await.expect("lease readable")
+}
+
+/// The pid in a replica identity (`name:pid:tag`).
+fn pid_of(holder: &str) -> Option<u32> {
+    holder.split(':').nth(1)?.parse().ok()
+}
+
+/// Waits until some replica holds the lease with an epoch above `after`.
+async fn wait_active(store: &PgStore, after: i64, deadline: Duration) -> Option<LeaseInfo> {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        let info = lease_of(store).await;
+        if info.epoch > after && info.is_held() {
+            return Some(info);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_the_active_one_killed_again_and_again() {
+    let Some(pg) = start_or_skip("three_replicas_the_active_one_killed_again_and_again")
+        .expect("throwaway PostgreSQL")
+    else {
+        return;
+    };
+    let seed: u64 = std::env::var("PAAS_HA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261203);
+    let kills: usize = std::env::var("PAAS_HA_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    println!("HA test seed: {seed} (replay with PAAS_HA_SEED={seed}), {kills} kills");
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let (harness, quota) = harness_on(&pg, "ha", pg.port(), seed).await;
+    let observer = PgStore::open(&pg.settings("ha", Duration::from_secs(LEASE_SECS)))
+        .await
+        .expect("observer");
+    let dir = harness.dir.path().to_path_buf();
+    let mut count = 0;
+    let mut replicas: Vec<Replica> = (0..3)
+        .map(|_| {
+            count += 1;
+            spawn_replica(&dir, &harness.config_path, count)
+        })
+        .collect();
+    let mut log_paths: Vec<std::path::PathBuf> = replicas.iter().map(|r| r.log.clone()).collect();
+    let mut info = wait_active(&observer, 0, DEADLINE)
+        .await
+        .unwrap_or_else(|| panic!("no replica became active\n{}", logs(&paths(&log_paths))));
+
+    let mut ids = Vec::new();
+    let mut takeovers = Vec::new();
+    for kill in 0..kills {
+        for _ in 0..rng.gen_range(1..=3) {
+            let duration = rng.gen_range(200..2500).to_string();
+            let flavor = ["XS", "S", "M"][rng.gen_range(0..3)];
+            ids.push(
+                harness.enqueue(&[(vars::FLAVOR, flavor), (vars::JOB_DURATION_MS, &duration)]),
+            );
+        }
+        // The moment of the kill is the fault being injected, not a wait.
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..2500))).await;
+        let active_pid = info
+            .holder
+            .as_deref()
+            .and_then(pid_of)
+            .expect("holder names its pid");
+        let index = replicas
+            .iter()
+            .position(|replica| replica.pid() == active_pid)
+            .expect("the active replica is one of ours");
+        let mut victim = replicas.remove(index);
+        signal(active_pid, SIGKILL);
+        let killed_at = Instant::now();
+        let _ = victim.child.wait().await;
+        // A new replica replaces it (as a supervisor would restart it).
+        count += 1;
+        let replica = spawn_replica(&dir, &harness.config_path, count);
+        log_paths.push(replica.log.clone());
+        replicas.push(replica);
+        let next = wait_active(&observer, info.epoch, Duration::from_secs(LEASE_SECS * 5))
+            .await
+            .unwrap_or_else(|| panic!("kill {kill}: no takeover\n{}", logs(&paths(&log_paths))));
+        let took = killed_at.elapsed();
+        println!(
+            "kill {kill}: epoch {} -> {}, takeover after {:.2} s",
+            info.epoch,
+            next.epoch,
+            took.as_secs_f64()
+        );
+        takeovers.push(took);
+        assert!(
+            took < Duration::from_secs(LEASE_SECS) + Duration::from_secs(2),
+            "kill {kill}: takeover took {took:?} (lease {LEASE_SECS} s)"
+        );
+        info = next;
+    }
+
+    harness.wait_all_done(&ids).await;
+    // A graceful stop of every replica, the active one last.
+    for mut replica in replicas {
+        signal(replica.pid(), SIGTERM);
+        let status = tokio::time::timeout(DEADLINE, replica.child.wait())
+            .await
+            .expect("stops in time")
+            .expect("wait");
+        assert!(status.success(), "graceful stop: {status:?}");
+    }
+    let all_logs = logs(&paths(&log_paths));
+    let jobs = harness.cluster.coordinator.jobs();
+    let mut dropped = 0;
+    for id in &ids {
+        let job = jobs.iter().find(|job| job.id == *id).expect("job exists");
+        if job.failure_reason.as_deref() == Some("runner_provisioning_timeout") {
+            // Taken by a replica killed before it recorded the job: the
+            // coordinator's two-phase commit window gave it back, visibly.
+            dropped += 1;
+            continue;
+        }
+        assert_eq!(
+            job.status,
+            JobStatus::Success,
+            "job {id}: {:?}\n{all_logs}",
+            job.failure_reason
+        );
+    }
+    let stats = harness.cluster.clever.stats();
+    assert_eq!(stats.apps_live, 0, "applications leaked: {stats:?}");
+    let mut runs_per_job: HashMap<String, u32> = HashMap::new();
+    for app in harness.cluster.clever.apps() {
+        *runs_per_job.entry(app.name.clone()).or_default() += app.pushes;
+    }
+    for (name, runs) in &runs_per_job {
+        assert!(*runs <= 1, "{name} deployed {runs} times\n{all_logs}");
+    }
+    assert!(
+        stats.max_live_weight <= quota + 1e-6,
+        "quota {quota:.1} exceeded: {:.1}",
+        stats.max_live_weight
+    );
+    let slowest = takeovers.iter().max().copied().unwrap_or_default();
+    println!(
+        "HA test: {kills} kills, {} jobs ({dropped} dropped by the commit window), takeovers {:?}, slowest {:.2} s, max weight {:.1} of {quota:.1}",
+        ids.len(),
+        takeovers
+            .iter()
+            .map(|t| format!("{:.2}", t.as_secs_f64()))
+            .collect::<Vec<_>>(),
+        slowest.as_secs_f64(),
+        stats.max_live_weight
+    );
+}
+
+fn paths(paths: &[std::path::PathBuf]) -> Vec<&Path> {
+    paths.iter().map(|p| p.as_path()).collect()
+}
+
+/// A TCP proxy the test can cut: every connection through it is closed,
+/// and new ones are refused, once `cut` is set.
+async fn proxy(target: u16) -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cut = Arc::new(AtomicBool::new(false));
+    let flag = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            if flag.load(Ordering::SeqCst) {
+                drop(client);
+                continue;
+            }
+            let flag = flag.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let up = tokio::io::copy(&mut client_read, &mut server_write);
+                let down = tokio::io::copy(&mut server_read, &mut client_write);
+                let cut = async {
+                    while !flag.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                };
+                // A cut partition drops traffic silently: hold the sockets
+                // open but copy nothing more.
+                tokio::select! {
+                    _ = async { tokio::join!(up, down) } => {}
+                    () = cut => std::future::pending::<()>().await,
+                }
+            });
+        }
+    });
+    (port, cut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_from_the_database_stops_before_a_standby_starts() {
+    let Some(pg) = start_or_skip("a_replica_cut_from_the_database_stops_before_a_standby_starts")
+        .expect("throwaway PostgreSQL")
+    else {
+        return;
+    };
+    let (proxy_port, cut) = proxy(pg.port()).await;
+    // The first replica reaches the database through the proxy only.
+    let (harness, _quota) = harness_on(&pg, "partition", proxy_port, 7).await;
+    let dir = harness.dir.path().to_path_buf();
+    let observer = PgStore::open(&pg.settings("partition", Duration::from_secs(LEASE_SECS)))
+        .await
+        .expect("observer");
+    let mut isolated = spawn_replica(&dir, &harness.config_path, 1);
+    let first = wait_active(&observer, 0, DEADLINE)
+        .await
+        .unwrap_or_else(|| panic!("no active replica\n{}", logs(&[isolated.log.as_path()])));
+    assert_eq!(
+        first.holder.as_deref().and_then(pid_of),
+        Some(isolated.pid())
+    );
+    // A standby with a direct connection.
+    let direct = harness.dir.path().join("direct.toml");
+    let text = std::fs::read_to_string(&harness.config_path)
+        .unwrap()
+        .replace(
+            &format!("127.0.0.1:{proxy_port}/"),
+            &format!("127.0.0.1:{}/", pg.port()),
+        );
+    std::fs::write(&direct, text).unwrap();
+    let mut standby = spawn_replica(&dir, &direct, 2);
+    // Jobs flow through the active replica.
+    let ids: Vec<u64> = (0..3)
+        .map(|_| harness.enqueue(&[(vars::JOB_DURATION_MS, "3000")]))
+        .collect();
+    let started = harness.wait_started(ids[0]).await;
+    assert!(started, "{}", logs(&[isolated.log.as_path()]));
+
+    cut.store(true, Ordering::SeqCst);
+    let cut_at = Instant::now();
+    // The isolated replica exits on its own (lease lost) ...
+    let status = tokio::time::timeout(DEADLINE, isolated.child.wait())
+        .await
+        .expect("the isolated replica stops by itself")
+        .expect("wait");
+    let stopped_after = cut_at.elapsed();
+    assert_eq!(status.code(), Some(3), "exit status of a lost lease");
+    // ... before the standby took over.
+    let info = lease_of(&observer).await;
+    assert_eq!(
+        info.epoch, first.epoch,
+        "a standby took over before the isolated replica stopped"
+    );
+    let next = wait_active(&observer, first.epoch, DEADLINE)
+        .await
+        .expect("the standby takes over");
+    let took_over_after = cut_at.elapsed();
+    assert_eq!(next.holder.as_deref().and_then(pid_of), Some(standby.pid()));
+    println!(
+        "partition: isolated replica stopped {:.2} s after the cut, standby active after {:.2} s",
+        stopped_after.as_secs_f64(),
+        took_over_after.as_secs_f64()
+    );
+    assert!(stopped_after < took_over_after);
+    let log = std::fs::read_to_string(&isolated.log).unwrap();
+    assert!(log.contains("LEASE LOST"), "{log}");
+
+    // The standby finishes the jobs; nothing left.
+    harness.wait_all_done(&ids).await;
+    for id in &ids {
+        let job = harness.job(*id);
+        assert_eq!(
+            job.status,
+            JobStatus::Success,
+            "job {id}: {:?}",
+            job.failure_reason
+        );
+    }
+    signal(standby.pid(), SIGTERM);
+    let status = standby.child.wait().await.unwrap();
+    assert!(status.success());
+}
