@@ -32,6 +32,7 @@ mod signals;
 mod sim_cmd;
 mod statistics;
 mod status;
+mod store_cmd;
 mod tls;
 
 use std::path::PathBuf;
@@ -102,6 +103,9 @@ enum Commands {
     /// Measure the service against the simulators (throughput, latencies,
     /// memory, CPU).
     Bench(bench::BenchArgs),
+    /// Operations on the state store (`migrate FROM TO`).
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
 }
 
 /// Accepts heptapod-paas-runner's command line too, so that a unit file
@@ -214,6 +218,7 @@ fn main() -> ExitCode {
             Commands::Demo(args) => demo::main(args).await,
             Commands::Sim(args) => sim_cmd::main(args).await,
             Commands::Bench(args) => bench::main(args).await,
+            Commands::Store(command) => store_cmd::main(command).await,
         }
     })
 }

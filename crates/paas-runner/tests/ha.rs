@@ -406,3 +406,101 @@ async fn a_replica_cut_from_the_database_stops_before_a_standby_starts() {
     let status = standby.child.wait().await.unwrap();
     assert!(status.success());
 }
+
+fn job(job_id: u64) -> paas_core::JobRecord {
+    paas_core::JobRecord {
+        runner_key: "abcdefgh".into(),
+        job_id,
+        token: paas_core::Secret::new("glcbt-job-token"),
+        project_id: Some(7),
+        payload: format!(r#"{{"id":{job_id}}}"#),
+        failure_reasons: None,
+        flavor: "S".into(),
+        expected_weight: 5.65,
+        stage: paas_core::StageRecord::Running,
+        app_id: Some(format!("app_{job_id}")),
+        app_weight: 5.65,
+        app_maybe: false,
+        failure_kind: None,
+        failure_message: None,
+        message_written: false,
+        failed: false,
+        confirmed: true,
+        log_bytes: 0,
+        slow_notice_sent: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_migrate_copies_sqlite_to_postgresql_and_back_refusing_held_stores() {
+    let Some(pg) = start_or_skip("store_migrate_copies_sqlite_to_postgresql_and_back")
+        .expect("throwaway PostgreSQL")
+    else {
+        return;
+    };
+    let (harness, _) = harness_on(&pg, "moved", pg.port(), 1).await;
+    let dir = harness.dir.path();
+    let sqlite = dir.join("old.db");
+    {
+        let store = paas_store::SqliteStore::open(&sqlite).unwrap();
+        store.save(&job(1)).unwrap();
+        store.save(&job(2)).unwrap();
+        store.set_meta("system_id", "r_moved").unwrap();
+    }
+    let migrate = |from: &Path, to: &Path| {
+        let args: Vec<std::ffi::OsString> =
+            vec!["store".into(), "migrate".into(), from.into(), to.into()];
+        async move {
+            let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+            common::run_to_exit(dir, &refs).await
+        }
+    };
+    // A service holding the SQLite store: refused.
+    let held = paas_store::SqliteStore::open_exclusive(&sqlite).unwrap();
+    let output = migrate(&sqlite, &harness.config_path).await;
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("in use by another paas-runner"),
+        "{output:?}"
+    );
+    drop(held);
+    // SQLite -> PostgreSQL.
+    let output = migrate(&sqlite, &harness.config_path).await;
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("copied 2 job(s)"));
+    let settings = pg.settings("moved", Duration::from_secs(LEASE_SECS));
+    let mut store = PgStore::open(&settings).await.unwrap();
+    use paas_store::JobStore;
+    assert_eq!(store.load().await.unwrap(), vec![job(1), job(2)]);
+    assert_eq!(
+        store.get_meta("system_id").await.unwrap().as_deref(),
+        Some("r_moved")
+    );
+    // A second copy into a store that tracks jobs: refused.
+    let output = migrate(&sqlite, &harness.config_path).await;
+    assert!(!output.status.success());
+    // A replica holding the lease: refused.
+    let lease = paas_store::postgres::lease::Lease::connect(&settings, "svc:1:x".into())
+        .await
+        .unwrap();
+    let acquired = lease.try_acquire().await.unwrap().expect("free");
+    let back = dir.join("back.db");
+    let output = migrate(&harness.config_path, &back).await;
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("in use by a paas-runner service"),
+        "{output:?}"
+    );
+    assert!(lease.release(acquired.epoch).await.unwrap());
+    // PostgreSQL -> SQLite.
+    let output = migrate(&harness.config_path, &back).await;
+    assert!(output.status.success(), "{output:?}");
+    let back = paas_store::SqliteStore::open(&back).unwrap();
+    assert_eq!(back.load().unwrap(), vec![job(1), job(2)]);
+    assert_eq!(
+        back.get_meta("system_id").unwrap().as_deref(),
+        Some("r_moved")
+    );
+    // The lease is free again for the service.
+    assert!(!store.lease_info().await.unwrap().is_held());
+}
