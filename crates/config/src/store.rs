@@ -111,10 +111,11 @@ pub(crate) fn parse_store(
             return Err(section.error(key, format!("unknown key; expected one of {STORE_KEYS:?}")));
         }
     }
-    if state_file.as_deref().is_some_and(is_postgres_url) {
+    if state_file.is_some() {
         return Err(root.error(
             "state_file",
-            "both state_file and [store] name a database: keep only [store] url",
+            "both state_file and [store] name a store: keep only [store] url \
+             (`paas-runner store migrate` copies a state_file's jobs into it)",
         ));
     }
     let url = section.required_string("url")?;
@@ -169,4 +170,129 @@ fn postgres_from_url(
         lease: DEFAULT_LEASE,
         replica_name: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+    use crate::{parse_with, Config};
+
+    const RUNNER: &str = r#"
+[quota_computation]
+reference_runner = "main"
+reference_flavor = "M"
+reference_jobs_count = 4
+
+[[runners]]
+name = "main"
+url = "https://heptapod.example/"
+token = "glrt-main-token-value"
+executor = "clever-docker"
+cc_orga_id = "orga_x"
+cc_token = "cc-main-token-value"
+"#;
+    const PASSWORD: &str = "pg-secret-value-81";
+
+    fn parse(head: &str, store: &str) -> Result<Config, ConfigError> {
+        let text = format!("{head}{RUNNER}{store}");
+        let read_file = |path: &Path| -> io::Result<String> {
+            if path == Path::new("/etc/paas/secrets.toml") {
+                Ok(format!("pg = {PASSWORD:?}\n"))
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no such file (test)",
+                ))
+            }
+        };
+        parse_with(&text, Path::new("/etc/paas.toml"), &read_file)
+    }
+
+    fn error(head: &str, store: &str) -> String {
+        let message = parse(head, store).unwrap_err().to_string();
+        assert!(!message.contains(PASSWORD), "{message}");
+        message
+    }
+
+    #[test]
+    fn sqlite_is_the_default_and_a_url_in_state_file_is_postgresql() {
+        let config = parse("state_file = \"/var/lib/p/state.db\"\n", "").unwrap();
+        assert_eq!(
+            config.store,
+            StoreSettings::Sqlite {
+                state_file: Some("/var/lib/p/state.db".into())
+            }
+        );
+        let config = parse("state_file = \"postgresql://paas@db:5432/paas\"\n", "").unwrap();
+        let StoreSettings::Postgres(settings) = &config.store else {
+            panic!("{:?}", config.store)
+        };
+        assert_eq!(settings.url, "postgresql://paas@db:5432/paas");
+        assert_eq!(
+            (settings.password.as_ref(), settings.lease),
+            (None, DEFAULT_LEASE)
+        );
+        assert_eq!(config.state_file, None);
+    }
+
+    #[test]
+    fn a_store_section_takes_its_password_from_the_secrets_file() {
+        let section = "\n[store]\nurl = \"postgresql://paas@db/paas\"\npassword = \"secret:pg\"\n\
+                       secrets_file = \"/etc/paas/secrets.toml\"\nlease_seconds = 20\nreplica_name = \"a\"\n";
+        let config = parse("", section).unwrap();
+        let StoreSettings::Postgres(settings) = &config.store else {
+            panic!("{:?}", config.store)
+        };
+        assert_eq!(
+            settings.password.as_ref().map(Secret::expose),
+            Some(PASSWORD)
+        );
+        assert_eq!(settings.lease, Duration::from_secs(20));
+        assert_eq!(settings.replica_name.as_deref(), Some("a"));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains(PASSWORD), "{shown}");
+    }
+
+    #[test]
+    fn bad_store_settings_are_refused_with_their_key() {
+        let message = error(
+            "",
+            "\n[store]\nurl = \"postgresql://paas:pw-in-url@db/paas\"\n",
+        );
+        assert!(
+            message.contains("key `store.url`") && message.contains("carries a password"),
+            "{message}"
+        );
+        assert!(!message.contains("pw-in-url"), "{message}");
+        let message = error("", "\n[store]\nurl = \"mysql://db/paas\"\n");
+        assert!(message.contains("expected a postgresql://"), "{message}");
+        let message = error(
+            "",
+            "\n[store]\nurl = \"postgresql://db/p\"\nlease_seconds = 1\n",
+        );
+        assert!(
+            message.contains("store.lease_seconds") && message.contains("at least 3"),
+            "{message}"
+        );
+        let message = error(
+            "",
+            "\n[store]\nurl = \"postgresql://db/p\"\npasword = \"x\"\n",
+        );
+        assert!(
+            message.contains("store.pasword") && message.contains("unknown key"),
+            "{message}"
+        );
+        let message = error(
+            "",
+            "\n[store]\nurl = \"postgresql://db/p\"\npassword = \"secret:pg\"\n",
+        );
+        assert!(message.contains("no `secrets_file`"), "{message}");
+        let message = error(
+            "state_file = \"postgresql://db/a\"\n",
+            "\n[store]\nurl = \"postgresql://db/p\"\n",
+        );
+        assert!(message.contains("both state_file and [store]"), "{message}");
+    }
 }

@@ -372,3 +372,32 @@ pub fn lease_line(info: &LeaseInfo) -> String {
         ),
     }
 }
+
+/// For `paas-runner bench --postgres`: starts a throwaway PostgreSQL cluster
+/// and points the configuration at `config_path` to it (`[store]`, the
+/// password in a secrets file in `dir`). The cluster stops when dropped.
+pub fn use_throwaway_postgres(
+    config_path: &Path,
+    dir: &Path,
+) -> anyhow::Result<paas_store::postgres::throwaway::Throwaway> {
+    use paas_store::postgres::throwaway::{Throwaway, PASSWORD};
+    let cluster = Throwaway::start().map_err(|error| anyhow::anyhow!("PostgreSQL: {error}"))?;
+    cluster
+        .create_database("bench")
+        .map_err(|error| anyhow::anyhow!("PostgreSQL: {error}"))?;
+    let secrets = dir.join("secrets.toml");
+    std::fs::write(&secrets, format!("store_password = {PASSWORD:?}\n"))?;
+    let text = std::fs::read_to_string(config_path)?;
+    let mut text: String = text
+        .lines()
+        .filter(|line| !line.starts_with("state_file"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    text.push_str(&format!(
+        "\n[store]\nurl = {:?}\npassword = \"secret:store_password\"\nsecrets_file = {:?}\n",
+        cluster.url_via(cluster.port(), "bench"),
+        secrets.display().to_string()
+    ));
+    std::fs::write(config_path, text)?;
+    Ok(cluster)
+}
