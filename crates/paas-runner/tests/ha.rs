@@ -476,6 +476,19 @@ async fn store_migrate_copies_sqlite_to_postgresql_and_back_refusing_held_stores
         store.get_meta("system_id").await.unwrap().as_deref(),
         Some("r_moved")
     );
+    // `paas-runner state` reads it.
+    let output =
+        common::run_to_exit(dir, &["state".as_ref(), harness.config_path.as_os_str()]).await;
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        shown.contains("(PostgreSQL)") && shown.contains("no active replica"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("2 tracked job(s)") && !shown.contains(PASSWORD),
+        "{shown}"
+    );
     // A second copy into a store that tracks jobs: refused.
     let output = migrate(&sqlite, &harness.config_path).await;
     assert!(!output.status.success());
