@@ -546,6 +546,7 @@ impl Driver {
     }
 
     fn execute(&mut self, command: Command) {
+        crate::ha::check_may_act();
         match command {
             Command::Save(record) => self.write(None, StoreWrite::Save(record)),
             Command::Forget(job) => {

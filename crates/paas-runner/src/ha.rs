@@ -305,6 +305,7 @@ fn spawn_guard(lease: Lease, epoch: i64, acquired_sent_at: Instant) {
         let mut next = acquired_sent_at + period;
         loop {
             let stop_at = valid_from + duration - margin;
+            ACT_UNTIL.set(epoch, stop_at);
             tokio::time::sleep_until(next.min(stop_at).into()).await;
             if Instant::now() >= stop_at {
                 lost(epoch, "the lease could not be renewed in time");
@@ -325,6 +326,38 @@ fn spawn_guard(lease: Lease, epoch: i64, acquired_sent_at: Instant) {
             }
         }
     });
+}
+
+/// Until when this replica may start a side effect, for
+/// [`check_may_act`]: set by the lease guard; unset (always) with SQLite.
+static ACT_UNTIL: ActUntil = ActUntil(std::sync::Mutex::new(None));
+
+struct ActUntil(std::sync::Mutex<Option<(i64, Instant)>>);
+
+impl ActUntil {
+    fn set(&self, epoch: i64, until: Instant) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((epoch, until));
+        }
+    }
+
+    fn get(&self) -> Option<(i64, Instant)> {
+        self.0.lock().ok().and_then(|slot| *slot)
+    }
+}
+
+/// Called by the driver before each command: a replica whose lease may
+/// be over (the process was frozen, the guard could not run) stops before
+/// starting anything.
+pub fn check_may_act() {
+    if let Some((epoch, until)) = ACT_UNTIL.get() {
+        if Instant::now() >= until {
+            lost(
+                epoch,
+                "the lease may have expired (the process did not run in time)",
+            );
+        }
+    }
 }
 
 /// Stops every side effect at once: the process ends (in-flight requests
