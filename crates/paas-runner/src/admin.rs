@@ -177,6 +177,23 @@ pub async fn reap(config_path: &Path, yes: bool, include_foreign: bool) -> ExitC
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let paas_config::StoreSettings::Postgres(settings) = &config.store {
+        // Read with the service running: what it tracks now.
+        let known = match crate::ha::tracked(settings).await {
+            Ok(known) => known,
+            Err(error) => {
+                eprintln!("paas-runner reap: {error:#}; refusing to go on without the store");
+                return ExitCode::from(crate::run::EXIT_CONFIG);
+            }
+        };
+        return match reap_inner(&config, Some(known), yes, include_foreign).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("paas-runner reap: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Without the store, every live job's machine looks untracked: deleting
     // is refused, listing is still allowed.
     let store = match open_existing_store(&config) {
@@ -190,7 +207,18 @@ pub async fn reap(config_path: &Path, yes: bool, include_foreign: bool) -> ExitC
             None
         }
     };
-    match reap_inner(&config, store.as_ref(), yes, include_foreign).await {
+    let known = match store
+        .as_ref()
+        .map(|store| anyhow::Ok((store.load()?, store.get_meta("system_id")?)))
+        .transpose()
+    {
+        Ok(known) => known,
+        Err(error) => {
+            eprintln!("paas-runner reap: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match reap_inner(&config, known, yes, include_foreign).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("paas-runner reap: {error:#}");
@@ -223,14 +251,11 @@ fn verdict(owner: &AppOwner, age: Option<Duration>, min_age: Duration) -> Verdic
 
 async fn reap_inner(
     config: &paas_config::Config,
-    store: Option<&Store>,
+    known: Option<(Vec<paas_core::JobRecord>, Option<String>)>,
     yes: bool,
     include_foreign: bool,
 ) -> anyhow::Result<()> {
-    let (records, system_id) = match store {
-        Some(store) => (store.load()?, store.get_meta("system_id")?),
-        None => (Vec::new(), None),
-    };
+    let (records, system_id) = known.unwrap_or_default();
     let system_id = system_id.unwrap_or_default();
     // Applications a tracked job accounts for, by id and (when its creation
     // outcome is unknown) by name.

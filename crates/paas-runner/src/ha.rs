@@ -383,6 +383,16 @@ pub async fn print_state(settings: &PostgresSettings) -> anyhow::Result<Vec<paas
     Ok(store.load().await?)
 }
 
+/// `paas-runner reap` on a PostgreSQL store: the tracked jobs and the
+/// system id.
+pub async fn tracked(
+    settings: &PostgresSettings,
+) -> anyhow::Result<(Vec<paas_core::JobRecord>, Option<String>)> {
+    let mut store = PgStore::open(settings).await?;
+    let records = store.load().await?;
+    Ok((records, store.meta("system_id").await?))
+}
+
 /// The lease as one line of `paas-runner state`.
 pub fn lease_line(info: &LeaseInfo) -> String {
     match (&info.holder, info.remaining_secs) {

@@ -489,6 +489,18 @@ async fn store_migrate_copies_sqlite_to_postgresql_and_back_refusing_held_stores
         shown.contains("2 tracked job(s)") && !shown.contains(PASSWORD),
         "{shown}"
     );
+    // `paas-runner reap --yes` reads the jobs it tracks there (the SQLite
+    // default path, absent, is not looked at).
+    let output = common::run_to_exit(
+        dir,
+        &[
+            "reap".as_ref(),
+            harness.config_path.as_os_str(),
+            "--yes".as_ref(),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
     // A second copy into a store that tracks jobs: refused.
     let output = migrate(&sqlite, &harness.config_path).await;
     assert!(!output.status.success());
