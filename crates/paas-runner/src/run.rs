@@ -171,44 +171,27 @@ pub async fn serve(
             return Ok(());
         }
     };
+    let started_at = std::time::SystemTime::now();
+    // A standby serves its metrics (its role) too.
+    let status_tx = start_status_server(config, config_path, &system_id, started_at).await?;
     // With PostgreSQL: a standby until this replica holds the lease.
     if !service_store.become_active(shutdown.as_mut()).await? {
         return Ok(());
     }
     let store_location = service_store.location.clone();
     info!(store = %store_location, %system_id, runners = runners.len(), "paas-runner started");
-    let started_at = std::time::SystemTime::now();
     let dump_config = status::StatusConfig::new(system_id.clone(), started_at);
     let dump_file = service_store.dump_file.clone();
     let store = service_store.take_store()?;
     let mut driver = Driver::new(dispatcher, runners, store, system_id.clone());
     driver.restore().await?;
-    if let Some(listen_address) = &config.listen_address {
-        let address = status::bind_address(listen_address);
-        let listener = tokio::net::TcpListener::bind(&address)
-            .await
-            .map_err(|error| {
-                paas_config::key_error(
-                    config_path,
-                    "listen_address",
-                    format!(
-                        "cannot listen on {address}: {error}; free that port or {}",
-                        paas_config::LISTEN_ADDRESS_HINT
-                    ),
-                )
-            })?;
-        let local_address = listener.local_addr()?;
-        let mut status_config = status::StatusConfig::new(system_id.clone(), started_at);
-        status_config.limits.max_connections = status::connection_cap(open_files_limit());
-        info!(
-            address = %local_address,
-            max_connections = status_config.limits.max_connections,
-            "status server listening (metrics, status page)"
-        );
-        let snapshots = driver.subscribe();
+    // The status server, up since the standby phase, now shows the driver.
+    if let Some(status_tx) = status_tx {
+        let mut snapshots = driver.subscribe();
         tokio::spawn(async move {
-            if let Err(error) = status::serve(listener, snapshots, status_config).await {
-                error!(%error, "status server stopped");
+            while snapshots.changed().await.is_ok() {
+                let snapshot = snapshots.borrow_and_update().clone();
+                status_tx.send_replace(snapshot);
             }
         });
     }
@@ -232,6 +215,47 @@ pub async fn serve(
     driver.run(shutdown).await?;
     service_store.release().await;
     Ok(())
+}
+
+/// Starts the status server on `listen_address`, if set; it shows what is
+/// sent on the returned channel.
+async fn start_status_server(
+    config: &paas_config::Config,
+    config_path: &Path,
+    system_id: &str,
+    started_at: std::time::SystemTime,
+) -> anyhow::Result<Option<tokio::sync::watch::Sender<crate::driver::Snapshot>>> {
+    let Some(listen_address) = &config.listen_address else {
+        return Ok(None);
+    };
+    let (status_tx, snapshots) = tokio::sync::watch::channel(crate::driver::Snapshot::default());
+    let address = status::bind_address(listen_address);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|error| {
+            paas_config::key_error(
+                config_path,
+                "listen_address",
+                format!(
+                    "cannot listen on {address}: {error}; free that port or {}",
+                    paas_config::LISTEN_ADDRESS_HINT
+                ),
+            )
+        })?;
+    let local_address = listener.local_addr()?;
+    let mut status_config = status::StatusConfig::new(system_id.to_owned(), started_at);
+    status_config.limits.max_connections = status::connection_cap(open_files_limit());
+    info!(
+        address = %local_address,
+        max_connections = status_config.limits.max_connections,
+        "status server listening (metrics, status page)"
+    );
+    tokio::spawn(async move {
+        if let Err(error) = status::serve(listener, snapshots, status_config).await {
+            error!(%error, "status server stopped");
+        }
+    });
+    Ok(Some(status_tx))
 }
 
 /// Raises the soft limit of open files to the hard limit: every job holds

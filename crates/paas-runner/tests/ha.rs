@@ -277,6 +277,52 @@ async fn three_replicas_the_active_one_killed_again_and_again() {
     );
 }
 
+/// The status address a replica logged (`listen_address` on port 0).
+async fn status_address(log: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        // Without the colour sequences.
+        let plain: String = text
+            .split('\x1b')
+            .map(|part| match part.find('m') {
+                Some(end) if part.starts_with('[') => &part[end + 1..],
+                _ => part,
+            })
+            .collect();
+        let address = plain
+            .lines()
+            .filter(|line| line.contains("status server listening"))
+            .find_map(|line| line.split("address=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned);
+        if let Some(address) = address {
+            return address;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no status address logged:\n{plain}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `/metrics` text once it contains `expected`.
+async fn metrics_until(url: &str, expected: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(response) = reqwest::get(url).await {
+            let text = response.text().await.unwrap_or_default();
+            if text.contains(expected) {
+                return text;
+            }
+            assert!(start.elapsed() < DEADLINE, "{expected} never in:\n{text}");
+        }
+        assert!(start.elapsed() < DEADLINE, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn paths(paths: &[std::path::PathBuf]) -> Vec<&Path> {
     paths.iter().map(|p| p.as_path()).collect()
 }
@@ -353,8 +399,15 @@ async fn a_replica_cut_from_the_database_stops_before_a_standby_starts() {
             &format!("127.0.0.1:{proxy_port}/"),
             &format!("127.0.0.1:{}/", pg.port()),
         );
-    std::fs::write(&direct, text).unwrap();
+    // The standby serves its metrics.
+    std::fs::write(&direct, format!("listen_address = \"127.0.0.1:0\"\n{text}")).unwrap();
     let mut standby = spawn_replica(&dir, &direct, 2);
+    let metrics_url = format!("http://{}/metrics", status_address(&standby.log).await);
+    let standby_metrics = metrics_until(&metrics_url, "paas_runner_replica_active 0").await;
+    assert!(
+        standby_metrics.contains(&format!("paas_runner_lease_epoch {}", first.epoch)),
+        "{standby_metrics}"
+    );
     // Jobs flow through the active replica.
     let ids: Vec<u64> = (0..3)
         .map(|_| harness.enqueue(&[(vars::JOB_DURATION_MS, "3000")]))
@@ -390,6 +443,11 @@ async fn a_replica_cut_from_the_database_stops_before_a_standby_starts() {
     assert!(stopped_after < took_over_after);
     let log = std::fs::read_to_string(&isolated.log).unwrap();
     assert!(log.contains("LEASE LOST"), "{log}");
+    let active_metrics = metrics_until(&metrics_url, "paas_runner_replica_active 1").await;
+    assert!(
+        active_metrics.contains(&format!("paas_runner_lease_epoch {}", next.epoch)),
+        "{active_metrics}"
+    );
 
     // The standby finishes the jobs; nothing left.
     harness.wait_all_done(&ids).await;
