@@ -154,7 +154,7 @@ async fn three_replicas_the_active_one_killed_again_and_again() {
     let kills: usize = std::env::var("PAAS_HA_KILLS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(20);
     println!("HA test seed: {seed} (replay with PAAS_HA_SEED={seed}), {kills} kills");
     let mut rng = SmallRng::seed_from_u64(seed);
     let (harness, quota) = harness_on(&pg, "ha", pg.port(), seed).await;
@@ -321,6 +321,94 @@ async fn metrics_until(url: &str, expected: &str) -> String {
         assert!(start.elapsed() < DEADLINE, "{url} never answered");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_pauses_pickup_briefly_and_loses_nothing() {
+    let Some(pg) = start_or_skip("a_rolling_restart_pauses_pickup_briefly_and_loses_nothing")
+        .expect("throwaway PostgreSQL")
+    else {
+        return;
+    };
+    let (harness, _) = harness_on(&pg, "rolling", pg.port(), 11).await;
+    let observer = PgStore::open(&pg.settings("rolling", Duration::from_secs(LEASE_SECS)))
+        .await
+        .expect("observer");
+    let dir = harness.dir.path().to_path_buf();
+    let mut count = 0;
+    let mut replicas: Vec<Replica> = (0..2)
+        .map(|_| {
+            count += 1;
+            spawn_replica(&dir, &harness.config_path, count)
+        })
+        .collect();
+    let mut log_paths: Vec<std::path::PathBuf> = replicas.iter().map(|r| r.log.clone()).collect();
+    let mut info = wait_active(&observer, 0, DEADLINE)
+        .await
+        .unwrap_or_else(|| panic!("no active replica\n{}", logs(&paths(&log_paths))));
+    let mut ids = Vec::new();
+    let mut handovers = Vec::new();
+    // Every replica restarted once, the active one last each time.
+    for round in 0..4 {
+        for _ in 0..3 {
+            ids.push(harness.enqueue(&[(vars::JOB_DURATION_MS, "800")]));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let active_pid = info.holder.as_deref().and_then(pid_of).expect("pid");
+        let index = replicas
+            .iter()
+            .position(|replica| replica.pid() == active_pid)
+            .expect("ours");
+        let mut stopping = replicas.remove(index);
+        signal(active_pid, SIGTERM);
+        let stopped_at = Instant::now();
+        let next = wait_active(&observer, info.epoch, DEADLINE)
+            .await
+            .unwrap_or_else(|| panic!("round {round}: no handover\n{}", logs(&paths(&log_paths))));
+        let took = stopped_at.elapsed();
+        let status = tokio::time::timeout(DEADLINE, stopping.child.wait())
+            .await
+            .expect("stops")
+            .expect("wait");
+        assert!(status.success(), "round {round}: {status:?}");
+        println!(
+            "round {round}: handover {:.2} s after SIGTERM",
+            took.as_secs_f64()
+        );
+        handovers.push(took);
+        // Well before the lease could have expired: released, not expired.
+        assert!(
+            took < Duration::from_secs(LEASE_SECS),
+            "round {round}: handover took {took:?}\n{}",
+            logs(&paths(&log_paths))
+        );
+        count += 1;
+        let replica = spawn_replica(&dir, &harness.config_path, count);
+        log_paths.push(replica.log.clone());
+        replicas.push(replica);
+        info = next;
+    }
+    harness.wait_all_done(&ids).await;
+    for id in &ids {
+        let job = harness.job(*id);
+        assert_eq!(
+            job.status,
+            JobStatus::Success,
+            "job {id}: {:?}",
+            job.failure_reason
+        );
+    }
+    for mut replica in replicas {
+        signal(replica.pid(), SIGTERM);
+        assert!(replica.child.wait().await.unwrap().success());
+    }
+    println!(
+        "rolling restart: handovers {:?} s",
+        handovers
+            .iter()
+            .map(|t| format!("{:.2}", t.as_secs_f64()))
+            .collect::<Vec<_>>()
+    );
 }
 
 fn paths(paths: &[std::path::PathBuf]) -> Vec<&Path> {
