@@ -1,7 +1,6 @@
 //! The driver: one event loop that feeds the core with outcomes and the clock,
-//! executes its commands (store writes through [`store_exec`], network
-//! calls as tasks), and
-//! stops cleanly on shutdown.
+//! executes its commands (store writes through [`store_exec`], network calls
+//! as tasks), and stops cleanly on shutdown.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
