@@ -20,6 +20,7 @@ mod reader;
 mod runner;
 mod secrets;
 mod state_dir;
+mod store;
 
 #[cfg(test)]
 mod tests;
@@ -40,6 +41,9 @@ pub use runner::{
 };
 pub use secrets::SECRET_PREFIX;
 pub use state_dir::check_state_file;
+pub use store::{
+    is_postgres_url, PostgresSettings, StoreSettings, DEFAULT_LEASE, DEFAULT_STATE_FILE, MIN_LEASE,
+};
 
 use reader::{display_line, Source, TableReader};
 use secrets::ReadFile;
@@ -55,8 +59,12 @@ pub struct Config {
     /// `job_progress_interval`): time between checks that launched jobs are
     /// finished, and wait when limits are reached.
     pub job_progress_poll_interval: Duration,
-    /// `state_file`: where the reference kept its state across restarts.
+    /// `state_file`: where the reference kept its state across restarts
+    /// (`None` for a PostgreSQL store: see [`Config::store`]).
     pub state_file: Option<PathBuf>,
+    /// The store: SQLite at `state_file`, or PostgreSQL (`state_file =
+    /// "postgresql://…"` or `[store]`).
+    pub store: StoreSettings,
     /// `[quota_computation]`.
     pub quota: QuotaComputation,
     /// `paas_max_concurrent_provisioning`: jobs launched but not yet
@@ -163,6 +171,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "job_progress_poll_interval",
     "job_progress_interval",
     "state_file",
+    "store",
     "quota_computation",
     "paas_max_concurrent_provisioning",
     "paas_min_seconds_between_launches",
@@ -313,13 +322,15 @@ fn parse_with(text: &str, path: &Path, read_file: ReadFile<'_>) -> Result<Config
     }
 
     let runners = parse_runners(&root, &quota, read_file, &mut warnings)?;
+    let store = store::parse_store(&root, read_file)?;
     check_quota_reference(&root, &quota, &runners)?;
 
     Ok(Config {
         concurrent,
         check_interval,
         job_progress_poll_interval,
-        state_file: root.string("state_file")?.map(PathBuf::from),
+        state_file: store.state_file().map(Path::to_path_buf),
+        store,
         quota,
         max_concurrent_provisioning: root
             .positive_integer("paas_max_concurrent_provisioning")?

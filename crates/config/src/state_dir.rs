@@ -36,7 +36,7 @@ pub fn check_state_file(config_path: &Path, state_file: Option<&Path>) -> Result
                 return Err(error(format!(
                     "{:?} is a directory: name a file in it, for example {:?}",
                     absolute(file),
-                    file.join("paas-runner-state.db")
+                    file.join(crate::DEFAULT_STATE_FILE)
                 )));
             }
             let dir = match file.parent() {

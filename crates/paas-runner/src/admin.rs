@@ -45,6 +45,18 @@ pub async fn state(config_path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let paas_config::StoreSettings::Postgres(settings) = &config.store {
+        return match crate::ha::print_state(settings).await {
+            Ok(records) => {
+                print_jobs(&config, records);
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("paas-runner state: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = (|| -> anyhow::Result<()> {
         let store = open_existing_store(&config)?;
         let records = store.load()?;
@@ -54,55 +66,7 @@ pub async fn state(config_path: &Path) -> ExitCode {
             None => println!("no service holds it (not running, or stopped)"),
         }
         print_foreign(&store)?;
-        println!("{} tracked job(s)", records.len());
-        if records.is_empty() {
-            return Ok(());
-        }
-        println!(
-            "{:<10} {:>10}  {:<16} {:<7} {:>7}  {:<44} note",
-            "runner", "job", "stage", "flavor", "weight", "application"
-        );
-        for record in records {
-            let runner = config
-                .runners
-                .iter()
-                .find(|runner| runner.unique_id() == record.runner_key)
-                .map(|runner| runner.name.clone())
-                .unwrap_or_else(|| format!("?{}", record.runner_key));
-            let app = match (&record.app_id, record.app_maybe) {
-                (Some(id), _) => id.clone(),
-                (None, true) => format!(
-                    "(maybe) {}",
-                    naming::app_name(&record.runner_key, record.job_id)
-                ),
-                (None, false) => "-".to_owned(),
-            };
-            let weight = if record.app_id.is_some() {
-                record.app_weight
-            } else {
-                record.expected_weight
-            };
-            let note = match (&record.failure_message, record.confirmed) {
-                (Some(message), _) => {
-                    format!("failing: {}", message.lines().next().unwrap_or_default())
-                }
-                (None, false) => "not yet confirmed to the coordinator".to_owned(),
-                (None, true) => String::new(),
-            };
-            // The flavor comes from a job variable, the note may quote a
-            // cloud message: outside text, printed only sanitised.
-            let shown = |text: &str, max_chars| paas_core::sanitize(text, max_chars, &[]);
-            println!(
-                "{:<10} {:>10}  {:<16} {:<7} {:>7.1}  {:<44} {}",
-                runner,
-                record.job_id,
-                record.stage.as_str(),
-                shown(&record.flavor, paas_core::sanitize::MAX_VALUE_CHARS),
-                weight,
-                shown(&app, paas_core::sanitize::MAX_VALUE_CHARS),
-                shown(&note, paas_core::sanitize::MAX_MESSAGE_CHARS)
-            );
-        }
+        print_jobs(&config, records);
         Ok(())
     })();
     match result {
@@ -111,6 +75,59 @@ pub async fn state(config_path: &Path) -> ExitCode {
             eprintln!("paas-runner state: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The tracked jobs, one line each (no secrets; outside text sanitised).
+pub(crate) fn print_jobs(config: &paas_config::Config, records: Vec<paas_core::JobRecord>) {
+    println!("{} tracked job(s)", records.len());
+    if records.is_empty() {
+        return;
+    }
+    println!(
+        "{:<10} {:>10}  {:<16} {:<7} {:>7}  {:<44} note",
+        "runner", "job", "stage", "flavor", "weight", "application"
+    );
+    for record in records {
+        let runner = config
+            .runners
+            .iter()
+            .find(|runner| runner.unique_id() == record.runner_key)
+            .map(|runner| runner.name.clone())
+            .unwrap_or_else(|| format!("?{}", record.runner_key));
+        let app = match (&record.app_id, record.app_maybe) {
+            (Some(id), _) => id.clone(),
+            (None, true) => format!(
+                "(maybe) {}",
+                naming::app_name(&record.runner_key, record.job_id)
+            ),
+            (None, false) => "-".to_owned(),
+        };
+        let weight = if record.app_id.is_some() {
+            record.app_weight
+        } else {
+            record.expected_weight
+        };
+        let note = match (&record.failure_message, record.confirmed) {
+            (Some(message), _) => {
+                format!("failing: {}", message.lines().next().unwrap_or_default())
+            }
+            (None, false) => "not yet confirmed to the coordinator".to_owned(),
+            (None, true) => String::new(),
+        };
+        // The flavor comes from a job variable, the note may quote a
+        // cloud message: outside text, printed only sanitised.
+        let shown = |text: &str, max_chars| paas_core::sanitize(text, max_chars, &[]);
+        println!(
+            "{:<10} {:>10}  {:<16} {:<7} {:>7.1}  {:<44} {}",
+            runner,
+            record.job_id,
+            record.stage.as_str(),
+            shown(&record.flavor, paas_core::sanitize::MAX_VALUE_CHARS),
+            weight,
+            shown(&app, paas_core::sanitize::MAX_VALUE_CHARS),
+            shown(&note, paas_core::sanitize::MAX_MESSAGE_CHARS)
+        );
     }
 }
 
@@ -159,6 +176,23 @@ pub async fn reap(config_path: &Path, yes: bool, include_foreign: bool) -> ExitC
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let paas_config::StoreSettings::Postgres(settings) = &config.store {
+        // Read with the service running: what it tracks now.
+        let known = match crate::ha::tracked(settings).await {
+            Ok(known) => known,
+            Err(error) => {
+                eprintln!("paas-runner reap: {error:#}; refusing to go on without the store");
+                return ExitCode::from(crate::run::EXIT_CONFIG);
+            }
+        };
+        return match reap_inner(&config, Some(known), yes, include_foreign).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("paas-runner reap: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Without the store, every live job's machine looks untracked: deleting
     // is refused, listing is still allowed.
     let store = match open_existing_store(&config) {
@@ -172,7 +206,18 @@ pub async fn reap(config_path: &Path, yes: bool, include_foreign: bool) -> ExitC
             None
         }
     };
-    match reap_inner(&config, store.as_ref(), yes, include_foreign).await {
+    let known = match store
+        .as_ref()
+        .map(|store| anyhow::Ok((store.load()?, store.get_meta("system_id")?)))
+        .transpose()
+    {
+        Ok(known) => known,
+        Err(error) => {
+            eprintln!("paas-runner reap: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match reap_inner(&config, known, yes, include_foreign).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("paas-runner reap: {error:#}");
@@ -183,14 +228,11 @@ pub async fn reap(config_path: &Path, yes: bool, include_foreign: bool) -> ExitC
 
 async fn reap_inner(
     config: &paas_config::Config,
-    store: Option<&Store>,
+    known: Option<(Vec<paas_core::JobRecord>, Option<String>)>,
     yes: bool,
     include_foreign: bool,
 ) -> anyhow::Result<()> {
-    let (records, system_id) = match store {
-        Some(store) => (store.load()?, store.get_meta("system_id")?),
-        None => (Vec::new(), None),
-    };
+    let (records, system_id) = known.unwrap_or_default();
     let system_id = system_id.unwrap_or_default();
     // The core's rules: which applications the recorded jobs account for,
     // and what an untracked one is (as reconciliation sees it).

@@ -57,6 +57,11 @@ pub struct BenchArgs {
     /// Print the results as JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// Keep the state in PostgreSQL (a throwaway cluster started for the
+    /// run, from the `postgresql` package's `initdb`/`pg_ctl`) instead of
+    /// SQLite.
+    #[arg(long)]
+    pub postgres: bool,
 }
 
 /// Figures of one scenario.
@@ -101,6 +106,7 @@ struct Scenario {
     room: u32,
     admin_token: bool,
     deployments_listing: bool,
+    postgres: bool,
 }
 
 pub async fn main(args: BenchArgs) -> ExitCode {
@@ -134,6 +140,7 @@ pub async fn main(args: BenchArgs) -> ExitCode {
             room,
             admin_token: !args.no_admin_token,
             deployments_listing: !args.no_deployments_listing,
+            postgres: args.postgres,
         };
         match run_scenario(&scenario).await {
             Ok(figures) => {
@@ -193,6 +200,11 @@ async fn run_scenario(scenario: &Scenario) -> anyhow::Result<Figures> {
     options.trace_watch = scenario.admin_token;
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, cluster.config_toml(&options))?;
+    // Stopped when the scenario ends.
+    let _postgres = match scenario.postgres {
+        true => Some(crate::ha::use_throwaway_postgres(&config_path, dir.path())?),
+        false => None,
+    };
 
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["--log-level", "warn", "run"])

@@ -9,7 +9,7 @@ use paas_core::App;
 use paas_core::{ConfirmCheck, PollAnswer, PollOutcome, ReadyCheck, RunnerIdx};
 use paas_core::{Dispatcher, FlavorTable, JobKey, LaunchCheck, ListedApp, MachineListing};
 use paas_core::{StatusCheck, StepOutcome};
-use paas_store::Store;
+use paas_store::JobStore;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Step;
@@ -24,6 +24,7 @@ mod execute;
 mod notices;
 mod reload;
 mod snapshot;
+mod store_exec;
 pub use notices::{ForeignSeen, FOREIGN_META_KEY};
 pub use reload::{ReloadHandle, ReloadRequest, ReloadRunner};
 // `JobView` is part of `Snapshot` (its type is named where snapshots are made by hand).
@@ -116,7 +117,7 @@ pub const LAUNCH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Driver {
     core: Dispatcher,
     runners: Runners,
-    store: Store,
+    store: store_exec::StoreExec,
     system_id: String,
     last_update: Vec<Option<String>>,
     poll_tasks: HashMap<RunnerIdx, AbortHandle>,
@@ -139,14 +140,19 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub fn new(core: Dispatcher, runners: Runners, store: Store, system_id: String) -> Driver {
+    pub fn new(
+        core: Dispatcher,
+        runners: Runners,
+        store: Box<dyn JobStore>,
+        system_id: String,
+    ) -> Driver {
         let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_SIZE);
         let (snapshot_tx, _) = watch::channel(Snapshot::default());
         let runner_count = runners.len();
         Driver {
             core,
             runners,
-            store,
+            store: store_exec::StoreExec::new(store),
             system_id,
             last_update: vec![None; runner_count],
             poll_tasks: HashMap::new(),
@@ -168,13 +174,13 @@ impl Driver {
     }
 
     /// Takes back the jobs of the store.
-    pub fn restore(&mut self) -> anyhow::Result<()> {
-        let records = self.store.load()?;
+    pub async fn restore(&mut self) -> anyhow::Result<()> {
+        let records = self.store.store().load().await?;
         self.restored_jobs = records.len();
         if records.is_empty() {
             return Ok(());
         }
-        info!(jobs = records.len(), store = %self.store.path().display(), "resuming jobs recorded by a previous run");
+        info!(jobs = records.len(), store = %self.store.location(), "resuming jobs recorded by a previous run");
         let unknown = self.core.restore(records, now());
         for record in unknown {
             warn!(
@@ -207,7 +213,7 @@ impl Driver {
                 error!(%error, "the state store fails: stopping now");
                 anyhow::bail!("stopped because the state store failed: {error}");
             }
-            if shutdown_seen && self.core.is_quiescent() {
+            if shutdown_seen && self.core.is_quiescent() && self.store.is_idle() {
                 info!("all in-flight operations completed; state is saved; exiting");
                 return Ok(());
             }
@@ -222,6 +228,13 @@ impl Driver {
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                     self.core.handle_timeout(now());
                 }
+                durable = self.store.next_durable() => match durable {
+                    Ok(commands) => self.released(commands),
+                    Err(error) => {
+                        error!(%error, "could not record job state");
+                        self.store_error.get_or_insert_with(|| error.to_string());
+                    }
+                },
                 () = &mut shutdown, if !shutdown_seen => {
                     shutdown_seen = true;
                     info!("shutdown requested: no new job will be acquired; waiting for in-flight operations");
@@ -236,7 +249,7 @@ impl Driver {
     /// file within a second or so (at most one checkpoint a second; the loop
     /// turns at least every poll).
     fn purge_store(&mut self) {
-        if let Err(error) = self.store.purge_if_due() {
+        if let Err(error) = self.store.tick() {
             warn!(%error, "could not purge forgotten jobs from the state store's write-ahead file");
         }
     }

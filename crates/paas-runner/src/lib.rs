@@ -20,6 +20,7 @@ pub mod bench;
 pub mod credentials;
 pub mod demo;
 pub mod driver;
+pub mod ha;
 pub mod import;
 pub mod logging;
 pub mod metrics;
@@ -32,6 +33,7 @@ pub mod signals;
 pub mod sim_cmd;
 pub mod statistics;
 pub mod status;
+pub mod store_cmd;
 pub mod tls;
 
 /// Writes one line to standard output; see [`println!`].

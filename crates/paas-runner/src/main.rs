@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use paas_runner::{admin, bench, demo, logging, register, run, sim_cmd};
+use paas_runner::{admin, bench, demo, logging, register, run, sim_cmd, store_cmd};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -70,6 +70,9 @@ enum Commands {
     /// Measure the service against the simulators (throughput, latencies,
     /// memory, CPU).
     Bench(bench::BenchArgs),
+    /// Operations on the state store (`migrate FROM TO`).
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
 }
 
 /// Accepts heptapod-paas-runner's command line too, so that a unit file
@@ -164,6 +167,7 @@ fn main() -> ExitCode {
             Commands::Demo(args) => demo::main(args).await,
             Commands::Sim(args) => sim_cmd::main(args).await,
             Commands::Bench(args) => bench::main(args).await,
+            Commands::Store(command) => store_cmd::main(command).await,
         }
     })
 }

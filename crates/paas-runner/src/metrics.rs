@@ -54,9 +54,43 @@ const STEP_BUCKETS: [f64; 12] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
+/// The replica's role (`crate::ha`).
+struct ReplicaGauges {
+    active: Gauge,
+    epoch: Gauge,
+    took_over_at: FloatGauge,
+}
+
+impl ReplicaGauges {
+    fn register(registry: &mut Registry) -> ReplicaGauges {
+        let gauges = ReplicaGauges {
+            active: Gauge::default(),
+            epoch: Gauge::default(),
+            took_over_at: FloatGauge::default(),
+        };
+        registry.register(
+            "paas_runner_replica_active",
+            "1 when this process is the active replica (always, with the SQLite store), 0 on a standby",
+            gauges.active.clone(),
+        );
+        registry.register(
+            "paas_runner_lease_epoch",
+            "Epoch of the lease of the active replica (PostgreSQL store; 0 with SQLite)",
+            gauges.epoch.clone(),
+        );
+        registry.register(
+            "paas_runner_last_takeover_timestamp_seconds",
+            "When this process became the active replica (Unix time)",
+            gauges.took_over_at.clone(),
+        );
+        gauges
+    }
+}
+
 /// Figures only the service's events give: counters and histograms.
 pub struct Recorder {
     registry: Registry,
+    replica: ReplicaGauges,
     api_requests: Family<Labels, Counter>,
     cloud_requests: Family<Labels, Counter>,
     failures: Family<Labels, Counter>,
@@ -174,8 +208,10 @@ impl Recorder {
             "From the end of a job to the deletion of its machine, by runner",
             finish_to_delete.clone(),
         );
+        let replica = ReplicaGauges::register(&mut registry);
         Recorder {
             registry,
+            replica,
             api_requests,
             cloud_requests,
             failures,
@@ -185,6 +221,20 @@ impl Recorder {
             pickup,
             finish_to_delete,
             job_times: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// This process's role among replicas (`crate::ha`): active or
+    /// standby, the lease's epoch, and when it last took the lease.
+    pub fn replica(&self, active: bool, epoch: i64, took_over_at: Option<std::time::SystemTime>) {
+        self.replica.active.set(i64::from(active));
+        self.replica.epoch.set(epoch);
+        if let Some(at) = took_over_at {
+            let seconds = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|since| since.as_secs_f64())
+                .unwrap_or(0.0);
+            self.replica.took_over_at.set(seconds);
         }
     }
 

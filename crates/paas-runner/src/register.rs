@@ -619,7 +619,7 @@ fn write_globals(document: &mut DocumentMut, args: &RegisterArgs, config_path: &
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let dir = std::path::absolute(&dir).unwrap_or(dir);
-        dir.join("paas-runner-state.db")
+        dir.join(paas_config::DEFAULT_STATE_FILE)
     });
     document.as_table_mut().decor_mut().set_prefix(
         "# paas-runner configuration, written by `paas-runner register`.\n\

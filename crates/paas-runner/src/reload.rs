@@ -237,6 +237,10 @@ impl Reloader {
             warn!(file = %path, key = "state_file", "changing this setting needs a restart: the running value is kept until then");
             config.state_file = self.running.state_file.clone();
         }
+        if config.store != self.running.store {
+            warn!(file = %path, key = "store", "changing this setting needs a restart: the running value is kept until then");
+            config.store = self.running.store.clone();
+        }
         if config.listen_address != self.running.listen_address {
             warn!(file = %path, key = "listen_address", "changing this setting needs a restart: the running value is kept until then");
             config.listen_address = self.running.listen_address.clone();

@@ -3,9 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use paas_store::{Store, StoreError};
-use rand::distributions::Alphanumeric;
-use rand::Rng;
+use paas_store::StoreError;
 use tracing::{debug, error, info, warn};
 
 use crate::driver::Driver;
@@ -104,7 +102,13 @@ pub async fn main(config_path: &Path, options: &ReferenceOptions) -> ExitCode {
     }
     options.warn_deprecated();
     options.apply(&mut config);
-    if let Err(error) = paas_config::check_state_file(config_path, config.state_file.as_deref()) {
+    // (A PostgreSQL store has no directory to check.)
+    let sqlite = matches!(config.store, paas_config::StoreSettings::Sqlite { .. });
+    let checked = match sqlite {
+        true => paas_config::check_state_file(config_path, config.state_file.as_deref()),
+        false => Ok(()),
+    };
+    if let Err(error) = checked {
         eprintln!("paas-runner: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -156,43 +160,8 @@ pub async fn serve(
         tokio::sync::oneshot::Sender<tokio::sync::watch::Receiver<crate::driver::Snapshot>>,
     >,
 ) -> anyhow::Result<()> {
-    // The store's lock comes before anything touches the store (import,
-    // restore, reconciliation): a second service stops here.
-    let store_path = paas_store::resolve_store_path(config.state_file.as_deref());
-    if config.state_file.is_none() {
-        warn!(
-            store = %store_path.display(),
-            "NO state_file CONFIGURED: the state database is in the current directory; \
-             a service started from another directory would not see these jobs; \
-             set state_file to an absolute path"
-        );
-    }
-    let store = Store::open_exclusive(&store_path)?;
-    info!(
-        store = %store.path().display(),
-        lock = %store.lock().map(|lock| lock.path().display().to_string()).unwrap_or_default(),
-        "state store opened and locked"
-    );
-    if let Some(state_file) = config
-        .state_file
-        .as_deref()
-        .filter(|path| paas_store::store_path(path) != *path)
-    {
-        crate::import::import_if_present(state_file, &store)?;
-    }
-    let system_id = match store.get_meta("system_id")? {
-        Some(id) => id,
-        None => {
-            let suffix: String = rand::thread_rng()
-                .sample_iter(&Alphanumeric)
-                .take(12)
-                .map(char::from)
-                .collect();
-            let id = format!("r_{suffix}");
-            store.set_meta("system_id", &id)?;
-            id
-        }
-    };
+    let mut service_store = crate::ha::ServiceStore::open(config, config_path).await?;
+    let system_id = service_store.system_id.clone();
     let http = setup::http_client()?;
     tokio::pin!(shutdown);
     let (dispatcher, runners) = tokio::select! {
@@ -202,38 +171,27 @@ pub async fn serve(
             return Ok(());
         }
     };
-    info!(store = %store_path.display(), %system_id, runners = runners.len(), "paas-runner started");
     let started_at = std::time::SystemTime::now();
+    // A standby serves its metrics (its role) too.
+    let status_tx = start_status_server(config, config_path, &system_id, started_at).await?;
+    // With PostgreSQL: a standby until this replica holds the lease.
+    if !service_store.become_active(shutdown.as_mut()).await? {
+        return Ok(());
+    }
+    let store_location = service_store.location.clone();
+    info!(store = %store_location, %system_id, runners = runners.len(), "paas-runner started");
     let dump_config = status::StatusConfig::new(system_id.clone(), started_at);
-    let dump_file = crate::signals::dump_path(store.path());
+    let dump_file = service_store.dump_file.clone();
+    let store = service_store.take_store()?;
     let mut driver = Driver::new(dispatcher, runners, store, system_id.clone());
-    driver.restore()?;
-    if let Some(listen_address) = &config.listen_address {
-        let address = status::bind_address(listen_address);
-        let listener = tokio::net::TcpListener::bind(&address)
-            .await
-            .map_err(|error| {
-                paas_config::key_error(
-                    config_path,
-                    "listen_address",
-                    format!(
-                        "cannot listen on {address}: {error}; free that port or {}",
-                        paas_config::LISTEN_ADDRESS_HINT
-                    ),
-                )
-            })?;
-        let local_address = listener.local_addr()?;
-        let mut status_config = status::StatusConfig::new(system_id.clone(), started_at);
-        status_config.limits.max_connections = status::connection_cap(open_files_limit());
-        info!(
-            address = %local_address,
-            max_connections = status_config.limits.max_connections,
-            "status server listening (metrics, status page)"
-        );
-        let snapshots = driver.subscribe();
+    driver.restore().await?;
+    // The status server, up since the standby phase, now shows the driver.
+    if let Some(status_tx) = status_tx {
+        let mut snapshots = driver.subscribe();
         tokio::spawn(async move {
-            if let Err(error) = status::serve(listener, snapshots, status_config).await {
-                error!(%error, "status server stopped");
+            while snapshots.changed().await.is_ok() {
+                let snapshot = snapshots.borrow_and_update().clone();
+                status_tx.send_replace(snapshot);
             }
         });
     }
@@ -254,7 +212,50 @@ pub async fn serve(
         crate::signals::installed().map(crate::signals::ServiceSignals::reload_requests),
     );
     crate::signals::notify_ready();
-    driver.run(shutdown).await
+    driver.run(shutdown).await?;
+    service_store.release().await;
+    Ok(())
+}
+
+/// Starts the status server on `listen_address`, if set; it shows what is
+/// sent on the returned channel.
+async fn start_status_server(
+    config: &paas_config::Config,
+    config_path: &Path,
+    system_id: &str,
+    started_at: std::time::SystemTime,
+) -> anyhow::Result<Option<tokio::sync::watch::Sender<crate::driver::Snapshot>>> {
+    let Some(listen_address) = &config.listen_address else {
+        return Ok(None);
+    };
+    let (status_tx, snapshots) = tokio::sync::watch::channel(crate::driver::Snapshot::default());
+    let address = status::bind_address(listen_address);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|error| {
+            paas_config::key_error(
+                config_path,
+                "listen_address",
+                format!(
+                    "cannot listen on {address}: {error}; free that port or {}",
+                    paas_config::LISTEN_ADDRESS_HINT
+                ),
+            )
+        })?;
+    let local_address = listener.local_addr()?;
+    let mut status_config = status::StatusConfig::new(system_id.to_owned(), started_at);
+    status_config.limits.max_connections = status::connection_cap(open_files_limit());
+    info!(
+        address = %local_address,
+        max_connections = status_config.limits.max_connections,
+        "status server listening (metrics, status page)"
+    );
+    tokio::spawn(async move {
+        if let Err(error) = status::serve(listener, snapshots, status_config).await {
+            error!(%error, "status server stopped");
+        }
+    });
+    Ok(Some(status_tx))
 }
 
 /// Raises the soft limit of open files to the hard limit: every job holds

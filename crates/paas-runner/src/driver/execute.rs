@@ -5,7 +5,7 @@
 //! provider side).
 
 use paas_core::{Command, JobKey, RunnerIdx, Secret};
-use tracing::error;
+use paas_store::StoreWrite;
 
 use super::{cloud, coordinator, now, Driver, Event};
 use crate::metrics::Step;
@@ -14,7 +14,7 @@ use crate::runners::Runners;
 impl Driver {
     pub(super) fn execute_commands(&mut self) {
         while let Some(command) = self.core.poll_command() {
-            self.execute(command);
+            self.execute_in_order(command);
             if self.store_error.is_some() {
                 // Nothing after a failed write may happen.
                 return;
@@ -22,21 +22,18 @@ impl Driver {
         }
     }
 
-    fn execute(&mut self, command: Command) {
+    pub(super) fn execute(&mut self, command: Command) {
+        crate::ha::check_may_act();
         match command {
-            Command::Save(record) => {
-                if let Err(error) = self.store.save(&record) {
-                    error!(%error, job_id = record.job_id, "could not record job state");
-                    self.store_error.get_or_insert_with(|| error.to_string());
-                }
-            }
+            Command::Save(record) => self.write(None, StoreWrite::Save(record)),
             Command::Forget(job) => {
                 crate::metrics::recorder().job_forgotten((job.runner, job.job_id), now());
-                let key = &self.runners[job.runner].key;
-                if let Err(error) = self.store.forget(key, job.job_id) {
-                    error!(%error, job_id = job.job_id, "could not drop job record");
-                    self.store_error.get_or_insert_with(|| error.to_string());
-                }
+                let runner_key = self.runners[job.runner].key.clone();
+                let forget = StoreWrite::Forget {
+                    runner_key,
+                    job_id: job.job_id,
+                };
+                self.write(Some(job), forget);
             }
             Command::Notice(notice) => self.log_notice(notice),
             Command::RequestJob { runner } => self.spawn_poll(runner),

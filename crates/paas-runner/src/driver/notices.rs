@@ -132,10 +132,7 @@ impl Driver {
         let io = &self.runners[runner];
         let first = !std::mem::replace(&mut self.listed_once[runner], true);
         if first && self.restored_jobs == 0 && !apps.is_empty() {
-            let path = self.store.path();
-            let store = std::fs::canonicalize(path)
-                .or_else(|_| std::path::absolute(path))
-                .unwrap_or_else(|_| path.to_owned());
+            let store = self.store.location();
             let ours = apps
                 .iter()
                 .filter(|app| app.owner == AppOwner::Ours)
@@ -143,7 +140,7 @@ impl Driver {
             error!(
                 runner = %io.name,
                 runner_key = %io.key,
-                store = %store.display(),
+                %store,
                 applications = apps.len(),
                 ours,
                 "the state store tracks no job, yet the organisation holds applications of this runner key: \
@@ -172,15 +169,17 @@ impl Driver {
         self.foreign_seen[runner] = seen;
         if changed {
             let all: Vec<&ForeignSeen> = self.foreign_seen.iter().flatten().collect();
-            let written = serde_json::to_string(&all)
-                .map_err(|error| error.to_string())
-                .and_then(|json| {
-                    self.store
-                        .set_meta(FOREIGN_META_KEY, &json)
-                        .map_err(|error| error.to_string())
-                });
-            if let Err(error) = written {
-                warn!(%error, "could not record the foreign applications for `paas-runner state`");
+            match serde_json::to_string(&all) {
+                Ok(value) => self.write(
+                    None,
+                    paas_store::StoreWrite::Meta {
+                        key: FOREIGN_META_KEY.to_owned(),
+                        value,
+                    },
+                ),
+                Err(error) => {
+                    warn!(%error, "could not record the foreign applications for `paas-runner state`")
+                }
             }
         }
     }
