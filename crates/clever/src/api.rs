@@ -39,7 +39,7 @@ pub use auth::{Credentials, GitCredentials};
 pub use deployments::DeploymentState;
 use error::missing_id;
 pub use error::CleverError;
-use parse::{lenient_u64, parse_app};
+use parse::{lenient_u64, parse_app, ListedEntry};
 pub use transport::MAX_ERROR_BODY_BYTES;
 use transport::{check_id, Auth, MAX_FLAVOR_CPUS, MAX_FLAVOR_RAM_MIB, MAX_QUOTED_CHARS};
 
@@ -349,13 +349,18 @@ impl CleverClient {
     pub async fn list_apps(&self) -> Result<Vec<App>, CleverError> {
         const ACTION: &str = "list applications";
         let url = self.applications_endpoint(&[])?;
-        let entries: Vec<Value> = self
+        // Read into the used fields only (see `ListedFields`).
+        let entries: Vec<ListedEntry> = self
             .call_json(ACTION, Method::GET, url, Auth::Credentials, None::<&()>)
             .await?;
-        let apps: Vec<App> = entries.iter().filter_map(parse_app).collect();
-        if apps.len() != entries.len() {
+        let listed = entries.len();
+        let apps: Vec<App> = entries
+            .into_iter()
+            .filter_map(ListedEntry::into_app)
+            .collect();
+        if apps.len() != listed {
             tracing::warn!(
-                skipped = entries.len() - apps.len(),
+                skipped = listed - apps.len(),
                 "applications without a plain Clever Cloud id in the list, ignored"
             );
         }

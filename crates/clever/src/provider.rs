@@ -326,15 +326,13 @@ impl CleverProvider {
                 account: orga.clone(),
                 machines: apps.len(),
             }),
-            Err(error) => Err(match messages::access_refused(
-                &error,
-                orga,
-                index,
-                self.config.cc.auth.token_key(),
-            ) {
-                Some(message) => AccessError::Refused(message),
-                None => AccessError::Failed(provider_error(&error)),
-            }),
+            Err(error) => Err(
+                match messages::access_refused(&error, orga, index, self.config.cc.auth.token_key())
+                {
+                    Some(message) => AccessError::Refused(message),
+                    None => AccessError::Failed(provider_error(&error)),
+                },
+            ),
         }
     }
 }

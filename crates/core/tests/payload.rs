@@ -62,10 +62,24 @@ fn payload_is_dropped_once_deployed_and_not_restored_for_launched_jobs() {
     assert_eq!(payload_len(&dispatcher, 2), 0, "running: not kept");
     assert_eq!(payload_len(&dispatcher, 3), 0, "launched: not kept");
 
-    // The deployment of job 1 succeeds: its payload goes.
-    let deploy = std::iter::from_fn(|| dispatcher.poll_command()).find(
-        |command| matches!(command, paas_core::Command::Deploy { job, .. } if job.job_id == 1),
+    // Job 1's machine is found ready, then deployed: its payload goes.
+    let key = JobKey {
+        runner: 0,
+        job_id: 1,
+    };
+    let check = std::iter::from_fn(|| dispatcher.poll_command()).find(
+        |command| matches!(command, paas_core::Command::CheckReady { job, .. } if *job == key),
     );
+    assert!(check.is_some(), "job 1 waits for its machine again");
+    dispatcher.handle_ready(
+        key,
+        paas_core::ReadyCheck::Ready {
+            target: "https://git.example/app-1.git".into(),
+        },
+        t0,
+    );
+    let deploy = std::iter::from_fn(|| dispatcher.poll_command())
+        .find(|command| matches!(command, paas_core::Command::Deploy { job, .. } if *job == key));
     let Some(paas_core::Command::Deploy { payload, .. }) = deploy else {
         panic!("job 1 is deployed again after the restart");
     };
@@ -73,14 +87,7 @@ fn payload_is_dropped_once_deployed_and_not_restored_for_launched_jobs() {
         payload.len() > 4096,
         "the deployment gets the whole payload"
     );
-    dispatcher.handle_deployed(
-        JobKey {
-            runner: 0,
-            job_id: 1,
-        },
-        StepOutcome::Done(()),
-        t0,
-    );
+    dispatcher.handle_deployed(key, StepOutcome::Done(()), t0);
     assert_eq!(payload_len(&dispatcher, 1), 0);
     // Its record says where the job is; the store keeps the payload of
     // its first save.

@@ -12,7 +12,7 @@ use paas_sim::workload::{self, Workload};
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
-use crate::driver::Snapshot;
+use crate::snapshot::Snapshot;
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {

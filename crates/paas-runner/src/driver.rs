@@ -29,7 +29,7 @@ pub use notices::{ForeignSeen, FOREIGN_META_KEY};
 pub use reload::{ReloadHandle, ReloadRequest, ReloadRunner};
 // `JobView` is part of `Snapshot` (its type is named where snapshots are made by hand).
 #[allow(unused_imports)]
-pub use snapshot::{JobView, RunnerView, Snapshot, JOB_LIST_PERIOD};
+pub use crate::snapshot::{JobView, RunnerView, Snapshot, JOB_LIST_PERIOD};
 
 /// How long a job request may be held by the coordinator (long polling).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(70);

@@ -28,7 +28,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::driver::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// Labels of one series.
 type Labels = Vec<(&'static str, String)>;
@@ -649,7 +649,7 @@ fn snapshot_registry(snapshot: &Snapshot, info: &MetricsInfo) -> Registry {
     ] {
         registry.register(name, help, ConstCounter::new(value));
     }
-    let per_runner = |value: fn(&crate::driver::RunnerView) -> f64| {
+    let per_runner = |value: fn(&crate::snapshot::RunnerView) -> f64| {
         snapshot.runners.iter().map(move |runner| {
             (
                 vec![

@@ -23,7 +23,7 @@ use tokio::sync::{oneshot, Notify};
 use tracing::{error, info, warn};
 
 use crate::driver::{ReloadHandle, ReloadRequest, ReloadRunner};
-use crate::run::ReferenceOptions;
+use crate::reference_options::ReferenceOptions;
 use crate::runners::RunnerIo;
 
 /// How often the configuration file is checked for changes (gitlab-runner

@@ -10,72 +10,10 @@ use crate::driver::Driver;
 use crate::setup::{self, SetupError};
 use crate::status;
 
+pub use crate::reference_options::{ReferenceOptions, REFERENCE_VALUE_OPTIONS};
+
 /// Exit status for configuration errors.
 pub const EXIT_CONFIG: u8 = 2;
-
-/// heptapod-paas-runner's options of its command line, accepted so that a
-/// unit file written for it starts this service unchanged.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ReferenceOptions {
-    /// (heptapod-paas-runner, deprecated there) seconds between polls:
-    /// overrides `check_interval`.
-    #[arg(long, global = true, value_name = "SECONDS")]
-    pub poll_interval: Option<u64>,
-    /// (heptapod-paas-runner, deprecated there) sets
-    /// `job_progress_poll_interval`, which has no effect here.
-    #[arg(long, global = true, value_name = "SECONDS")]
-    pub job_progress_poll_interval: Option<u64>,
-    /// (heptapod-paas-runner) stop, as on SIGTERM, after this many polling
-    /// cycles (one cycle per `check_interval`); for tests.
-    #[arg(long, global = true, value_name = "N")]
-    pub poll_cycles: Option<u64>,
-    /// (heptapod-paas-runner) dump the state on SIGUSR1; accepted, the
-    /// dump needs no option here.
-    #[arg(long, global = true)]
-    pub debug_signal: bool,
-}
-
-/// Options of [`ReferenceOptions`] that take a value (for the rewriting of
-/// heptapod-paas-runner's command lines).
-pub const REFERENCE_VALUE_OPTIONS: &[&str] = &[
-    "--poll-interval",
-    "--job-progress-poll-interval",
-    "--poll-cycles",
-];
-
-impl ReferenceOptions {
-    /// Applies the options to `config`: at start, and to every file a
-    /// reload reads (the command line wins over the file each time).
-    pub fn apply(&self, config: &mut paas_config::Config) {
-        if let Some(seconds) = self.poll_interval.filter(|seconds| *seconds > 0) {
-            config.check_interval = std::time::Duration::from_secs(seconds);
-        }
-        if let Some(seconds) = self.job_progress_poll_interval {
-            config.job_progress_poll_interval = std::time::Duration::from_secs(seconds);
-        }
-    }
-
-    /// A warning for each deprecated option given (as heptapod-paas-runner
-    /// does), once at start.
-    fn warn_deprecated(&self) {
-        if let Some(seconds) = self.poll_interval {
-            warn!(
-                seconds,
-                "--poll-interval is deprecated: use the `check_interval` global key instead"
-            );
-        }
-        if let Some(seconds) = self.job_progress_poll_interval {
-            warn!(
-                seconds,
-                "--job-progress-poll-interval is deprecated, and job_progress_poll_interval has \
-                 no effect in paas-runner"
-            );
-        }
-        if self.debug_signal {
-            debug!("--debug-signal accepted (heptapod-paas-runner's option)");
-        }
-    }
-}
 
 pub async fn main(config_path: &Path, options: &ReferenceOptions) -> ExitCode {
     // First of all: until handlers exist, SIGHUP or SIGUSR1 would kill the
@@ -157,7 +95,7 @@ pub async fn serve(
     overrides: &ReferenceOptions,
     shutdown: impl std::future::Future<Output = ()>,
     ready: Option<
-        tokio::sync::oneshot::Sender<tokio::sync::watch::Receiver<crate::driver::Snapshot>>,
+        tokio::sync::oneshot::Sender<tokio::sync::watch::Receiver<crate::snapshot::Snapshot>>,
     >,
 ) -> anyhow::Result<()> {
     let mut service_store = crate::ha::ServiceStore::open(config, config_path).await?;
@@ -224,11 +162,11 @@ async fn start_status_server(
     config_path: &Path,
     system_id: &str,
     started_at: std::time::SystemTime,
-) -> anyhow::Result<Option<tokio::sync::watch::Sender<crate::driver::Snapshot>>> {
+) -> anyhow::Result<Option<tokio::sync::watch::Sender<crate::snapshot::Snapshot>>> {
     let Some(listen_address) = &config.listen_address else {
         return Ok(None);
     };
-    let (status_tx, snapshots) = tokio::sync::watch::channel(crate::driver::Snapshot::default());
+    let (status_tx, snapshots) = tokio::sync::watch::channel(crate::snapshot::Snapshot::default());
     let address = status::bind_address(listen_address);
     let listener = tokio::net::TcpListener::bind(&address)
         .await

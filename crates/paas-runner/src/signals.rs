@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::driver::Snapshot;
+use crate::snapshot::Snapshot;
 use crate::status::{self, StatusConfig};
 
 /// The signals of a running service.

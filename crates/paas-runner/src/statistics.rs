@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::driver::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// A statistics line is repeated unchanged at most this often.
 const UNCHANGED_REPEAT: Duration = Duration::from_secs(60);
@@ -134,7 +134,7 @@ pub async fn run(snapshots: watch::Receiver<Snapshot>, settings: Settings) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::RunnerView;
+    use crate::snapshot::RunnerView;
     use paas_core::{PollHold, Stats};
 
     fn snapshot(weight: f64, reserved: f64, held: Option<PollHold>) -> Snapshot {

@@ -26,7 +26,7 @@ mod server;
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::driver::Snapshot;
+use crate::snapshot::Snapshot;
 
 pub use json::{
     history_document, history_value, status_document, status_value, HistoryDocument, StatusDocument,

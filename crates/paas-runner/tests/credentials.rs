@@ -100,8 +100,9 @@ async fn a_wrong_organisation_or_watch_token_stops_the_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_briefly_down_does_not_stop_the_start() {
-    // Every other runner API call fails with 502/503 for a while: the
-    // verification is retried, and the service starts and runs jobs.
+    // Every other runner API call fails with 502/503 until the service has
+    // started: the verification is retried, and once the outage is over the
+    // service runs jobs.
     let settings = ClusterSettings {
         coordinator_faults: CoordinatorFaults {
             api_error_rate: 0.6,
@@ -113,6 +114,7 @@ async fn a_coordinator_briefly_down_does_not_stop_the_start() {
     let mut harness = Harness::start(settings, |_| {}).await;
     harness.spawn_runner();
     harness.wait_for_log_line("paas-runner started").await;
+    harness.cluster.coordinator.end_faults();
     let (job, _) = harness.run_one(&[(vars::FLAVOR, "S")]).await;
     assert_eq!(job.status, JobStatus::Success, "{}", harness.logs());
     assert!(harness.is_running());

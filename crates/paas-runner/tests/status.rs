@@ -591,8 +591,10 @@ async fn keep_alive_request(stream: &mut TcpStream, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_sent_request_is_closed_after_the_header_timeout() {
     let server = Server::start_with(snapshot(), short_limits(8)).await;
-    let mut half_sent = TcpStream::connect(server.address).await.expect("connect");
+    // Timed from before the connection: the server's timer starts at its
+    // accept, which a loaded machine may run before `connect` returns here.
     let started = Instant::now();
+    let mut half_sent = TcpStream::connect(server.address).await.expect("connect");
     half_sent
         .write_all(b"GET /metrics HTTP/1.1\r\nhost: te")
         .await
@@ -605,8 +607,8 @@ async fn a_half_sent_request_is_closed_after_the_header_timeout() {
     );
 
     // A connection that sends nothing is closed the same way.
-    let mut idle = TcpStream::connect(server.address).await.expect("connect");
     let started = Instant::now();
+    let mut idle = TcpStream::connect(server.address).await.expect("connect");
     read_until_closed(&mut idle).await;
     assert!(started.elapsed() >= Duration::from_millis(300));
 

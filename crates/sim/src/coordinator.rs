@@ -409,6 +409,12 @@ impl CoordinatorSim {
         self.lock().stats()
     }
 
+    /// Ends the configured API faults (an outage that is over); latency
+    /// stays.
+    pub fn end_faults(&self) {
+        self.lock().end_faults();
+    }
+
     /// Waits until `pred` holds, re-checking on every state change, for at
     /// most `deadline`. Returns whether it held.
     pub async fn wait_until(

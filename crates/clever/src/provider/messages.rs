@@ -42,12 +42,7 @@ pub fn empty_catalogue(api_url: &str, prefix: &str) -> String {
 /// A refusal of the token (`key`: `cc_token`, `cc_oauth_token` or
 /// `cc_api_token`) or of `cc_orga_id` at start that can never pass
 /// (operator, naming the keys of runner `index`); `None`: not a refusal.
-pub fn access_refused(
-    error: &CleverError,
-    orga: &str,
-    index: usize,
-    key: &str,
-) -> Option<String> {
+pub fn access_refused(error: &CleverError, orga: &str, index: usize, key: &str) -> Option<String> {
     match error {
         CleverError::Unauthorized { status: 401, .. } => Some(format!(
             "Clever Cloud refused `{key}` (HTTP 401): the token is invalid or expired. \

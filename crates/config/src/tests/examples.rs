@@ -57,7 +57,12 @@ fn readme_single_organization_example() {
         "orga_07cf2ef0-c9ad-4f04-b492-94c164f95c76"
     );
     assert_eq!(
-        runner.cc.auth.legacy_token().expect("legacy token").expose(),
+        runner
+            .cc
+            .auth
+            .legacy_token()
+            .expect("legacy token")
+            .expose(),
         "bb52e490-d47e-47a4-b190-73e23eb17111"
     );
     assert_eq!(

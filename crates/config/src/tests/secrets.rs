@@ -46,7 +46,15 @@ fn secrets_are_resolved() {
     };
     let runner = &config.runners[0];
     assert_eq!(runner.token.expose(), "from-secrets-runner-token");
-    assert_eq!(runner.cc.auth.legacy_token().expect("legacy token").expose(), "from-secrets-cc-token");
+    assert_eq!(
+        runner
+            .cc
+            .auth
+            .legacy_token()
+            .expect("legacy token")
+            .expose(),
+        "from-secrets-cc-token"
+    );
     assert_eq!(watch_token(runner), Some("from-secrets-watch-token"));
     let inner = &runner.inner_config;
     assert_eq!(

@@ -9,7 +9,7 @@ use serde::ser::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::{stage_counts, unix_secs, History, Sample, StatusConfig};
-use crate::driver::{JobView, RunnerView, Snapshot};
+use crate::snapshot::{JobView, RunnerView, Snapshot};
 
 /// `/status.json`: the snapshot as operators read it (no token, no job
 /// payload).

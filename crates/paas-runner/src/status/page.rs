@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::plot::{plot_window_secs, render_plot, Series};
 use super::{held_back, stage_counts, stage_meaning, History, Sample, StatusConfig, PAGE_JOB_ROWS};
-use crate::driver::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// The HTML status page: self-contained, refreshed every 2 s by a few lines
 /// of script (a meta refresh without script).

@@ -22,7 +22,7 @@ use super::{
     unix_secs, History, Sample, ServerLimits, StatusConfig, ACCEPT_ERROR_PAUSE, MAX_HEADERS,
     MAX_HEADER_BYTES,
 };
-use crate::driver::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// Serves the status endpoints on `listener` and samples the history, until
 /// the future is dropped (with the process). Accept errors are logged and

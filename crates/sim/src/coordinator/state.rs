@@ -159,6 +159,8 @@ pub(crate) struct State {
     /// How long a job handed out under two-phase commit waits for the
     /// runner's commit or keep-alive (Rails' `RUNNER_ACK_QUEUE_EXPIRY_TIME`).
     ack_window: Duration,
+    /// The configured faults stopped (an outage that ended).
+    faults_ended: bool,
     /// No commit window lapses before this (a lower bound: a window closed
     /// by a confirmation leaves it in place), so that most requests do not
     /// scan every job.
@@ -185,6 +187,7 @@ impl State {
         let mut state = State {
             runner_tokens: runner_tokens.to_vec(),
             ack_window,
+            faults_ended: false,
             next_commit_lapse: None,
             jobs: BTreeMap::new(),
             next_job_id: 1,
@@ -290,12 +293,17 @@ impl State {
     pub fn draw_fault(&mut self, rate: f64) -> Option<u16> {
         let roll: f64 = self.fault_rng.gen();
         let bad_gateway: bool = self.fault_rng.gen();
-        if roll < rate {
+        if roll < rate && !self.faults_ended {
             self.counters.faults_injected += 1;
             Some(if bad_gateway { 502 } else { 503 })
         } else {
             None
         }
+    }
+
+    /// Ends the configured faults: the outage is over.
+    pub fn end_faults(&mut self) {
+        self.faults_ended = true;
     }
 
     pub fn count_request(&mut self, kind: RequestKind) {
