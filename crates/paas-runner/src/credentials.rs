@@ -17,7 +17,7 @@ use paas_provider::AccessError;
 use tracing::{debug, info, warn};
 
 use crate::runners::RunnerIo;
-use crate::setup::SetupError;
+use crate::setup_error::SetupError;
 
 /// Attempts of each check before starting anyway (waits 1 s, 2 s, 4 s, 8 s
 /// in between).

@@ -30,6 +30,7 @@ pub mod reload;
 pub mod run;
 pub mod runners;
 pub mod setup;
+pub mod setup_error;
 pub mod signals;
 pub mod sim_cmd;
 pub mod snapshot;

@@ -13,14 +13,7 @@ use tracing::{info, warn};
 
 use crate::runners::{RunnerIo, Runners};
 
-/// A configuration that can never work, found once the catalogue is known.
-/// The binary exits with status 2 on it.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct SetupError {
-    pub path: String,
-    pub message: String,
-}
+pub use crate::setup_error::SetupError;
 
 /// The HTTP client shared by all calls (connection pools per host). It
 /// follows no redirect: a redirect would carry token headers to another host.
