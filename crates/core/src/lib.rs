@@ -8,6 +8,7 @@
 pub mod dispatcher;
 pub mod flavor;
 pub mod job;
+pub mod lease;
 pub mod messages;
 pub mod naming;
 pub mod record;
@@ -24,6 +25,7 @@ pub use dispatcher::{
 pub use dispatcher::{ReadyCheck, ReadyWait};
 pub use flavor::{weight_of_ram_mib, Flavor, FlavorTable};
 pub use job::{App, Failure, FailureKind, Job, JobKey, NewJob, Resource, RunnerIdx, Stage};
+pub use lease::{GuardAction, LeaseGuard, LeaseLost, LeaseTiming, Renewal};
 pub use naming::AppOwner;
 pub use record::{JobRecord, StageRecord};
 pub use sanitize::{sanitize, sanitize_bytes};

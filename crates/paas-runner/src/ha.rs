@@ -16,9 +16,10 @@
 //! attempt ([`STANDBY_POLL`]).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use paas_config::{PostgresSettings, StoreSettings};
+use paas_core::{GuardAction, LeaseGuard, LeaseTiming, Renewal};
 use paas_store::postgres::lease::{Acquired, Lease, LeaseInfo};
 use paas_store::postgres::PgStore;
 use paas_store::{JobStore, SqliteStore};
@@ -28,9 +29,7 @@ use tracing::{error, info, warn};
 
 /// Exit status of an active replica that lost its lease.
 pub const EXIT_LEASE_LOST: i32 = 3;
-/// How often a standby tries to take the lease (and so, about, how long
-/// pickup pauses after a graceful stop of the active replica).
-pub const STANDBY_POLL: Duration = Duration::from_millis(250);
+pub use paas_core::lease::STANDBY_POLL;
 
 /// This replica's role, as the log, `paas-runner state` and metrics show it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -294,35 +293,37 @@ async fn wait_for_lease(lease: &Lease, identity: &str) -> anyhow::Result<(Acquir
 }
 
 /// Renews the lease; exits the process before the lease can expire if it
-/// cannot.
+/// cannot (the decisions are the core's [`LeaseGuard`]).
 fn spawn_guard(lease: Lease, epoch: i64, acquired_sent_at: Instant) {
-    let duration = lease.duration();
-    let margin = (duration / 5).max(Duration::from_secs(1));
-    let period = duration / 3;
+    let timing = LeaseTiming::new(lease.duration());
+    let mut guard = LeaseGuard::new(timing, epoch, acquired_sent_at);
     tokio::spawn(async move {
-        // The lease is ours until `valid_from + duration` at the earliest.
-        let mut valid_from = acquired_sent_at;
-        let mut next = acquired_sent_at + period;
         loop {
-            let stop_at = valid_from + duration - margin;
-            ACT_UNTIL.set(epoch, stop_at);
-            tokio::time::sleep_until(next.min(stop_at).into()).await;
-            if Instant::now() >= stop_at {
-                lost(epoch, "the lease could not be renewed in time");
-            }
-            let sent_at = Instant::now();
-            let renewal = tokio::time::timeout_at(stop_at.into(), lease.renew(epoch, period)).await;
-            match renewal {
-                Ok(Ok(true)) => {
-                    valid_from = sent_at;
-                    next = sent_at + period;
+            ACT_UNTIL.set(epoch, guard.act_until());
+            match guard.poll(Instant::now()) {
+                GuardAction::Lost(why) => lost(epoch, why.reason()),
+                GuardAction::Wait(until) => tokio::time::sleep_until(until.into()).await,
+                GuardAction::Renew => {
+                    let give_up_at = guard.act_until();
+                    let renewal = tokio::time::timeout_at(
+                        give_up_at.into(),
+                        lease.renew(epoch, timing.renew_period()),
+                    )
+                    .await;
+                    let renewal = match renewal {
+                        Ok(Ok(true)) => Renewal::Extended,
+                        Ok(Ok(false)) => Renewal::Refused,
+                        Ok(Err(error)) => {
+                            warn!(%error, epoch, "could not renew the lease; trying again");
+                            Renewal::Failed
+                        }
+                        // Past `act_until`: the next poll says lost.
+                        Err(_) => Renewal::Failed,
+                    };
+                    if let Some(why) = guard.renewed(Instant::now(), renewal) {
+                        lost(epoch, why.reason());
+                    }
                 }
-                Ok(Ok(false)) => lost(epoch, "another replica holds the lease"),
-                Ok(Err(error)) => {
-                    warn!(%error, epoch, "could not renew the lease; trying again");
-                    next = Instant::now() + Duration::from_millis(500);
-                }
-                Err(_) => lost(epoch, "the lease could not be renewed in time"),
             }
         }
     });

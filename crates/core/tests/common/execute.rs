@@ -5,12 +5,19 @@ use super::*;
 
 impl Harness {
     pub(crate) fn execute(&mut self, command: Command) {
+        let command = match self.replicas.is_some() {
+            true => match self.replica_gate(command) {
+                Some(command) => command,
+                None => return,
+            },
+            false => command,
+        };
         let description = self.describe(&command);
         let job = command_job(&command);
         // Confirming a job that arrived as the service stops is allowed: it
         // keeps the coordinator from dropping it during a slow restart.
         let confirm = matches!(command, Command::ConfirmJob { .. });
-        if self.shutting_down && has_effect(&command) && !confirm {
+        if self.shutting_down && has_effect(&command) && !confirm && !self.releasing_held {
             self.violation(format!("command after shutdown(): {description}"));
         }
         if let (Some(key), Some(kind)) = (job, command_kind(&command)) {
@@ -29,16 +36,7 @@ impl Harness {
         self.note(job, description);
         let now = self.now;
         match command {
-            Command::Save(record) => {
-                if let Some(runner) = self.runner_of_key(&record.runner_key) {
-                    self.saved.insert(JobKey {
-                        runner,
-                        job_id: record.job_id,
-                    });
-                }
-                self.store
-                    .insert((record.runner_key.clone(), record.job_id), record);
-            }
+            Command::Save(record) => self.apply_save(record),
             Command::Forget(key) => {
                 self.store.remove(&(runner_key(key.runner), key.job_id));
             }
@@ -339,6 +337,18 @@ impl Harness {
                 self.schedule(Kind::Delete, Outcome::Deleted(job, outcome));
             }
         }
+    }
+
+    /// A record reaches the store.
+    pub(crate) fn apply_save(&mut self, record: JobRecord) {
+        if let Some(runner) = self.runner_of_key(&record.runner_key) {
+            self.saved.insert(JobKey {
+                runner,
+                job_id: record.job_id,
+            });
+        }
+        self.store
+            .insert((record.runner_key.clone(), record.job_id), record);
     }
 
     /// Whether this command fails, and how.

@@ -162,6 +162,14 @@ pub struct Harness {
     pub vanished_apps: BTreeSet<String>,
     /// Largest live weight of the cloud, excused strays left out.
     pub max_accountable_weight: f64,
+    /// Replicas sharing a database with a lease (`None`: one process and a
+    /// store written at once).
+    pub replicas: Option<Replicas>,
+    /// No process runs the dispatcher (replicas: none is active).
+    pub down: bool,
+    /// A command issued before `shutdown()` runs now, released by its
+    /// job's durable write.
+    pub releasing_held: bool,
 }
 
 impl Harness {
@@ -250,6 +258,9 @@ impl Harness {
             late_creations: 0,
             vanished_apps: BTreeSet::new(),
             max_accountable_weight: 0.0,
+            replicas: None,
+            down: false,
+            releasing_held: false,
         }
     }
 
@@ -284,10 +295,15 @@ impl Harness {
     }
 
     pub(crate) fn step_inner(&mut self, limit: Option<Instant>) -> Step {
-        if let Some(command) = self.dispatcher.poll_command() {
-            self.stalled_timeouts = 0;
-            self.execute(command);
-            return Step::Command;
+        if let Some(step) = self.step_replicas() {
+            return step;
+        }
+        if !self.down {
+            if let Some(command) = self.dispatcher.poll_command() {
+                self.stalled_timeouts = 0;
+                self.execute(command);
+                return Step::Command;
+            }
         }
         if let Some(index) = self.due_outcome() {
             let in_flight = self.in_flight.remove(index);
@@ -301,8 +317,12 @@ impl Harness {
             .iter()
             .map(|in_flight| in_flight.at)
             .chain(self.coordinator.next_drop())
+            .chain(self.replica_next_event())
             .min();
-        let timeout = self.dispatcher.poll_timeout();
+        let timeout = match self.down {
+            true => None,
+            false => self.dispatcher.poll_timeout(),
+        };
         let next = match (timeout, next_outcome) {
             (None, None) => return Step::Idle,
             (Some(timeout), None) => timeout,
@@ -548,6 +568,19 @@ impl Harness {
                 _ => true,
             })
             && (self.config.reconcile_interval.is_zero() || self.cloud.apps.is_empty())
+            && self.replicas.as_ref().is_none_or(|replicas| {
+                replicas
+                    .active
+                    .as_ref()
+                    .is_some_and(|active| !active.stopping)
+                    && replicas.writes.is_empty()
+                    && replicas.messages.iter().all(|(_, _, message)| {
+                        !matches!(
+                            message,
+                            DbMessage::Write { .. } | DbMessage::WriteDone { .. }
+                        )
+                    })
+            })
     }
 
     /// Whether the limits let `runner` poll at all (else its jobs stay

@@ -9,7 +9,8 @@
 //! `faults.rs` (faults and delays), `setup.rs` (what a run starts from),
 //! `harness.rs` (the dispatcher, the clock, crashes and restarts),
 //! `execute.rs` (the harness as the driver: commands against the models),
-//! `invariants.rs` and `trace.rs`.
+//! `invariants.rs` and `trace.rs`; `replicas.rs` (several replicas sharing a
+//! database with a lease) and `workload.rs` (seeded workloads).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -32,14 +33,20 @@ mod execute;
 mod faults;
 mod harness;
 mod invariants;
+mod replicas;
 mod setup;
 mod trace;
+mod workload;
 pub use cloud::*;
 pub use coordinator::*;
 pub use faults::*;
 pub use harness::*;
+#[allow(unused_imports)]
+pub use replicas::*;
 pub use setup::*;
 pub use trace::*;
+#[allow(unused_imports)]
+pub use workload::*;
 
 /// Tolerance of weight comparisons in the invariants.
 pub const EPSILON: f64 = 1e-6;
