@@ -197,14 +197,6 @@ impl Figures {
     }
 }
 
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|value| {
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} is a number, not {value:?}"))
-    })
-}
-
 #[test]
 fn replicas_sharing_a_lease_keep_the_invariants_through_kills_partitions_and_handovers() {
     if let Some(seed) = env_number("PAAS_SIM_SEED") {
@@ -224,40 +216,15 @@ fn replicas_sharing_a_lease_keep_the_invariants_through_kills_partitions_and_han
     // Only to report how long the run took.
     #[allow(clippy::disallowed_methods)]
     let started = Instant::now();
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |cores| cores.get())
-        .min(usize::try_from(count).unwrap_or(1).max(1));
-    let results: Vec<(Figures, Vec<(u64, String)>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|worker| {
-                let seeds = seeds.clone();
-                scope.spawn(move || {
-                    let mut figures = Figures::default();
-                    let mut failures = Vec::new();
-                    for seed in seeds.skip(worker).step_by(workers) {
-                        let (harness, _) = run_seed(seed, false);
-                        figures.add(&harness);
-                        if let Some(first) = harness.violations.first() {
-                            failures.push((seed, format!("seed {seed}: {first}")));
-                        }
-                    }
-                    (figures, failures)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().expect("simulation worker panicked"))
-            .collect()
-    });
-    let mut figures = Figures::default();
-    let mut failures = Vec::new();
-    for (worker_figures, worker_failures) in results {
-        figures.merge(worker_figures);
-        failures.extend(worker_failures);
-    }
-    failures.sort();
-    let failures: Vec<String> = failures.into_iter().map(|(_, text)| text).collect();
+    let (figures, failures, workers) = spread_seeds(
+        seeds.clone(),
+        |seed, figures: &mut Figures| {
+            let (harness, _) = run_seed(seed, false);
+            figures.add(&harness);
+            harness.violations.first().cloned()
+        },
+        |figures, other| figures.merge(other),
+    );
     let f = &figures;
     let takeovers: Vec<String> = f
         .takeovers

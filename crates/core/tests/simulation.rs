@@ -191,14 +191,6 @@ impl Figures {
     }
 }
 
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|value| {
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} is a number, not {value:?}"))
-    })
-}
-
 #[test]
 fn seeded_workloads_with_faults_and_crashes_keep_the_invariants() {
     if let Some(seed) = env_number("PAAS_SIM_SEED") {
@@ -220,40 +212,15 @@ fn seeded_workloads_with_faults_and_crashes_keep_the_invariants() {
     let started = Instant::now();
     // Seeds are independent: spread them over the cores; each worker
     // keeps its figures and failures, merged in seed order.
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |cores| cores.get())
-        .min(usize::try_from(count).unwrap_or(1).max(1));
-    let results: Vec<(Figures, Vec<(u64, String)>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|worker| {
-                let seeds = seeds.clone();
-                scope.spawn(move || {
-                    let mut figures = Figures::default();
-                    let mut failures = Vec::new();
-                    for seed in seeds.skip(worker).step_by(workers) {
-                        let harness = run_seed(seed, false);
-                        figures.add(&harness);
-                        if let Some(first) = harness.violations.first() {
-                            failures.push((seed, format!("seed {seed}: {first}")));
-                        }
-                    }
-                    (figures, failures)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().expect("simulation worker panicked"))
-            .collect()
-    });
-    let mut figures = Figures::default();
-    let mut failures = Vec::new();
-    for (worker_figures, worker_failures) in &results {
-        figures.merge(worker_figures);
-        failures.extend(worker_failures.iter().cloned());
-    }
-    failures.sort();
-    let failures: Vec<String> = failures.into_iter().map(|(_, text)| text).collect();
+    let (figures, failures, workers) = spread_seeds(
+        seeds.clone(),
+        |seed, figures: &mut Figures| {
+            let harness = run_seed(seed, false);
+            figures.add(&harness);
+            harness.violations.first().cloned()
+        },
+        |figures, other| figures.merge(&other),
+    );
     let f = &figures;
     println!(
         "seeds {}..{} ({} seeds, {workers} threads) in {:.1?}: {} crashes, {} graceful stops; {} jobs taken, \

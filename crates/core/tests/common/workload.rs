@@ -286,3 +286,58 @@ pub fn add_leftovers(harness: &mut Harness, rng: &mut SmallRng) {
         harness.add_leftover(runner, job_id, flavor);
     }
 }
+
+/// A number from the environment (seed counts, a seed to replay).
+pub fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|value| {
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is a number, not {value:?}"))
+    })
+}
+
+/// Runs `run` on every seed of `seeds`, spread over the cores (seeds are
+/// independent): each worker adds to its own figures, merged at the end;
+/// the failures (`run`'s first violation of a seed) come in seed order.
+/// Returns the figures, the failures and the number of workers.
+pub fn spread_seeds<F: Default + Send>(
+    seeds: std::ops::Range<u64>,
+    run: impl Fn(u64, &mut F) -> Option<String> + Sync,
+    merge: impl Fn(&mut F, F),
+) -> (F, Vec<String>, usize) {
+    let count = seeds.end.saturating_sub(seeds.start);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |cores| cores.get())
+        .min(usize::try_from(count).unwrap_or(1).max(1));
+    let run = &run;
+    let results: Vec<(F, Vec<(u64, String)>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|worker| {
+                let seeds = seeds.clone();
+                scope.spawn(move || {
+                    let mut figures = F::default();
+                    let mut failures = Vec::new();
+                    for seed in seeds.skip(worker).step_by(workers) {
+                        if let Some(first) = run(seed, &mut figures) {
+                            failures.push((seed, format!("seed {seed}: {first}")));
+                        }
+                    }
+                    (figures, failures)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("simulation worker panicked"))
+            .collect()
+    });
+    let mut figures = F::default();
+    let mut failures = Vec::new();
+    for (worker_figures, worker_failures) in results {
+        merge(&mut figures, worker_figures);
+        failures.extend(worker_failures);
+    }
+    failures.sort();
+    let failures = failures.into_iter().map(|(_, text)| text).collect();
+    (figures, failures, workers)
+}
