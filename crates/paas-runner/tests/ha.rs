@@ -323,6 +323,31 @@ async fn metrics_until(url: &str, expected: &str) -> String {
     }
 }
 
+/// `/status.json` once `accept` holds for it, and the page then.
+async fn status_until(
+    base: &str,
+    accept: impl Fn(&serde_json::Value) -> bool,
+) -> (serde_json::Value, String) {
+    let start = Instant::now();
+    loop {
+        if let Ok(response) = reqwest::get(format!("{base}/status.json")).await {
+            let json: serde_json::Value = response.json().await.unwrap_or_default();
+            if accept(&json) {
+                let page = reqwest::get(format!("{base}/"))
+                    .await
+                    .expect("page")
+                    .text()
+                    .await
+                    .expect("page text");
+                return (json, page);
+            }
+            assert!(start.elapsed() < DEADLINE, "status never matched:\n{json}");
+        }
+        assert!(start.elapsed() < DEADLINE, "{base} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_pauses_pickup_briefly_and_loses_nothing() {
     let Some(pg) = start_or_skip("a_rolling_restart_pauses_pickup_briefly_and_loses_nothing")
@@ -490,12 +515,49 @@ async fn a_replica_cut_from_the_database_stops_before_a_standby_starts() {
     // The standby serves its metrics.
     std::fs::write(&direct, format!("listen_address = \"127.0.0.1:0\"\n{text}")).unwrap();
     let mut standby = spawn_replica(&dir, &direct, 2);
-    let metrics_url = format!("http://{}/metrics", status_address(&standby.log).await);
+    let status_base = format!("http://{}", status_address(&standby.log).await);
+    let metrics_url = format!("{status_base}/metrics");
     let standby_metrics = metrics_until(&metrics_url, "paas_runner_replica_active 0").await;
     assert!(
         standby_metrics.contains(&format!("paas_runner_lease_epoch {}", first.epoch)),
         "{standby_metrics}"
     );
+    // Its status page and document say so, and name the active replica.
+    let first_holder = first.holder.clone().expect("holder");
+    let (json, page) = status_until(&status_base, |json| {
+        json["replica"]["role"] == "standby"
+            && json["replica"]["active"].as_str() == Some(first_holder.as_str())
+    })
+    .await;
+    let replica = &json["replica"];
+    assert_eq!(replica["epoch"], first.epoch, "{json}");
+    assert_eq!(
+        replica["replica"].as_str().and_then(pid_of),
+        Some(standby.pid()),
+        "{json}"
+    );
+    assert!(
+        replica["active_for_secs"]
+            .as_f64()
+            .is_some_and(|secs| secs >= 0.0 && secs < DEADLINE.as_secs_f64() * 2.0),
+        "the active replica's takeover, read from the lease: {json}"
+    );
+    assert!(
+        replica["active_since"]
+            .as_str()
+            .is_some_and(|at| at.ends_with('Z')),
+        "{json}"
+    );
+    for expected in [
+        "Standby: this replica".to_owned(),
+        "waits for the lease".to_owned(),
+        format!(
+            "the active replica is <code>{first_holder}</code> (lease epoch {}",
+            first.epoch
+        ),
+    ] {
+        assert!(page.contains(&expected), "missing {expected:?} in\n{page}");
+    }
     // Jobs flow through the active replica.
     let ids: Vec<u64> = (0..3)
         .map(|_| harness.enqueue(&[(vars::JOB_DURATION_MS, "3000")]))
@@ -536,6 +598,32 @@ async fn a_replica_cut_from_the_database_stops_before_a_standby_starts() {
         active_metrics.contains(&format!("paas_runner_lease_epoch {}", next.epoch)),
         "{active_metrics}"
     );
+    // The former standby's page and document: active, a higher epoch, a
+    // takeover after the cut.
+    let (json, page) = status_until(&status_base, |json| json["replica"]["role"] == "active").await;
+    let replica = &json["replica"];
+    let next_holder = next.holder.clone().expect("holder");
+    assert_eq!(replica["epoch"], next.epoch, "{json}");
+    assert!(next.epoch > first.epoch);
+    assert_eq!(
+        replica["replica"].as_str(),
+        Some(next_holder.as_str()),
+        "{json}"
+    );
+    assert_eq!(replica["active"], replica["replica"], "{json}");
+    let since_cut = cut_at.elapsed().as_secs_f64();
+    assert!(
+        replica["active_for_secs"]
+            .as_f64()
+            .is_some_and(|secs| (0.0..since_cut + 0.5).contains(&secs)),
+        "took over after the cut, {since_cut:.2} s ago: {json}"
+    );
+    let expected = format!(
+        "Role: <b>active</b> replica <code>{next_holder}</code> &middot; lease epoch {}",
+        next.epoch
+    );
+    assert!(page.contains(&expected), "missing {expected:?} in\n{page}");
+    assert!(!page.contains("Standby"), "{page}");
 
     // The standby finishes the jobs; nothing left.
     harness.wait_all_done(&ids).await;
