@@ -6,15 +6,24 @@
 //! The copy holds both: the SQLite store's lock, the PostgreSQL store's
 //! lease (so no replica starts meanwhile, and no write of the copy lands
 //! after one did). The target must track no job.
+//!
+//! The lease is an ordinary one (the configured `lease_seconds`), renewed
+//! every third of it while the copy runs, as an active replica does: a
+//! migration that dies mid-way (SIGKILL, host loss) holds the replicas
+//! back for one lease at most. If a renewal fails until shortly before the
+//! lease could expire (or another process took it), the copy stops at once
+//! with an error, before a replica could start on a half-copied store.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use paas_config::{PostgresSettings, StoreSettings};
 use paas_store::postgres::lease::Lease;
 use paas_store::postgres::PgStore;
 use paas_store::{JobStore, SqliteStore, StoreWrite};
+use tokio::sync::watch;
 
 use crate::driver::FOREIGN_META_KEY;
 
@@ -59,7 +68,35 @@ fn settings_of(path: &Path) -> anyhow::Result<StoreSettings> {
 /// by [`Held::release`].
 struct Held {
     store: Box<dyn JobStore>,
-    lease: Option<(Lease, i64)>,
+    lease: Option<HeldLease>,
+}
+
+/// The lease of a PostgreSQL store held for the copy, and its renewal.
+struct HeldLease {
+    lease: Arc<Lease>,
+    epoch: i64,
+    location: String,
+    renewal: tokio::task::JoinHandle<()>,
+    /// Why the lease was lost, once it was.
+    lost: watch::Receiver<Option<String>>,
+}
+
+impl HeldLease {
+    /// Resolves once the lease is lost, with the error to report; never
+    /// while it is held.
+    async fn lost(&mut self) -> anyhow::Error {
+        let reason = match self.lost.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The renewal ended without a word: it panicked.
+            Err(_) => "its renewal stopped".to_owned(),
+        };
+        anyhow::anyhow!(
+            "the lease on {} was lost during the copy: {reason}; the copy was stopped before \
+             the lease could expire, and the target may hold part of it: start again with a \
+             new target",
+            self.location
+        )
+    }
 }
 
 impl Held {
@@ -79,19 +116,26 @@ impl Held {
     }
 
     async fn release(self) {
-        if let Some((lease, epoch)) = self.lease {
-            let _ = lease.release(epoch).await;
+        if let Some(held) = self.lease {
+            held.renewal.abort();
+            let _ = held.lease.release(held.epoch).await;
         }
+    }
+}
+
+/// Resolves once a store's lease is lost (never without one: SQLite).
+async fn lost(lease: &mut Option<HeldLease>) -> anyhow::Error {
+    match lease {
+        Some(held) => held.lost().await,
+        None => std::future::pending().await,
     }
 }
 
 async fn open_postgres(settings: &PostgresSettings) -> anyhow::Result<Held> {
     let store = PgStore::open(settings).await?;
     let identity = format!("store-migrate:{}", std::process::id());
-    // The migration holds the lease for as long as it copies: long enough.
-    let mut settings = settings.clone();
-    settings.lease = Duration::from_secs(600);
-    let lease = Lease::connect(&settings, identity).await?;
+    let lease = Lease::connect(settings, identity).await?;
+    let sent_at = Instant::now();
     let Some(acquired) = lease.try_acquire().await? else {
         let info = lease.read().await?;
         anyhow::bail!(
@@ -101,10 +145,79 @@ async fn open_postgres(settings: &PostgresSettings) -> anyhow::Result<Held> {
         );
     };
     store.fence_with(acquired.epoch);
+    let lease = Arc::new(lease);
+    let (lost_tx, lost) = watch::channel(None);
+    let renewal = tokio::spawn({
+        let lease = lease.clone();
+        async move {
+            let reason = keep_renewed(&lease, acquired.epoch, sent_at).await;
+            lost_tx.send_replace(Some(reason));
+        }
+    });
     Ok(Held {
         store: Box::new(store),
-        lease: Some((lease, acquired.epoch)),
+        lease: Some(HeldLease {
+            lease,
+            epoch: acquired.epoch,
+            location: settings.url.clone(),
+            renewal,
+            lost,
+        }),
     })
+}
+
+/// Renews the lease taken under `epoch` (its request sent at `sent_at`)
+/// every third of its duration; returns why it was lost: another process
+/// holds it, or no renewal succeeded until [`lease_margin`] before it
+/// could expire (counted from the sending of the last successful one).
+async fn keep_renewed(lease: &Lease, epoch: i64, sent_at: Instant) -> String {
+    let duration = lease.duration();
+    let period = duration / 3;
+    let margin = lease_margin(duration);
+    let mut valid_from = sent_at;
+    let mut next = sent_at + period;
+    let mut last_error: Option<String> = None;
+    loop {
+        let stop_at = valid_from + duration - margin;
+        tokio::time::sleep_until(next.min(stop_at).into()).await;
+        let sent_at = Instant::now();
+        if sent_at >= stop_at {
+            return not_renewed(duration, last_error);
+        }
+        match tokio::time::timeout_at(stop_at.into(), lease.renew(epoch, period)).await {
+            Ok(Ok(true)) => {
+                valid_from = sent_at;
+                next = sent_at + period;
+                last_error = None;
+            }
+            Ok(Ok(false)) => return "another process holds it now".to_owned(),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, epoch, "could not renew the lease; trying again");
+                last_error = Some(error.to_string());
+                next = Instant::now() + RENEWAL_RETRY;
+            }
+            Err(_) => return not_renewed(duration, last_error),
+        }
+    }
+}
+
+/// Pause before another renewal after a failed one.
+const RENEWAL_RETRY: Duration = Duration::from_millis(500);
+
+/// How long before its expiry an unrenewed lease counts as lost: a fifth of
+/// it, at least a second (as the service's lease guard).
+fn lease_margin(duration: Duration) -> Duration {
+    (duration / 5).max(Duration::from_secs(1))
+}
+
+fn not_renewed(duration: Duration, last_error: Option<String>) -> String {
+    format!(
+        "it could not be renewed in time (lease_seconds = {}){}",
+        duration.as_secs(),
+        last_error
+            .map(|error| format!("; last error: {error}"))
+            .unwrap_or_default()
+    )
 }
 
 async fn write(store: &mut dyn JobStore, write: StoreWrite) -> anyhow::Result<()> {
@@ -135,7 +248,12 @@ async fn migrate(from: &Path, to: &Path) -> anyhow::Result<usize> {
             return Err(error);
         }
     };
-    let result = copy(source.store.as_mut(), target.store.as_mut()).await;
+    // The copy stops at once when a lease is lost.
+    let result = tokio::select! {
+        result = copy(source.store.as_mut(), target.store.as_mut()) => result,
+        error = lost(&mut source.lease) => Err(error),
+        error = lost(&mut target.lease) => Err(error),
+    };
     source.release().await;
     target.release().await;
     result
@@ -157,6 +275,9 @@ async fn copy(source: &mut dyn JobStore, target: &mut dyn JobStore) -> anyhow::R
     }
     for record in &records {
         write(target, StoreWrite::Save(record.clone())).await?;
+        // A SQLite write completes without waiting: let the loss of a
+        // lease stop the copy between two writes.
+        tokio::task::yield_now().await;
     }
     let copied = target.load().await?;
     if copied != records {

@@ -16,7 +16,7 @@ use common::{Harness, DEADLINE, SIGKILL, SIGTERM};
 use paas_sim::cluster::ClusterSettings;
 use paas_sim::coordinator::JobStatus;
 use paas_sim::vars;
-use paas_store::postgres::lease::LeaseInfo;
+use paas_store::postgres::lease::{Lease, LeaseInfo};
 use paas_store::postgres::throwaway::{start_or_skip, Throwaway, PASSWORD};
 use paas_store::postgres::PgStore;
 use rand::rngs::SmallRng;
@@ -762,4 +762,189 @@ async fn store_migrate_copies_sqlite_to_postgresql_and_back_refusing_held_stores
     );
     // The lease is free again for the service.
     assert!(!store.lease_info().await.unwrap().is_held());
+}
+
+/// A plain client of database `database` of `pg` (autocommit).
+async fn sql_client(pg: &Throwaway, database: &str) -> tokio_postgres::Client {
+    let mut config: tokio_postgres::Config = pg.url_via(pg.port(), database).parse().expect("URL");
+    config.password(PASSWORD);
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// `paas-runner store migrate FROM TO`, running.
+fn spawn_migrate(dir: &Path, from: &Path, to: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+        .args([
+            "store".as_ref(),
+            "migrate".as_ref(),
+            from.as_os_str(),
+            to.as_os_str(),
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn paas-runner store migrate")
+}
+
+/// The lease once `store migrate` (process `pid`) holds it.
+async fn held_by_migrate(store: &PgStore, pid: u32) -> LeaseInfo {
+    let holder = format!("store-migrate:{pid}");
+    let start = Instant::now();
+    loop {
+        let info = lease_of(store).await;
+        if info.holder.as_deref() == Some(holder.as_str()) && info.is_held() {
+            return info;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never held by {holder}: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_migrate_holds_a_renewed_lease_and_stops_when_it_is_lost() {
+    let Some(pg) = start_or_skip("store_migrate_holds_a_renewed_lease_and_stops_when_it_is_lost")
+        .expect("throwaway PostgreSQL")
+    else {
+        return;
+    };
+    let (harness, _) = harness_on(&pg, "migrating", pg.port(), 3).await;
+    let dir = harness.dir.path();
+    let sqlite = dir.join("old.db");
+    {
+        let store = paas_store::SqliteStore::open(&sqlite).unwrap();
+        store.save(&job(1)).unwrap();
+        store.save(&job(2)).unwrap();
+    }
+    let settings = pg.settings("migrating", Duration::from_secs(LEASE_SECS));
+    let observer = PgStore::open(&settings).await.expect("schema");
+    // The test holds the jobs' table: the copy waits on its first read of
+    // the target, with the lease taken.
+    let blocker = sql_client(&pg, "migrating").await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE paas_runner_jobs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+
+    // 1. The lease has the configured duration, and is renewed.
+    let mut migrate = spawn_migrate(dir, &sqlite, &harness.config_path);
+    let pid = migrate.id().expect("running");
+    let held = held_by_migrate(&observer, pid).await;
+    let remaining = held.remaining_secs.expect("held");
+    assert!(
+        remaining <= LEASE_SECS as f64 + 0.1,
+        "the migration's lease is lease_seconds = {LEASE_SECS}: {held:?}"
+    );
+    let start = Instant::now();
+    let mut previous = remaining;
+    loop {
+        let info = lease_of(&observer).await;
+        assert_eq!((&info.holder, info.epoch), (&held.holder, held.epoch));
+        assert!(info.is_held(), "expired while the copy holds it: {info:?}");
+        let left = info.remaining_secs.expect("held");
+        if left > previous + 0.2 {
+            break;
+        }
+        previous = left;
+        assert!(
+            start.elapsed() < Duration::from_secs(LEASE_SECS * 2),
+            "never renewed: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // 2. Killed mid-copy, it holds the replicas back one lease at most.
+    signal(pid, SIGKILL);
+    let killed_at = Instant::now();
+    let _ = migrate.wait().await;
+    let replica = Lease::connect(&settings, "replica:1:test".into())
+        .await
+        .unwrap();
+    let acquired = loop {
+        if let Some(acquired) = replica.try_acquire().await.unwrap() {
+            break acquired;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(LEASE_SECS + 2),
+            "the lease of a killed migration still held: {:?}",
+            lease_of(&observer).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let freed_after = killed_at.elapsed();
+    println!(
+        "store migrate killed mid-copy: lease free after {:.2} s (lease_seconds = {LEASE_SECS})",
+        freed_after.as_secs_f64()
+    );
+    assert!(freed_after < Duration::from_secs(LEASE_SECS + 1));
+    assert!(replica.release(acquired.epoch).await.unwrap());
+
+    // 3. Its lease taken by another process mid-copy: the copy stops with
+    // an error saying so.
+    let migrate = spawn_migrate(dir, &sqlite, &harness.config_path);
+    let pid = migrate.id().expect("running");
+    held_by_migrate(&observer, pid).await;
+    let thief = sql_client(&pg, "migrating").await;
+    thief
+        .execute(
+            "UPDATE paas_runner_lease SET holder = 'thief:1:test', epoch = epoch + 1, \
+             expires_at = now() + interval '1 minute' WHERE id = 1",
+            &[],
+        )
+        .await
+        .expect("steal the lease");
+    let output = tokio::time::timeout(DEADLINE, migrate.wait_with_output())
+        .await
+        .expect("the copy stops by itself")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("was lost during the copy: another process holds it now")
+            && stderr.contains("start again with a new target"),
+        "{stderr}"
+    );
+    blocker.batch_execute("ROLLBACK").await.expect("unlock");
+    let mut store = PgStore::open(&settings).await.unwrap();
+    use paas_store::JobStore;
+    assert_eq!(store.load().await.unwrap(), vec![], "nothing copied");
+
+    // 4. Free again: the copy runs to its end and releases the lease.
+    thief
+        .execute(
+            "UPDATE paas_runner_lease SET holder = NULL, expires_at = NULL WHERE id = 1",
+            &[],
+        )
+        .await
+        .expect("release");
+    let output = common::run_to_exit(
+        dir,
+        &[
+            "store".as_ref(),
+            "migrate".as_ref(),
+            sqlite.as_os_str(),
+            harness.config_path.as_os_str(),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(store.load().await.unwrap(), vec![job(1), job(2)]);
+    let info = lease_of(&observer).await;
+    assert!(!info.is_held(), "{info:?}");
+    assert!(
+        info.released_by
+            .as_deref()
+            .is_some_and(|by| by.starts_with("store-migrate:")),
+        "{info:?}"
+    );
 }
