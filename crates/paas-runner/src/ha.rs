@@ -16,7 +16,8 @@
 //! attempt ([`STANDBY_POLL`]).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant, SystemTime};
 
 use paas_config::{PostgresSettings, StoreSettings};
 use paas_core::{GuardAction, LeaseGuard, LeaseTiming, Renewal};
@@ -25,29 +26,72 @@ use paas_store::postgres::PgStore;
 use paas_store::{JobStore, SqliteStore};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
+use tokio::sync::watch;
 use tracing::{error, info, warn};
+
+use crate::snapshot::{ReplicaStatus, ROLE_ACTIVE, ROLE_SINGLE, ROLE_STANDBY};
 
 /// Exit status of an active replica that lost its lease.
 pub const EXIT_LEASE_LOST: i32 = 3;
 pub use paas_core::lease::STANDBY_POLL;
 
-/// This replica's role, as the log, `paas-runner state` and metrics show it.
+/// This replica's role, as the log, `paas-runner state`, metrics and the
+/// status server show it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ReplicaView {
-    /// `active` or `standby`.
+    /// `active` or `standby` (`single` with SQLite: [`ROLE_SINGLE`]).
     pub role: &'static str,
     pub replica: String,
     pub epoch: i64,
     /// The active replica's identity, as last seen.
     pub active: Option<String>,
-    /// When this replica (if active) took the lease.
+    /// When the active replica took the lease: this replica's takeover
+    /// when active, as the lease row says on a standby (if known).
     #[serde(skip)]
     pub since: Option<Instant>,
 }
 
+/// Publishes this process's role: the `paas_runner_replica_*` gauges and
+/// what the status server renders ([`replica_status`]).
 fn set_view(view: ReplicaView) {
-    let took_over_at = view.since.map(|_| std::time::SystemTime::now());
-    crate::metrics::recorder().replica(view.role == "active", view.epoch, took_over_at);
+    let active = view.role != ROLE_STANDBY;
+    let active_since = view
+        .since
+        .and_then(|since| SystemTime::now().checked_sub(since.elapsed()));
+    // The gauge tells when *this* process became active.
+    crate::metrics::recorder().replica(active, view.epoch, active_since.filter(|_| active));
+    PUBLISHED.send_replace(Some(ReplicaStatus {
+        role: view.role,
+        epoch: (view.role != ROLE_SINGLE).then_some(view.epoch),
+        active: view.active,
+        replica: view.replica,
+        active_since,
+    }));
+}
+
+/// The latest role [`set_view`] published; the status server reads it
+/// at each rendering (a process-wide value, like the metrics recorder).
+static PUBLISHED: LazyLock<watch::Sender<Option<ReplicaStatus>>> =
+    LazyLock::new(|| watch::Sender::new(None));
+
+/// This process's role among replicas as it changes, for the status page,
+/// `/status.json` and the state dump.
+pub fn replica_status() -> watch::Receiver<Option<ReplicaStatus>> {
+    PUBLISHED.subscribe()
+}
+
+/// What a standby knows from the lease row `info`.
+fn standby_view(identity: &str, info: &LeaseInfo) -> ReplicaView {
+    ReplicaView {
+        role: ROLE_STANDBY,
+        replica: identity.to_owned(),
+        epoch: info.epoch,
+        active: info.holder.clone(),
+        since: info
+            .held_secs
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .and_then(|held| Instant::now().checked_sub(held)),
+    }
 }
 
 /// The store of a service, before and after it becomes active.
@@ -77,14 +121,16 @@ fn new_system_id() -> String {
     format!("r_{suffix}")
 }
 
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "replica".to_owned())
+}
+
 /// This process's identity in the lease: the configured name (or the host
 /// name), the process id and a random part.
 fn replica_identity(settings: &PostgresSettings) -> String {
-    let name = settings.replica_name.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|name| name.trim().to_owned())
-            .unwrap_or_else(|_| "replica".to_owned())
-    });
+    let name = settings.replica_name.clone().unwrap_or_else(host_name);
     let tag: String = rand::thread_rng()
         .sample_iter(&Alphanumeric)
         .take(4)
@@ -187,7 +233,14 @@ fn open_sqlite(state_file: Option<&Path>) -> anyhow::Result<ServiceStore> {
             id
         }
     };
-    crate::metrics::recorder().replica(true, 0, Some(std::time::SystemTime::now()));
+    let identity = format!("{}:{}", host_name(), std::process::id());
+    set_view(ReplicaView {
+        role: ROLE_SINGLE,
+        replica: identity.clone(),
+        epoch: 0,
+        active: Some(identity),
+        since: Some(Instant::now()),
+    });
     Ok(ServiceStore {
         system_id,
         location: store.path().display().to_string(),
@@ -211,6 +264,9 @@ async fn open_postgres(
         lease_seconds = settings.lease.as_secs(),
         "state store opened (PostgreSQL): this replica starts as a standby"
     );
+    if let Ok(info) = lease.read().await {
+        set_view(standby_view(&identity, &info));
+    }
     let absolute = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_owned());
     Ok(ServiceStore {
         store: None,
@@ -229,7 +285,7 @@ async fn open_postgres(
 /// Tries to take the lease every [`STANDBY_POLL`] until it succeeds; the
 /// instant the successful request was sent comes with it.
 async fn wait_for_lease(lease: &Lease, identity: &str) -> anyhow::Result<(Acquired, Instant)> {
-    let mut last_holder: Option<String> = None;
+    let mut last_seen: Option<(Option<String>, i64)> = None;
     let mut last_error: Option<String> = None;
     loop {
         let sent_at = Instant::now();
@@ -251,7 +307,7 @@ async fn wait_for_lease(lease: &Lease, identity: &str) -> anyhow::Result<(Acquir
                     "this replica is now ACTIVE"
                 );
                 set_view(ReplicaView {
-                    role: "active",
+                    role: ROLE_ACTIVE,
                     replica: identity.to_owned(),
                     epoch: acquired.epoch,
                     active: Some(identity.to_owned()),
@@ -262,21 +318,16 @@ async fn wait_for_lease(lease: &Lease, identity: &str) -> anyhow::Result<(Acquir
             Ok(None) => {
                 last_error = None;
                 if let Ok(info) = lease.read().await {
-                    if info.holder != last_holder {
+                    let seen = Some((info.holder.clone(), info.epoch));
+                    if seen != last_seen {
                         info!(
                             replica = %identity,
                             active = info.holder.as_deref().unwrap_or("-"),
                             epoch = info.epoch,
                             "standby: another replica is active"
                         );
-                        set_view(ReplicaView {
-                            role: "standby",
-                            replica: identity.to_owned(),
-                            epoch: info.epoch,
-                            active: info.holder.clone(),
-                            since: None,
-                        });
-                        last_holder = info.holder;
+                        set_view(standby_view(identity, &info));
+                        last_seen = seen;
                     }
                 }
             }

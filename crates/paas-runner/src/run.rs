@@ -118,7 +118,8 @@ pub async fn serve(
     }
     let store_location = service_store.location.clone();
     info!(store = %store_location, %system_id, runners = runners.len(), "paas-runner started");
-    let dump_config = status::StatusConfig::new(system_id.clone(), started_at);
+    let mut dump_config = status::StatusConfig::new(system_id.clone(), started_at);
+    dump_config.replica = crate::ha::replica_status();
     let dump_file = service_store.dump_file.clone();
     let store = service_store.take_store()?;
     let mut driver = Driver::new(dispatcher, runners, store, system_id.clone());
@@ -183,6 +184,7 @@ async fn start_status_server(
     let local_address = listener.local_addr()?;
     let mut status_config = status::StatusConfig::new(system_id.to_owned(), started_at);
     status_config.limits.max_connections = status::connection_cap(open_files_limit());
+    status_config.replica = crate::ha::replica_status();
     info!(
         address = %local_address,
         max_connections = status_config.limits.max_connections,

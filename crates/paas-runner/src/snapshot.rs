@@ -3,7 +3,7 @@
 //! only by the driver (`driver/snapshot.rs`), so that none of the readers
 //! depends on the driver.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use paas_core::Stats;
 
@@ -52,3 +52,31 @@ pub struct JobView {
 /// How often the [`Snapshot`] is rebuilt at most (a change is published at
 /// the latest this long after it happened).
 pub const JOB_LIST_PERIOD: Duration = Duration::from_millis(250);
+
+/// This process's role among the replicas of a runner, as `crate::ha`
+/// publishes it (and the metrics' `paas_runner_replica_*` show it) for the
+/// status page, `/status.json` and the state dump.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaStatus {
+    /// [`ROLE_SINGLE`], [`ROLE_ACTIVE`] or [`ROLE_STANDBY`].
+    pub role: &'static str,
+    /// This process: `name:pid:tag` as in the lease (PostgreSQL), or
+    /// `host:pid` (SQLite).
+    pub replica: String,
+    /// The lease's epoch as last seen; `None` with SQLite (no lease).
+    pub epoch: Option<i64>,
+    /// The active replica as last seen: itself when active (or single),
+    /// `None` when no replica holds the lease.
+    pub active: Option<String>,
+    /// When the active replica took the lease (single: opened the store),
+    /// on this host's clock; `None` when unknown.
+    pub active_since: Option<SystemTime>,
+}
+
+/// The SQLite store: this process owns the state database through its
+/// lock; there is no lease, no epoch and no standby.
+pub const ROLE_SINGLE: &str = "single";
+/// PostgreSQL store: this replica holds the lease and acts.
+pub const ROLE_ACTIVE: &str = "active";
+/// PostgreSQL store: this replica waits for the lease (hot standby).
+pub const ROLE_STANDBY: &str = "standby";

@@ -26,10 +26,13 @@ mod server;
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::snapshot::Snapshot;
+use tokio::sync::watch;
+
+use crate::snapshot::{ReplicaStatus, Snapshot};
 
 pub use json::{
-    history_document, history_value, status_document, status_value, HistoryDocument, StatusDocument,
+    history_document, history_value, status_document, status_value, HistoryDocument,
+    ReplicaDocument, StatusDocument,
 };
 pub use page::render_page;
 pub use plot::plot_window_secs;
@@ -71,6 +74,9 @@ pub struct StatusConfig {
     pub sample_period: Duration,
     pub history_len: usize,
     pub limits: ServerLimits,
+    /// This process's role among replicas (`crate::ha::replica_status`),
+    /// read at each rendering; `None` until one is published.
+    pub replica: watch::Receiver<Option<ReplicaStatus>>,
 }
 
 /// Bounds of the status server's use of the process's resources.
@@ -118,6 +124,7 @@ impl StatusConfig {
             sample_period: SAMPLE_PERIOD,
             history_len: HISTORY_LEN,
             limits: ServerLimits::default(),
+            replica: watch::channel(None).1,
         }
     }
 }

@@ -16,7 +16,7 @@ use common::{Harness, DEADLINE, SIGKILL, SIGTERM};
 use paas_sim::cluster::ClusterSettings;
 use paas_sim::coordinator::JobStatus;
 use paas_sim::vars;
-use paas_store::postgres::lease::LeaseInfo;
+use paas_store::postgres::lease::{Lease, LeaseInfo};
 use paas_store::postgres::throwaway::{start_or_skip, Throwaway, PASSWORD};
 use paas_store::postgres::PgStore;
 use rand::rngs::SmallRng;
@@ -323,6 +323,31 @@ async fn metrics_until(url: &str, expected: &str) -> String {
     }
 }
 
+/// `/status.json` once `accept` holds for it, and the page then.
+async fn status_until(
+    base: &str,
+    accept: impl Fn(&serde_json::Value) -> bool,
+) -> (serde_json::Value, String) {
+    let start = Instant::now();
+    loop {
+        if let Ok(response) = reqwest::get(format!("{base}/status.json")).await {
+            let json: serde_json::Value = response.json().await.unwrap_or_default();
+            if accept(&json) {
+                let page = reqwest::get(format!("{base}/"))
+                    .await
+                    .expect("page")
+                    .text()
+                    .await
+                    .expect("page text");
+                return (json, page);
+            }
+            assert!(start.elapsed() < DEADLINE, "status never matched:\n{json}");
+        }
+        assert!(start.elapsed() < DEADLINE, "{base} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_pauses_pickup_briefly_and_loses_nothing() {
     let Some(pg) = start_or_skip("a_rolling_restart_pauses_pickup_briefly_and_loses_nothing")
@@ -490,12 +515,49 @@ async fn a_replica_cut_from_the_database_stops_before_a_standby_starts() {
     // The standby serves its metrics.
     std::fs::write(&direct, format!("listen_address = \"127.0.0.1:0\"\n{text}")).unwrap();
     let mut standby = spawn_replica(&dir, &direct, 2);
-    let metrics_url = format!("http://{}/metrics", status_address(&standby.log).await);
+    let status_base = format!("http://{}", status_address(&standby.log).await);
+    let metrics_url = format!("{status_base}/metrics");
     let standby_metrics = metrics_until(&metrics_url, "paas_runner_replica_active 0").await;
     assert!(
         standby_metrics.contains(&format!("paas_runner_lease_epoch {}", first.epoch)),
         "{standby_metrics}"
     );
+    // Its status page and document say so, and name the active replica.
+    let first_holder = first.holder.clone().expect("holder");
+    let (json, page) = status_until(&status_base, |json| {
+        json["replica"]["role"] == "standby"
+            && json["replica"]["active"].as_str() == Some(first_holder.as_str())
+    })
+    .await;
+    let replica = &json["replica"];
+    assert_eq!(replica["epoch"], first.epoch, "{json}");
+    assert_eq!(
+        replica["replica"].as_str().and_then(pid_of),
+        Some(standby.pid()),
+        "{json}"
+    );
+    assert!(
+        replica["active_for_secs"]
+            .as_f64()
+            .is_some_and(|secs| secs >= 0.0 && secs < DEADLINE.as_secs_f64() * 2.0),
+        "the active replica's takeover, read from the lease: {json}"
+    );
+    assert!(
+        replica["active_since"]
+            .as_str()
+            .is_some_and(|at| at.ends_with('Z')),
+        "{json}"
+    );
+    for expected in [
+        "Standby: this replica".to_owned(),
+        "waits for the lease".to_owned(),
+        format!(
+            "the active replica is <code>{first_holder}</code> (lease epoch {}",
+            first.epoch
+        ),
+    ] {
+        assert!(page.contains(&expected), "missing {expected:?} in\n{page}");
+    }
     // Jobs flow through the active replica.
     let ids: Vec<u64> = (0..3)
         .map(|_| harness.enqueue(&[(vars::JOB_DURATION_MS, "3000")]))
@@ -536,6 +598,32 @@ async fn a_replica_cut_from_the_database_stops_before_a_standby_starts() {
         active_metrics.contains(&format!("paas_runner_lease_epoch {}", next.epoch)),
         "{active_metrics}"
     );
+    // The former standby's page and document: active, a higher epoch, a
+    // takeover after the cut.
+    let (json, page) = status_until(&status_base, |json| json["replica"]["role"] == "active").await;
+    let replica = &json["replica"];
+    let next_holder = next.holder.clone().expect("holder");
+    assert_eq!(replica["epoch"], next.epoch, "{json}");
+    assert!(next.epoch > first.epoch);
+    assert_eq!(
+        replica["replica"].as_str(),
+        Some(next_holder.as_str()),
+        "{json}"
+    );
+    assert_eq!(replica["active"], replica["replica"], "{json}");
+    let since_cut = cut_at.elapsed().as_secs_f64();
+    assert!(
+        replica["active_for_secs"]
+            .as_f64()
+            .is_some_and(|secs| (0.0..since_cut + 0.5).contains(&secs)),
+        "took over after the cut, {since_cut:.2} s ago: {json}"
+    );
+    let expected = format!(
+        "Role: <b>active</b> replica <code>{next_holder}</code> &middot; lease epoch {}",
+        next.epoch
+    );
+    assert!(page.contains(&expected), "missing {expected:?} in\n{page}");
+    assert!(!page.contains("Standby"), "{page}");
 
     // The standby finishes the jobs; nothing left.
     harness.wait_all_done(&ids).await;
@@ -674,4 +762,228 @@ async fn store_migrate_copies_sqlite_to_postgresql_and_back_refusing_held_stores
     );
     // The lease is free again for the service.
     assert!(!store.lease_info().await.unwrap().is_held());
+
+    // heptapod-paas-runner's JSON state -> PostgreSQL, through the import
+    // `run` does (into the SQLite store beside it), into a new database.
+    pg.create_database("imported").expect("database");
+    let config_text = std::fs::read_to_string(&harness.config_path).unwrap();
+    let imported_config = dir.join("imported.toml");
+    std::fs::write(
+        &imported_config,
+        config_text.replace(
+            &pg.url_via(pg.port(), "moved"),
+            &pg.url_via(pg.port(), "imported"),
+        ),
+    )
+    .unwrap();
+    let reference_state = dir.join("reference-state.json");
+    let state = serde_json::json!({
+        "launched": [{"runner_name": "glrt-abc", "job_id": 11, "token": "t11", "trace_offset": 0,
+                      "expected_weight": 5.6,
+                      "paas_resource": {"id": "app_11", "weight": 5.6, "launched": true,
+                                        "deploy_url": "https://x"}}],
+        "to_decommission": [],
+        "standby_resources": [],
+        "pending": []
+    });
+    std::fs::write(&reference_state, state.to_string()).unwrap();
+    let output = migrate(&reference_state, &imported_config).await;
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("copied 1 job(s)"),
+        "{output:?}"
+    );
+    assert!(!reference_state.exists(), "the JSON state is renamed aside");
+    let settings = pg.settings("imported", Duration::from_secs(LEASE_SECS));
+    let mut imported = PgStore::open(&settings).await.unwrap();
+    let records = imported.load().await.unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].job_id, 11);
+    assert_eq!(records[0].app_id.as_deref(), Some("app_11"));
+    assert_eq!(records[0].stage, paas_core::StageRecord::Running);
+}
+
+/// A plain client of database `database` of `pg` (autocommit).
+async fn sql_client(pg: &Throwaway, database: &str) -> tokio_postgres::Client {
+    let mut config: tokio_postgres::Config = pg.url_via(pg.port(), database).parse().expect("URL");
+    config.password(PASSWORD);
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// `paas-runner store migrate FROM TO`, running.
+fn spawn_migrate(dir: &Path, from: &Path, to: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_paas-runner"))
+        .args([
+            "store".as_ref(),
+            "migrate".as_ref(),
+            from.as_os_str(),
+            to.as_os_str(),
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn paas-runner store migrate")
+}
+
+/// The lease once `store migrate` (process `pid`) holds it.
+async fn held_by_migrate(store: &PgStore, pid: u32) -> LeaseInfo {
+    let holder = format!("store-migrate:{pid}");
+    let start = Instant::now();
+    loop {
+        let info = lease_of(store).await;
+        if info.holder.as_deref() == Some(holder.as_str()) && info.is_held() {
+            return info;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never held by {holder}: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_migrate_holds_a_renewed_lease_and_stops_when_it_is_lost() {
+    let Some(pg) = start_or_skip("store_migrate_holds_a_renewed_lease_and_stops_when_it_is_lost")
+        .expect("throwaway PostgreSQL")
+    else {
+        return;
+    };
+    let (harness, _) = harness_on(&pg, "migrating", pg.port(), 3).await;
+    let dir = harness.dir.path();
+    let sqlite = dir.join("old.db");
+    {
+        let store = paas_store::SqliteStore::open(&sqlite).unwrap();
+        store.save(&job(1)).unwrap();
+        store.save(&job(2)).unwrap();
+    }
+    let settings = pg.settings("migrating", Duration::from_secs(LEASE_SECS));
+    let observer = PgStore::open(&settings).await.expect("schema");
+    // The test holds the jobs' table: the copy waits on its first read of
+    // the target, with the lease taken.
+    let blocker = sql_client(&pg, "migrating").await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE paas_runner_jobs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+
+    // 1. The lease has the configured duration, and is renewed.
+    let mut migrate = spawn_migrate(dir, &sqlite, &harness.config_path);
+    let pid = migrate.id().expect("running");
+    let held = held_by_migrate(&observer, pid).await;
+    let remaining = held.remaining_secs.expect("held");
+    assert!(
+        remaining <= LEASE_SECS as f64 + 0.1,
+        "the migration's lease is lease_seconds = {LEASE_SECS}: {held:?}"
+    );
+    let start = Instant::now();
+    let mut previous = remaining;
+    loop {
+        let info = lease_of(&observer).await;
+        assert_eq!((&info.holder, info.epoch), (&held.holder, held.epoch));
+        assert!(info.is_held(), "expired while the copy holds it: {info:?}");
+        let left = info.remaining_secs.expect("held");
+        if left > previous + 0.2 {
+            break;
+        }
+        previous = left;
+        assert!(
+            start.elapsed() < Duration::from_secs(LEASE_SECS * 2),
+            "never renewed: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // 2. Killed mid-copy, it holds the replicas back one lease at most.
+    signal(pid, SIGKILL);
+    let killed_at = Instant::now();
+    let _ = migrate.wait().await;
+    let replica = Lease::connect(&settings, "replica:1:test".into())
+        .await
+        .unwrap();
+    let acquired = loop {
+        if let Some(acquired) = replica.try_acquire().await.unwrap() {
+            break acquired;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(LEASE_SECS + 2),
+            "the lease of a killed migration still held: {:?}",
+            lease_of(&observer).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let freed_after = killed_at.elapsed();
+    println!(
+        "store migrate killed mid-copy: lease free after {:.2} s (lease_seconds = {LEASE_SECS})",
+        freed_after.as_secs_f64()
+    );
+    assert!(freed_after < Duration::from_secs(LEASE_SECS + 1));
+    assert!(replica.release(acquired.epoch).await.unwrap());
+
+    // 3. Its lease taken by another process mid-copy: the copy stops with
+    // an error saying so.
+    let migrate = spawn_migrate(dir, &sqlite, &harness.config_path);
+    let pid = migrate.id().expect("running");
+    held_by_migrate(&observer, pid).await;
+    let thief = sql_client(&pg, "migrating").await;
+    thief
+        .execute(
+            "UPDATE paas_runner_lease SET holder = 'thief:1:test', epoch = epoch + 1, \
+             expires_at = now() + interval '1 minute' WHERE id = 1",
+            &[],
+        )
+        .await
+        .expect("steal the lease");
+    let output = tokio::time::timeout(DEADLINE, migrate.wait_with_output())
+        .await
+        .expect("the copy stops by itself")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("was lost during the copy: another process holds it now")
+            && stderr.contains("start again with a new target"),
+        "{stderr}"
+    );
+    blocker.batch_execute("ROLLBACK").await.expect("unlock");
+    let mut store = PgStore::open(&settings).await.unwrap();
+    use paas_store::JobStore;
+    assert_eq!(store.load().await.unwrap(), vec![], "nothing copied");
+
+    // 4. Free again: the copy runs to its end and releases the lease.
+    thief
+        .execute(
+            "UPDATE paas_runner_lease SET holder = NULL, expires_at = NULL WHERE id = 1",
+            &[],
+        )
+        .await
+        .expect("release");
+    let output = common::run_to_exit(
+        dir,
+        &[
+            "store".as_ref(),
+            "migrate".as_ref(),
+            sqlite.as_os_str(),
+            harness.config_path.as_os_str(),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(store.load().await.unwrap(), vec![job(1), job(2)]);
+    let info = lease_of(&observer).await;
+    assert!(!info.is_held(), "{info:?}");
+    assert!(
+        info.released_by
+            .as_deref()
+            .is_some_and(|by| by.starts_with("store-migrate:")),
+        "{info:?}"
+    );
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use paas_core::Stats;
 use paas_runner::driver::{JobView, RunnerView, Snapshot};
 use paas_runner::metrics;
+use paas_runner::snapshot::{ReplicaStatus, ROLE_ACTIVE, ROLE_SINGLE, ROLE_STANDBY};
 use paas_runner::status::{self, History, Sample, ServerLimits, StatusConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -105,12 +106,15 @@ impl Server {
     }
 
     async fn start_with(snapshot: Snapshot, limits: ServerLimits) -> Server {
+        Server::start_configured(snapshot, StatusConfig { limits, ..config() }).await
+    }
+
+    async fn start_configured(snapshot: Snapshot, config: StatusConfig) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let address = listener.local_addr().expect("address");
         let (snapshots, receiver) = watch::channel(snapshot);
-        let config = StatusConfig { limits, ..config() };
         tokio::spawn(status::serve(listener, receiver, config));
         Server {
             address,
@@ -834,4 +838,168 @@ fn plots_fit_their_window_to_the_data() {
     ] {
         assert_eq!(status::plot_window_secs(span, 900.0), window, "{span}");
     }
+}
+
+// ----- the replica's role -----
+
+/// A configuration showing the role published on the returned sender.
+fn config_with_role(
+    status: Option<ReplicaStatus>,
+) -> (StatusConfig, watch::Sender<Option<ReplicaStatus>>) {
+    let (published, replica) = watch::channel(status);
+    (
+        StatusConfig {
+            replica,
+            ..config()
+        },
+        published,
+    )
+}
+
+fn role(role: &'static str, epoch: Option<i64>, active: Option<&str>, ago: u64) -> ReplicaStatus {
+    ReplicaStatus {
+        role,
+        replica: "host<1>:42:abcd".into(),
+        epoch,
+        active: active.map(str::to_owned),
+        active_since: SystemTime::now().checked_sub(Duration::from_secs(ago)),
+    }
+}
+
+fn page_with(config: &StatusConfig) -> String {
+    status::render_page(&Snapshot::default(), &History::new(10), config)
+}
+
+#[test]
+fn the_single_sqlite_process_says_it_has_no_lease() {
+    let (unknown, _published) = config_with_role(None);
+    assert!(!page_with(&unknown).contains("id=\"replica\""));
+    assert_eq!(
+        status::status_value(&Snapshot::default(), &unknown)["replica"],
+        serde_json::Value::Null
+    );
+
+    let (single, published) =
+        config_with_role(Some(role(ROLE_SINGLE, None, Some("host<1>:42:abcd"), 90)));
+    let page = page_with(&single);
+    for expected in [
+        "Role: <b>single</b> (SQLite store: this process owns the state database through its lock; no lease, no standby)",
+        "<code>host&lt;1&gt;:42:abcd</code>",
+        "UTC (1 min ago)",
+    ] {
+        assert!(page.contains(expected), "missing {expected:?} in\n{page}");
+    }
+    assert!(!page.contains("host<1>"), "unescaped name");
+    assert!(!page.contains("Standby"), "{page}");
+    let json = status::status_value(&Snapshot::default(), &single);
+    let replica = &json["replica"];
+    assert_eq!(replica["role"], "single");
+    assert_eq!(replica["replica"], "host<1>:42:abcd");
+    assert_eq!(
+        replica["epoch"],
+        serde_json::Value::Null,
+        "no lease, no epoch"
+    );
+    assert_eq!(replica["active"], "host<1>:42:abcd");
+    let ago = replica["active_for_secs"].as_f64().expect("seconds");
+    assert!((90.0..150.0).contains(&ago), "{replica}");
+
+    // A fixed time, in RFC 3339.
+    published.send_modify(|status| {
+        if let Some(status) = status {
+            status.active_since = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        }
+    });
+    let json = status::status_value(&Snapshot::default(), &single);
+    assert_eq!(json["replica"]["active_since"], "2023-11-14T22:13:20Z");
+    assert!(page_with(&single).contains("since 2023-11-14 22:13:20 UTC"));
+    let keys: Vec<&String> = json["replica"]
+        .as_object()
+        .expect("object")
+        .keys()
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "active",
+            "active_for_secs",
+            "active_since",
+            "epoch",
+            "replica",
+            "role"
+        ]
+    );
+}
+
+#[test]
+fn a_standby_page_says_it_waits_and_names_the_active_replica() {
+    let (standby, published) = config_with_role(Some(role(
+        ROLE_STANDBY,
+        Some(7),
+        Some("other\"<b>:9:wxyz"),
+        5,
+    )));
+    let page = page_with(&standby);
+    for expected in [
+        "<p class=\"banner\" id=\"replica\">Standby: this replica (<code>host&lt;1&gt;:42:abcd</code>) waits for the lease",
+        "the active replica is <code>other&quot;&lt;b&gt;:9:wxyz</code> (lease epoch 7, active since",
+        "(5 s ago)",
+    ] {
+        assert!(page.contains(expected), "missing {expected:?} in\n{page}");
+    }
+    assert!(!page.contains("other\"<b>"), "unescaped name");
+    let json = status::status_value(&Snapshot::default(), &standby);
+    assert_eq!(json["replica"]["role"], "standby");
+    assert_eq!(json["replica"]["epoch"], 7);
+    assert_eq!(json["replica"]["active"], "other\"<b>:9:wxyz");
+
+    // Released: nobody holds the lease; the time of the last takeover is
+    // not known.
+    published.send_replace(Some(ReplicaStatus {
+        active: None,
+        active_since: None,
+        ..role(ROLE_STANDBY, Some(8), None, 0)
+    }));
+    let page = page_with(&standby);
+    assert!(
+        page.contains("no replica holds the lease now (epoch 8)"),
+        "{page}"
+    );
+    let json = status::status_value(&Snapshot::default(), &standby);
+    assert_eq!(json["replica"]["active"], serde_json::Value::Null);
+    assert_eq!(json["replica"]["active_since"], serde_json::Value::Null);
+    assert_eq!(json["replica"]["active_for_secs"], serde_json::Value::Null);
+
+    published.send_replace(Some(role(ROLE_ACTIVE, Some(9), Some("host<1>:42:abcd"), 3)));
+    let page = page_with(&standby);
+    assert!(
+        page.contains(
+            "Role: <b>active</b> replica <code>host&lt;1&gt;:42:abcd</code> &middot; lease epoch 9 &middot; active since"
+        ),
+        "{page}"
+    );
+    assert!(!page.contains("Standby"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_role_follows_what_is_published() {
+    let (config, published) = config_with_role(None);
+    let server = Server::start_configured(snapshot(), config).await;
+    assert_eq!(
+        server.json("/status.json").await["replica"],
+        serde_json::Value::Null
+    );
+    published.send_replace(Some(role(ROLE_STANDBY, Some(3), Some("a:1:x"), 2)));
+    let json = server.json("/status.json").await;
+    assert_eq!(json["replica"]["role"], "standby", "{json}");
+    assert_eq!(json["replica"]["active"], "a:1:x");
+    let (_, _, page) = server.get("/").await;
+    assert!(page.contains("Standby: this replica"), "{page}");
+
+    published.send_replace(Some(role(ROLE_ACTIVE, Some(4), Some("host<1>:42:abcd"), 0)));
+    let json = server.json("/status.json").await;
+    assert_eq!(json["replica"]["role"], "active", "{json}");
+    assert_eq!(json["replica"]["epoch"], 4);
+    // Everything else as before.
+    assert_eq!(json["stats"]["quota"], 45.25);
 }

@@ -156,6 +156,35 @@ async fn status_server_follows_the_running_service() {
             .is_some_and(|id| id.starts_with("r_")),
         "{json}"
     );
+    // SQLite: one process owns the store through its lock, no lease.
+    let pid = harness
+        .child
+        .as_ref()
+        .and_then(|child| child.id())
+        .expect("running");
+    let replica = &json["replica"];
+    assert_eq!(replica["role"], "single", "{json}");
+    assert_eq!(replica["epoch"], serde_json::Value::Null, "{json}");
+    assert!(
+        replica["replica"]
+            .as_str()
+            .is_some_and(|name| name.ends_with(&format!(":{pid}"))),
+        "{json}"
+    );
+    assert_eq!(replica["active"], replica["replica"], "{json}");
+    assert!(
+        replica["active_for_secs"]
+            .as_f64()
+            .is_some_and(|secs| (0.0..600.0).contains(&secs)),
+        "{json}"
+    );
+    assert!(page.contains("Role: <b>single</b>"), "{page}");
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "paas_runner_replica_active 1"),
+        "{metrics}"
+    );
 
     let status = harness.signal_and_wait(SIGTERM).await;
     assert!(

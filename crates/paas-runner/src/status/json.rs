@@ -4,12 +4,14 @@
 //! [`paas_core::Stats`] under the names operators read.
 
 use std::collections::VecDeque;
+use std::time::SystemTime;
 
 use serde::ser::{Serialize, Serializer};
 use serde_json::Value;
 
+use super::page::format_utc;
 use super::{stage_counts, unix_secs, History, Sample, StatusConfig};
-use crate::snapshot::{JobView, RunnerView, Snapshot};
+use crate::snapshot::{JobView, ReplicaStatus, RunnerView, Snapshot};
 
 /// `/status.json`: the snapshot as operators read it (no token, no job
 /// payload).
@@ -20,9 +22,47 @@ pub struct StatusDocument<'a> {
     /// Unix time, in seconds.
     pub started_at: f64,
     pub shutting_down: bool,
+    /// This process's role among replicas; `null` until known.
+    pub replica: Option<ReplicaDocument>,
     pub stats: StatsDocument,
     pub runners: Vec<RunnerDocument<'a>>,
     pub jobs: &'a [JobView],
+}
+
+/// A [`ReplicaStatus`] as operators read it.
+#[derive(Debug, serde::Serialize)]
+pub struct ReplicaDocument {
+    /// `single` (SQLite: no lease), `active` or `standby` (PostgreSQL).
+    pub role: &'static str,
+    /// This process's identity.
+    pub replica: String,
+    /// The lease's epoch as last seen (`null` with SQLite).
+    pub epoch: Option<i64>,
+    /// The active replica as last seen (this one when active or single;
+    /// `null` when no replica holds the lease).
+    pub active: Option<String>,
+    /// When the active replica took the lease (single: opened the store),
+    /// RFC 3339 in UTC; `null` when unknown.
+    pub active_since: Option<String>,
+    /// Seconds since then.
+    pub active_for_secs: Option<f64>,
+}
+
+impl ReplicaDocument {
+    /// The document of `status` at `now`.
+    pub fn of(status: &ReplicaStatus, now: SystemTime) -> ReplicaDocument {
+        ReplicaDocument {
+            role: status.role,
+            replica: status.replica.clone(),
+            epoch: status.epoch,
+            active: status.active.clone(),
+            active_since: status.active_since.map(rfc3339_utc),
+            active_for_secs: status.active_since.map(|since| {
+                now.duration_since(since)
+                    .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+            }),
+        }
+    }
 }
 
 /// The counters of [`paas_core::Stats`].
@@ -85,6 +125,11 @@ pub fn status_document<'a>(snapshot: &'a Snapshot, config: &'a StatusConfig) -> 
         system_id: &config.system_id,
         started_at: unix_secs(config.started_at),
         shutting_down: snapshot.shutting_down,
+        replica: config
+            .replica
+            .borrow()
+            .as_ref()
+            .map(|status| ReplicaDocument::of(status, SystemTime::now())),
         stats: StatsDocument {
             quota: stats.quota,
             weight_used: stats.weight,
@@ -137,6 +182,11 @@ pub fn history_document<'a>(history: &'a History, config: &StatusConfig) -> Hist
 /// [`history_document`] as a JSON value.
 pub fn history_value(history: &History, config: &StatusConfig) -> Value {
     to_value(&history_document(history, config))
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`.
+fn rfc3339_utc(time: SystemTime) -> String {
+    format!("{}Z", format_utc(time).replacen(' ', "T", 1))
 }
 
 /// These documents have string keys and no fallible `Serialize`, so the

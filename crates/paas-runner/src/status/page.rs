@@ -1,13 +1,13 @@
-//! The HTML status page: the header, the quota bar, jobs by stage, the
+//! The HTML status page: the header, the replica's role, the quota bar, jobs by stage, the
 //! plots, the runners and the tracked jobs, each written by its own
 //! function into one string.
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::plot::{plot_window_secs, render_plot, Series};
 use super::{held_back, stage_counts, stage_meaning, History, Sample, StatusConfig, PAGE_JOB_ROWS};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ReplicaStatus, Snapshot, ROLE_ACTIVE, ROLE_STANDBY};
 
 /// The HTML status page: self-contained, refreshed every 2 s by a few lines
 /// of script (a meta refresh without script).
@@ -15,6 +15,9 @@ pub fn render_page(snapshot: &Snapshot, history: &History, config: &StatusConfig
     let mut html = String::with_capacity(16 * 1024);
     html.push_str(PAGE_HEAD);
     write_header(&mut html, config);
+    if let Some(replica) = config.replica.borrow().as_ref() {
+        write_replica(&mut html, replica, SystemTime::now());
+    }
     if snapshot.shutting_down {
         html.push_str(
             "<p class=\"banner\">Shutting down: no job is acquired any more; \
@@ -44,6 +47,70 @@ fn write_header(html: &mut String, config: &StatusConfig) {
         escape_html(&config.system_id),
         format_utc(config.started_at),
     );
+}
+
+/// This process's role among replicas: one line, or a banner on a
+/// standby (whose page has no jobs to show).
+fn write_replica(html: &mut String, replica: &ReplicaStatus, now: SystemTime) {
+    let since = |at: Option<SystemTime>| match at {
+        Some(at) => format!(
+            "since {} UTC ({} ago)",
+            format_utc(at),
+            format_age(now.duration_since(at).unwrap_or_default())
+        ),
+        None => "since an unknown time".to_owned(),
+    };
+    let me = escape_html(&replica.replica);
+    let epoch = replica.epoch.unwrap_or(0);
+    match replica.role {
+        ROLE_STANDBY => {
+            let active = match &replica.active {
+                Some(active) => format!(
+                    "the active replica is <code>{}</code> (lease epoch {epoch}, active {})",
+                    escape_html(active),
+                    since(replica.active_since)
+                ),
+                None => format!(
+                    "no replica holds the lease now (epoch {epoch}): a standby takes it at                      its next attempt"
+                ),
+            };
+            let _ = writeln!(
+                html,
+                "<p class=\"banner\" id=\"replica\">Standby: this replica (<code>{me}</code>) \
+                 waits for the lease; {active}. The jobs and figures are on the active \
+                 replica's page; this one shows them once it takes over.</p>"
+            );
+        }
+        ROLE_ACTIVE => {
+            let _ = writeln!(
+                html,
+                "<p class=\"figures\" id=\"replica\">Role: <b>active</b> replica \
+                 <code>{me}</code> &middot; lease epoch {epoch} &middot; active {}</p>",
+                since(replica.active_since)
+            );
+        }
+        role => {
+            let _ = writeln!(
+                html,
+                "<p class=\"figures\" id=\"replica\">Role: <b>{}</b> (SQLite store: this \
+                 process owns the state database through its lock; no lease, no standby) \
+                 &middot; <code>{me}</code> &middot; {}</p>",
+                escape_html(role),
+                since(replica.active_since)
+            );
+        }
+    }
+}
+
+/// `45 s`, `12 min`, `3 h 05 min`, `2 d 4 h`.
+fn format_age(age: Duration) -> String {
+    let secs = age.as_secs();
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs / 60),
+        3600..86_400 => format!("{} h {:02} min", secs / 3600, secs % 3600 / 60),
+        _ => format!("{} d {} h", secs / 86_400, secs % 86_400 / 3600),
+    }
 }
 
 /// The quota bar (used, reserved, free), the runners held back and the
@@ -256,7 +323,7 @@ fn write_jobs(html: &mut String, snapshot: &Snapshot) {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC (civil-from-days, Howard Hinnant's algorithm).
-fn format_utc(time: SystemTime) -> String {
+pub(super) fn format_utc(time: SystemTime) -> String {
     let secs = time
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
