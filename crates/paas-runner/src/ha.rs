@@ -49,6 +49,10 @@ pub struct ReplicaView {
     /// when active, as the lease row says on a standby (if known).
     #[serde(skip)]
     pub since: Option<Instant>,
+    /// On a standby: when the active replica's lease expires unless
+    /// renewed (in the past once expired), as last read.
+    #[serde(skip)]
+    pub lease_until: Option<SystemTime>,
 }
 
 /// Publishes this process's role: the `paas_runner_replica_*` gauges and
@@ -66,6 +70,7 @@ fn set_view(view: ReplicaView) {
         active: view.active,
         replica: view.replica,
         active_since,
+        lease_expires_at: view.lease_until,
     }));
 }
 
@@ -91,6 +96,14 @@ fn standby_view(identity: &str, info: &LeaseInfo) -> ReplicaView {
             .held_secs
             .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
             .and_then(|held| Instant::now().checked_sub(held)),
+        lease_until: info.remaining_secs.and_then(|left| {
+            let now = SystemTime::now();
+            let by = Duration::try_from_secs_f64(left.abs()).ok()?;
+            match left >= 0.0 {
+                true => now.checked_add(by),
+                false => now.checked_sub(by),
+            }
+        }),
     }
 }
 
@@ -240,6 +253,7 @@ fn open_sqlite(state_file: Option<&Path>) -> anyhow::Result<ServiceStore> {
         epoch: 0,
         active: Some(identity),
         since: Some(Instant::now()),
+        lease_until: None,
     });
     Ok(ServiceStore {
         system_id,
@@ -312,6 +326,7 @@ async fn wait_for_lease(lease: &Lease, identity: &str) -> anyhow::Result<(Acquir
                     epoch: acquired.epoch,
                     active: Some(identity.to_owned()),
                     since: Some(Instant::now()),
+                    lease_until: None,
                 });
                 return Ok((acquired, sent_at));
             }
@@ -326,9 +341,11 @@ async fn wait_for_lease(lease: &Lease, identity: &str) -> anyhow::Result<(Acquir
                             epoch = info.epoch,
                             "standby: another replica is active"
                         );
-                        set_view(standby_view(identity, &info));
                         last_seen = seen;
                     }
+                    // At every attempt: the lease's expiry moves with
+                    // each renewal.
+                    set_view(standby_view(identity, &info));
                 }
             }
             Err(error) => {

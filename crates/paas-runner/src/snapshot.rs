@@ -71,6 +71,10 @@ pub struct ReplicaStatus {
     /// When the active replica took the lease (single: opened the store),
     /// on this host's clock; `None` when unknown.
     pub active_since: Option<SystemTime>,
+    /// On a standby: when the active replica's lease expires unless
+    /// renewed (in the past once it expired), as last read; `None`
+    /// otherwise.
+    pub lease_expires_at: Option<SystemTime>,
 }
 
 /// The SQLite store: this process owns the state database through its

@@ -548,6 +548,13 @@ async fn a_replica_cut_from_the_database_stops_before_a_standby_starts() {
             .is_some_and(|at| at.ends_with('Z')),
         "{json}"
     );
+    // The active replica renews its lease: it expires within the lease.
+    assert!(
+        replica["lease_expires_in_secs"]
+            .as_f64()
+            .is_some_and(|left| left > 0.0 && left <= LEASE_SECS as f64),
+        "{json}"
+    );
     for expected in [
         "Standby: this replica".to_owned(),
         "waits for the lease".to_owned(),

@@ -863,6 +863,7 @@ fn role(role: &'static str, epoch: Option<i64>, active: Option<&str>, ago: u64) 
         epoch,
         active: active.map(str::to_owned),
         active_since: SystemTime::now().checked_sub(Duration::from_secs(ago)),
+        lease_expires_at: None,
     }
 }
 
@@ -925,6 +926,7 @@ fn the_single_sqlite_process_says_it_has_no_lease() {
             "active_for_secs",
             "active_since",
             "epoch",
+            "lease_expires_in_secs",
             "replica",
             "role"
         ]
@@ -952,6 +954,39 @@ fn a_standby_page_says_it_waits_and_names_the_active_replica() {
     assert_eq!(json["replica"]["role"], "standby");
     assert_eq!(json["replica"]["epoch"], 7);
     assert_eq!(json["replica"]["active"], "other\"<b>:9:wxyz");
+    assert_eq!(
+        json["replica"]["lease_expires_in_secs"],
+        serde_json::Value::Null
+    );
+
+    // The active replica's lease as last read: renewed, then expired.
+    published.send_modify(|status| {
+        if let Some(status) = status {
+            status.lease_expires_at = SystemTime::now().checked_add(Duration::from_secs(12));
+        }
+    });
+    let page = page_with(&standby);
+    assert!(page.contains("its lease expires in 1"), "{page}");
+    let left = status::status_value(&Snapshot::default(), &standby)["replica"]
+        ["lease_expires_in_secs"]
+        .as_f64()
+        .expect("seconds");
+    assert!((5.0..=12.0).contains(&left), "{left}");
+    published.send_modify(|status| {
+        if let Some(status) = status {
+            status.lease_expires_at = SystemTime::now().checked_sub(Duration::from_secs(4));
+        }
+    });
+    let page = page_with(&standby);
+    assert!(
+        page.contains("its lease expired 4 s ago: a standby takes over at its next attempt"),
+        "{page}"
+    );
+    let left = status::status_value(&Snapshot::default(), &standby)["replica"]
+        ["lease_expires_in_secs"]
+        .as_f64()
+        .expect("seconds");
+    assert!((-60.0..=-4.0).contains(&left), "{left}");
 
     // Released: nobody holds the lease; the time of the last takeover is
     // not known.
@@ -962,7 +997,9 @@ fn a_standby_page_says_it_waits_and_names_the_active_replica() {
     }));
     let page = page_with(&standby);
     assert!(
-        page.contains("no replica holds the lease now (epoch 8)"),
+        page.contains(
+            "no replica holds the lease now (epoch 8): a standby takes it at its next attempt"
+        ),
         "{page}"
     );
     let json = status::status_value(&Snapshot::default(), &standby);

@@ -46,6 +46,10 @@ pub struct ReplicaDocument {
     pub active_since: Option<String>,
     /// Seconds since then.
     pub active_for_secs: Option<f64>,
+    /// On a standby: seconds until the active replica's lease expires
+    /// unless renewed (negative: expired that long ago, a standby takes
+    /// over); `null` otherwise.
+    pub lease_expires_in_secs: Option<f64>,
 }
 
 impl ReplicaDocument {
@@ -61,6 +65,12 @@ impl ReplicaDocument {
                 now.duration_since(since)
                     .map_or(0.0, |elapsed| elapsed.as_secs_f64())
             }),
+            lease_expires_in_secs: status
+                .lease_expires_at
+                .map(|at| match at.duration_since(now) {
+                    Ok(left) => left.as_secs_f64(),
+                    Err(past) => -past.duration().as_secs_f64(),
+                }),
         }
     }
 }

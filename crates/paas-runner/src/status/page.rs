@@ -64,14 +64,25 @@ fn write_replica(html: &mut String, replica: &ReplicaStatus, now: SystemTime) {
     let epoch = replica.epoch.unwrap_or(0);
     match replica.role {
         ROLE_STANDBY => {
+            let lease = match replica.lease_expires_at.map(|at| at.duration_since(now)) {
+                Some(Ok(left)) => {
+                    format!(", its lease expires in {} unless renewed", format_age(left))
+                }
+                Some(Err(past)) => format!(
+                    ", its lease expired {} ago: a standby takes over at its next attempt",
+                    format_age(past.duration())
+                ),
+                None => String::new(),
+            };
             let active = match &replica.active {
                 Some(active) => format!(
-                    "the active replica is <code>{}</code> (lease epoch {epoch}, active {})",
+                    "the active replica is <code>{}</code> (lease epoch {epoch}, active {}{lease})",
                     escape_html(active),
                     since(replica.active_since)
                 ),
                 None => format!(
-                    "no replica holds the lease now (epoch {epoch}): a standby takes it at                      its next attempt"
+                    "no replica holds the lease now (epoch {epoch}): a standby takes it at \
+                     its next attempt"
                 ),
             };
             let _ = writeln!(
