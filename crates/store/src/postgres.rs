@@ -17,6 +17,7 @@
 
 pub mod lease;
 pub mod throwaway;
+mod tls;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -27,7 +28,7 @@ use std::time::Duration;
 use paas_config::PostgresSettings;
 use paas_core::JobRecord;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::stored::StoredJob;
 use crate::{JobStore, Pending, StoreError, StoreFuture, StoreWrite};
@@ -116,33 +117,43 @@ pub(crate) fn detail(error: &tokio_postgres::Error) -> String {
     }
 }
 
-/// A new connection (its own task drives it), with [`REQUEST_TIMEOUT`].
+/// A new connection (its own task drives it), with [`REQUEST_TIMEOUT`],
+/// over TLS as the URL's `sslmode` says ([`tls`]).
 pub(crate) async fn connect(settings: &PostgresSettings) -> Result<Client, StoreError> {
     let location = settings.url.clone();
     let pg_err = |detail: String| StoreError::Postgres {
         location: location.clone(),
         detail,
     };
-    let mut config = tokio_postgres::Config::from_str(&settings.url)
+    let tls = paas_config::store_tls::pg_tls(&settings.url, settings.ca_file.as_deref())
+        .map_err(|message| pg_err(format!("invalid URL: {message}")))?;
+    let (ssl_mode, connector) = tls::connector(&tls).map_err(&pg_err)?;
+    let mut config = tokio_postgres::Config::from_str(&tls.driver_url)
         .map_err(|error| pg_err(format!("invalid URL: {}", detail(&error))))?;
     if let Some(password) = &settings.password {
         config.password(password.expose());
     }
     config
+        .ssl_mode(ssl_mode)
         .application_name("paas-runner")
         .connect_timeout(REQUEST_TIMEOUT)
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(5))
         .keepalives_interval(Duration::from_secs(2))
         .keepalives_retries(3);
-    let connected = tokio::time::timeout(REQUEST_TIMEOUT, config.connect(NoTls))
+    let connected = tokio::time::timeout(REQUEST_TIMEOUT, config.connect(connector))
         .await
         .map_err(|_| StoreError::Timeout {
             location: location.clone(),
             seconds: REQUEST_TIMEOUT.as_secs(),
         })?;
-    let (client, connection) =
-        connected.map_err(|error| pg_err(format!("cannot connect: {}", detail(&error))))?;
+    let (client, connection) = connected.map_err(|error| {
+        let hosts = hosts_of(&config);
+        match tls::explain(&error, &tls, &hosts) {
+            Some(explained) => pg_err(format!("cannot connect: {explained}")),
+            None => pg_err(format!("cannot connect: {}", detail(&error))),
+        }
+    })?;
     let shown = location.clone();
     tokio::spawn(async move {
         if let Err(error) = connection.await {
@@ -150,6 +161,24 @@ pub(crate) async fn connect(settings: &PostgresSettings) -> Result<Client, Store
         }
     });
     Ok(client)
+}
+
+/// The hosts (and ports) `config` connects to, for messages.
+fn hosts_of(config: &tokio_postgres::Config) -> String {
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(index, host)| {
+            let port = ports.get(index).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            }
+        })
+        .collect();
+    hosts.join(",")
 }
 
 impl PgStore {
