@@ -67,6 +67,8 @@ pub struct PgTls {
     /// Whether the URL says `sslmode` (else the default was chosen).
     pub mode_given: bool,
     pub roots: TrustRoots,
+    /// Whether every host is local (loopback or a Unix socket).
+    pub local: bool,
     /// The URL without `sslmode` and `sslrootcert`.
     pub driver_url: String,
 }
@@ -144,11 +146,10 @@ pub fn pg_tls(url: &str, ca_file: Option<&Path>) -> Result<PgTls, String> {
         (None, Some(path)) => TrustRoots::File(path.to_path_buf()),
         (None, None) => TrustRoots::System,
     };
+    let local = !hosts.is_empty() && hosts.iter().all(|host| is_local(host));
     let (mode, mode_given) = match mode {
         Some(mode) => (mode, true),
-        None if !hosts.is_empty() && hosts.iter().all(|host| is_local(host)) => {
-            (SslMode::Prefer, false)
-        }
+        None if local => (SslMode::Prefer, false),
         None => (SslMode::VerifyFull, false),
     };
     let driver_url = if kept.is_empty() {
@@ -160,6 +161,7 @@ pub fn pg_tls(url: &str, ca_file: Option<&Path>) -> Result<PgTls, String> {
         mode,
         mode_given,
         roots,
+        local,
         driver_url,
     })
 }

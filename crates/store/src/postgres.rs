@@ -186,6 +186,19 @@ impl PgStore {
     pub async fn open(settings: &PostgresSettings) -> Result<PgStore, StoreError> {
         let location = settings.url.clone();
         let client = connect(settings).await?;
+        if let Ok(tls) = paas_config::store_tls::pg_tls(&settings.url, settings.ca_file.as_deref())
+        {
+            if !tls.local && !tls.mode.requires_tls() {
+                tracing::warn!(
+                    store = %location,
+                    sslmode = tls.mode.as_str(),
+                    "the state store is reached over the network without verified TLS: \
+                     job tokens may cross it in clear; use sslmode=verify-full"
+                );
+            } else {
+                tracing::debug!(store = %location, sslmode = tls.mode.as_str(), "state store connected");
+            }
+        }
         // Writes have their own connection: a transaction under way on it
         // never takes in a read or a lease renewal.
         let write_client = connect(settings).await?;
