@@ -175,6 +175,13 @@ fn postgres_from_url(
              as `[store] password = \"secret:NAME\"`",
         ));
     }
+    if parsed.query_pairs().any(|(key, _)| key == "password") {
+        return Err(table.error(
+            key,
+            "the URL carries a password (`password=`): remove it and write it in the \
+             secrets file, as `[store] password = \"secret:NAME\"`",
+        ));
+    }
     if parsed.host_str().is_none_or(str::is_empty)
         && !parsed.query().is_some_and(|q| q.contains("host="))
     {
@@ -327,6 +334,12 @@ cc_token = "cc-main-token-value"
             "{message}"
         );
         assert!(!message.contains("pw-in-url"), "{message}");
+        let message = error(
+            "",
+            "\n[store]\nurl = \"postgresql://paas@db/paas?password=pw-in-query\"\n",
+        );
+        assert!(message.contains("carries a password"), "{message}");
+        assert!(!message.contains("pw-in-query"), "{message}");
         let message = error("", "\n[store]\nurl = \"mysql://db/paas\"\n");
         assert!(message.contains("expected a postgresql://"), "{message}");
         let message = error(

@@ -133,7 +133,19 @@ pub(crate) async fn connect(settings: &PostgresSettings) -> Result<Client, Store
     if let Some(password) = &settings.password {
         config.password(password.expose());
     }
+    // A replica cut from the database in the middle of a write transaction
+    // leaves its session holding the lease row `FOR SHARE` until the server
+    // notices the dead peer (hours with the system's keepalive), and a
+    // takeover waits for that row: the server ends such a session itself
+    // well within the lease.
+    let idle = (settings.lease / 3).max(Duration::from_secs(1));
+    let options = format!(
+        "{} -c idle_in_transaction_session_timeout={}",
+        config.get_options().unwrap_or(""),
+        idle.as_millis()
+    );
     config
+        .options(options.trim_start())
         .ssl_mode(ssl_mode)
         .application_name("paas-runner")
         .connect_timeout(REQUEST_TIMEOUT)
@@ -589,3 +601,48 @@ impl Writer {
 
 const FENCED: &str = "fenced:";
 const TIMED_OUT: &str = "timed out";
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::postgres::lease::Lease;
+    use crate::postgres::throwaway::start_or_skip;
+
+    #[tokio::test]
+    async fn a_session_left_in_a_transaction_is_ended_before_the_lease_could_expire() {
+        let Some(pg) = start_or_skip("a_session_left_in_a_transaction_is_ended")
+            .expect("throwaway PostgreSQL cluster")
+        else {
+            return;
+        };
+        pg.create_database("stuck").unwrap();
+        let lease_time = Duration::from_secs(3);
+        let settings = pg.settings("stuck", lease_time);
+        let _store = PgStore::open(&settings).await.unwrap();
+        // A writer cut from the server in the middle of a transaction: the
+        // lease row held `FOR SHARE`, nothing more ever sent.
+        let stuck = connect(&settings).await.unwrap();
+        stuck
+            .batch_execute("BEGIN; SELECT epoch FROM paas_runner_lease WHERE id = 1 FOR SHARE")
+            .await
+            .unwrap();
+        let lease = Lease::connect(&settings, "b".into()).await.unwrap();
+        let started = Instant::now();
+        let acquired = lease.try_acquire().await.unwrap();
+        let waited = started.elapsed();
+        assert!(acquired.is_some(), "the free lease is taken");
+        // Blocked by the stuck session until the server ended it, well
+        // within the lease.
+        assert!(
+            waited >= Duration::from_millis(800) && waited < lease_time,
+            "{waited:?}"
+        );
+        assert!(stuck.batch_execute("SELECT 1").await.is_err());
+        println!(
+            "takeover blocked {:.2} s by a session left in a transaction",
+            waited.as_secs_f64()
+        );
+    }
+}

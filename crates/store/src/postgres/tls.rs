@@ -170,7 +170,7 @@ pub(crate) fn explain(error: &tokio_postgres::Error, tls: &PgTls, host: &str) ->
         // pg_hba.conf has only `hostssl` lines for this client.
         let refused_plain = db.code()
             == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-            && db.message().contains("no encryption");
+            && (db.message().contains("no encryption") || db.message().contains("SSL off"));
         return refused_plain.then(|| {
             format!(
                 "the server at {host} refuses connections without TLS ({}), and sslmode={mode} \
