@@ -133,19 +133,7 @@ pub(crate) async fn connect(settings: &PostgresSettings) -> Result<Client, Store
     if let Some(password) = &settings.password {
         config.password(password.expose());
     }
-    // A replica cut from the database in the middle of a write transaction
-    // leaves its session holding the lease row `FOR SHARE` until the server
-    // notices the dead peer (hours with the system's keepalive), and a
-    // takeover waits for that row: the server ends such a session itself
-    // well within the lease.
-    let idle = (settings.lease / 3).max(Duration::from_secs(1));
-    let options = format!(
-        "{} -c idle_in_transaction_session_timeout={}",
-        config.get_options().unwrap_or(""),
-        idle.as_millis()
-    );
     config
-        .options(options.trim_start())
         .ssl_mode(ssl_mode)
         .application_name("paas-runner")
         .connect_timeout(REQUEST_TIMEOUT)
@@ -172,6 +160,32 @@ pub(crate) async fn connect(settings: &PostgresSettings) -> Result<Client, Store
             tracing::warn!(store = %shown, error = %detail(&error), "connection to the state store ended");
         }
     });
+    // A replica cut from the database in the middle of a write transaction
+    // leaves its session holding the lease row `FOR SHARE` until the server
+    // notices the dead peer (hours with the system's keepalive), and a
+    // takeover waits for that row: the server ends such a session itself
+    // well within the lease. (`SET` rather than a startup option, which
+    // connection poolers may refuse.)
+    let idle = (settings.lease / 3).max(Duration::from_secs(1));
+    let set = format!(
+        "SET idle_in_transaction_session_timeout = {}",
+        idle.as_millis()
+    );
+    match tokio::time::timeout(REQUEST_TIMEOUT, client.batch_execute(&set)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            return Err(pg_err(format!(
+                "cannot set up the session: {}",
+                detail(&error)
+            )))
+        }
+        Err(_) => {
+            return Err(StoreError::Timeout {
+                location,
+                seconds: REQUEST_TIMEOUT.as_secs(),
+            })
+        }
+    }
     Ok(client)
 }
 
