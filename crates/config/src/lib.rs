@@ -21,6 +21,7 @@ mod runner;
 mod secrets;
 mod state_dir;
 mod store;
+pub mod store_tls;
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,10 @@
 //! secrets_file = "/etc/paas-runner/secrets.toml"
 //! lease_seconds = 15                   # takeover time of a standby
 //! replica_name = "runner-a"            # default: host name and process id
+//! ca_file = "/etc/paas-runner/db-ca.pem" # authorities of the server's certificate
 //! ```
+//!
+//! TLS follows the URL's `sslmode` (see [`crate::store_tls`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +21,7 @@ use paas_core::Secret;
 
 use crate::reader::TableReader;
 use crate::secrets::{ReadFile, Secrets};
+use crate::store_tls::{SslMode, TrustRoots};
 use crate::ConfigError;
 
 /// The state database used when no `state_file` is configured, relative to
@@ -36,6 +40,7 @@ pub(crate) const STORE_KEYS: &[&str] = &[
     "secrets_file",
     "lease_seconds",
     "replica_name",
+    "ca_file",
 ];
 
 /// The store the configuration chooses.
@@ -61,6 +66,9 @@ pub struct PostgresSettings {
     pub lease: Duration,
     /// This replica's name in the lease table and the logs.
     pub replica_name: Option<String>,
+    /// `[store] ca_file`: the authorities the server's certificate must
+    /// chain to (else `sslrootcert` in the URL, else the system's).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PostgresSettings {
@@ -70,6 +78,7 @@ impl std::fmt::Debug for PostgresSettings {
             .field("password", &self.password.as_ref().map(|_| "[redacted]"))
             .field("lease", &self.lease)
             .field("replica_name", &self.replica_name)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -99,7 +108,9 @@ pub(crate) fn parse_store(
     let Some(section) = section else {
         return Ok(match state_file {
             Some(url) if is_postgres_url(&url) => {
-                StoreSettings::Postgres(postgres_from_url(root, "state_file", url, None)?)
+                let settings = postgres_from_url(root, "state_file", url, None)?;
+                check_tls(root, "state_file", &settings, None, read_file)?;
+                StoreSettings::Postgres(settings)
             }
             state_file => StoreSettings::Sqlite {
                 state_file: state_file.map(PathBuf::from),
@@ -135,6 +146,11 @@ pub(crate) fn parse_store(
         settings.lease = lease;
     }
     settings.replica_name = section.string("replica_name")?;
+    settings.ca_file = section
+        .string("ca_file")?
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from);
+    check_tls(&section, "url", &settings, Some("ca_file"), read_file)?;
     Ok(StoreSettings::Postgres(settings))
 }
 
@@ -159,6 +175,13 @@ fn postgres_from_url(
              as `[store] password = \"secret:NAME\"`",
         ));
     }
+    if parsed.query_pairs().any(|(key, _)| key == "password") {
+        return Err(table.error(
+            key,
+            "the URL carries a password (`password=`): remove it and write it in the \
+             secrets file, as `[store] password = \"secret:NAME\"`",
+        ));
+    }
     if parsed.host_str().is_none_or(str::is_empty)
         && !parsed.query().is_some_and(|q| q.contains("host="))
     {
@@ -169,7 +192,48 @@ fn postgres_from_url(
         password,
         lease: DEFAULT_LEASE,
         replica_name: None,
+        ca_file: None,
     })
+}
+
+/// Checks the URL's TLS settings, and that the certificate authorities
+/// (`ca_file`, or `sslrootcert` in the URL) can be read: a mistake there is
+/// reported at load, not at the first connection.
+fn check_tls(
+    table: &TableReader<'_>,
+    url_key: &str,
+    settings: &PostgresSettings,
+    ca_key: Option<&str>,
+    read_file: ReadFile<'_>,
+) -> Result<(), ConfigError> {
+    let tls = crate::store_tls::pg_tls(&settings.url, settings.ca_file.as_deref())
+        .map_err(|message| table.error(url_key, message))?;
+    let TrustRoots::File(path) = &tls.roots else {
+        return Ok(());
+    };
+    let key = match (&settings.ca_file, ca_key) {
+        (Some(_), Some(ca_key)) => ca_key,
+        _ => url_key,
+    };
+    let text = read_file(path).map_err(|error| {
+        table.error(
+            key,
+            format!(
+                "cannot read the certificate authorities {}: {error}",
+                path.display()
+            ),
+        )
+    })?;
+    crate::store_tls::check_pem_certificates(&text)
+        .map_err(|message| table.error(key, format!("{}: {message}", path.display())))?;
+    if tls.mode == SslMode::Disable {
+        return Err(table.error(
+            key,
+            "certificate authorities are set but sslmode=disable turns TLS off: \
+             remove one of them",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -200,6 +264,10 @@ cc_token = "cc-main-token-value"
         let read_file = |path: &Path| -> io::Result<String> {
             if path == Path::new("/etc/paas/secrets.toml") {
                 Ok(format!("pg = {PASSWORD:?}\n"))
+            } else if path == Path::new("/etc/paas/ca.pem") {
+                Ok("-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n".into())
+            } else if path == Path::new("/etc/paas/not-a-ca.pem") {
+                Ok("just text\n".into())
             } else {
                 Err(io::Error::new(
                     io::ErrorKind::NotFound,
@@ -266,6 +334,12 @@ cc_token = "cc-main-token-value"
             "{message}"
         );
         assert!(!message.contains("pw-in-url"), "{message}");
+        let message = error(
+            "",
+            "\n[store]\nurl = \"postgresql://paas@db/paas?password=pw-in-query\"\n",
+        );
+        assert!(message.contains("carries a password"), "{message}");
+        assert!(!message.contains("pw-in-query"), "{message}");
         let message = error("", "\n[store]\nurl = \"mysql://db/paas\"\n");
         assert!(message.contains("expected a postgresql://"), "{message}");
         let message = error(
@@ -294,5 +368,70 @@ cc_token = "cc-main-token-value"
             "\n[store]\nurl = \"postgresql://db/p\"\n",
         );
         assert!(message.contains("both state_file and [store]"), "{message}");
+    }
+
+    #[test]
+    fn ca_file_and_sslmode_are_checked_at_load_where_they_are_written() {
+        let config = parse(
+            "",
+            "\n[store]\nurl = \"postgresql://paas@db/p?sslmode=verify-full\"\nca_file = \"/etc/paas/ca.pem\"\n",
+        )
+        .unwrap();
+        let StoreSettings::Postgres(settings) = &config.store else {
+            panic!("{:?}", config.store)
+        };
+        assert_eq!(
+            settings.ca_file.as_deref(),
+            Some(Path::new("/etc/paas/ca.pem"))
+        );
+        let config = parse(
+            "state_file = \"postgresql://paas@db/p?sslrootcert=/etc/paas/ca.pem\"\n",
+            "",
+        )
+        .unwrap();
+        assert!(matches!(config.store, StoreSettings::Postgres(_)));
+
+        let message = error(
+            "",
+            "\n[store]\nurl = \"postgresql://db/p\"\nca_file = \"/etc/paas/missing.pem\"\n",
+        );
+        assert!(
+            message.contains("key `store.ca_file`")
+                && message
+                    .contains("cannot read the certificate authorities /etc/paas/missing.pem"),
+            "{message}"
+        );
+        let message = error(
+            "",
+            "\n[store]\nurl = \"postgresql://db/p\"\nca_file = \"/etc/paas/not-a-ca.pem\"\n",
+        );
+        assert!(
+            message.contains("key `store.ca_file`") && message.contains("no PEM certificate"),
+            "{message}"
+        );
+        let message = error(
+            "state_file = \"postgresql://db/p?sslrootcert=/etc/paas/missing.pem\"\n",
+            "",
+        );
+        assert!(
+            message.contains("key `state_file`") && message.contains("missing.pem"),
+            "{message}"
+        );
+        let message = error(
+            "",
+            "\n[store]\nurl = \"postgresql://db/p?sslmode=verify\"\n",
+        );
+        assert!(
+            message.contains("key `store.url`") && message.contains("unknown sslmode"),
+            "{message}"
+        );
+        let message = error(
+            "",
+            "\n[store]\nurl = \"postgresql://db/p?sslmode=disable\"\nca_file = \"/etc/paas/ca.pem\"\n",
+        );
+        assert!(
+            message.contains("sslmode=disable turns TLS off"),
+            "{message}"
+        );
     }
 }

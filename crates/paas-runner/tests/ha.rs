@@ -589,7 +589,12 @@ async fn a_replica_cut_from_the_database_stops_before_a_standby_starts() {
     );
     let next = wait_active(&observer, first.epoch, DEADLINE)
         .await
-        .expect("the standby takes over");
+        .unwrap_or_else(|| {
+            panic!(
+                "the standby takes over\n{}",
+                logs(&[standby.log.as_path(), isolated.log.as_path()])
+            )
+        });
     let took_over_after = cut_at.elapsed();
     assert_eq!(next.holder.as_deref().and_then(pid_of), Some(standby.pid()));
     println!(

@@ -17,6 +17,7 @@
 
 pub mod lease;
 pub mod throwaway;
+mod tls;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -27,7 +28,7 @@ use std::time::Duration;
 use paas_config::PostgresSettings;
 use paas_core::JobRecord;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::stored::StoredJob;
 use crate::{JobStore, Pending, StoreError, StoreFuture, StoreWrite};
@@ -116,40 +117,94 @@ pub(crate) fn detail(error: &tokio_postgres::Error) -> String {
     }
 }
 
-/// A new connection (its own task drives it), with [`REQUEST_TIMEOUT`].
+/// A new connection (its own task drives it), with [`REQUEST_TIMEOUT`],
+/// over TLS as the URL's `sslmode` says ([`tls`]).
 pub(crate) async fn connect(settings: &PostgresSettings) -> Result<Client, StoreError> {
     let location = settings.url.clone();
     let pg_err = |detail: String| StoreError::Postgres {
         location: location.clone(),
         detail,
     };
-    let mut config = tokio_postgres::Config::from_str(&settings.url)
+    let tls = paas_config::store_tls::pg_tls(&settings.url, settings.ca_file.as_deref())
+        .map_err(|message| pg_err(format!("invalid URL: {message}")))?;
+    let (ssl_mode, connector) = tls::connector(&tls).map_err(&pg_err)?;
+    let mut config = tokio_postgres::Config::from_str(&tls.driver_url)
         .map_err(|error| pg_err(format!("invalid URL: {}", detail(&error))))?;
     if let Some(password) = &settings.password {
         config.password(password.expose());
     }
     config
+        .ssl_mode(ssl_mode)
         .application_name("paas-runner")
         .connect_timeout(REQUEST_TIMEOUT)
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(5))
         .keepalives_interval(Duration::from_secs(2))
         .keepalives_retries(3);
-    let connected = tokio::time::timeout(REQUEST_TIMEOUT, config.connect(NoTls))
+    let connected = tokio::time::timeout(REQUEST_TIMEOUT, config.connect(connector))
         .await
         .map_err(|_| StoreError::Timeout {
             location: location.clone(),
             seconds: REQUEST_TIMEOUT.as_secs(),
         })?;
-    let (client, connection) =
-        connected.map_err(|error| pg_err(format!("cannot connect: {}", detail(&error))))?;
+    let (client, connection) = connected.map_err(|error| {
+        let hosts = hosts_of(&config);
+        match tls::explain(&error, &tls, &hosts) {
+            Some(explained) => pg_err(format!("cannot connect: {explained}")),
+            None => pg_err(format!("cannot connect: {}", detail(&error))),
+        }
+    })?;
     let shown = location.clone();
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(store = %shown, error = %detail(&error), "connection to the state store ended");
         }
     });
+    // A replica cut from the database in the middle of a write transaction
+    // leaves its session holding the lease row `FOR SHARE` until the server
+    // notices the dead peer (hours with the system's keepalive), and a
+    // takeover waits for that row: the server ends such a session itself
+    // well within the lease. (`SET` rather than a startup option, which
+    // connection poolers may refuse.)
+    let idle = (settings.lease / 3).max(Duration::from_secs(1));
+    let set = format!(
+        "SET idle_in_transaction_session_timeout = {}",
+        idle.as_millis()
+    );
+    match tokio::time::timeout(REQUEST_TIMEOUT, client.batch_execute(&set)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            return Err(pg_err(format!(
+                "cannot set up the session: {}",
+                detail(&error)
+            )))
+        }
+        Err(_) => {
+            return Err(StoreError::Timeout {
+                location,
+                seconds: REQUEST_TIMEOUT.as_secs(),
+            })
+        }
+    }
     Ok(client)
+}
+
+/// The hosts (and ports) `config` connects to, for messages.
+fn hosts_of(config: &tokio_postgres::Config) -> String {
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(index, host)| {
+            let port = ports.get(index).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            }
+        })
+        .collect();
+    hosts.join(",")
 }
 
 impl PgStore {
@@ -157,6 +212,19 @@ impl PgStore {
     pub async fn open(settings: &PostgresSettings) -> Result<PgStore, StoreError> {
         let location = settings.url.clone();
         let client = connect(settings).await?;
+        if let Ok(tls) = paas_config::store_tls::pg_tls(&settings.url, settings.ca_file.as_deref())
+        {
+            if !tls.local && !tls.mode.requires_tls() {
+                tracing::warn!(
+                    store = %location,
+                    sslmode = tls.mode.as_str(),
+                    "the state store is reached over the network without verified TLS: \
+                     job tokens may cross it in clear; use sslmode=verify-full"
+                );
+            } else {
+                tracing::debug!(store = %location, sslmode = tls.mode.as_str(), "state store connected");
+            }
+        }
         // Writes have their own connection: a transaction under way on it
         // never takes in a read or a lease renewal.
         let write_client = connect(settings).await?;
@@ -547,3 +615,48 @@ impl Writer {
 
 const FENCED: &str = "fenced:";
 const TIMED_OUT: &str = "timed out";
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::postgres::lease::Lease;
+    use crate::postgres::throwaway::start_or_skip;
+
+    #[tokio::test]
+    async fn a_session_left_in_a_transaction_is_ended_before_the_lease_could_expire() {
+        let Some(pg) = start_or_skip("a_session_left_in_a_transaction_is_ended")
+            .expect("throwaway PostgreSQL cluster")
+        else {
+            return;
+        };
+        pg.create_database("stuck").unwrap();
+        let lease_time = Duration::from_secs(3);
+        let settings = pg.settings("stuck", lease_time);
+        let _store = PgStore::open(&settings).await.unwrap();
+        // A writer cut from the server in the middle of a transaction: the
+        // lease row held `FOR SHARE`, nothing more ever sent.
+        let stuck = connect(&settings).await.unwrap();
+        stuck
+            .batch_execute("BEGIN; SELECT epoch FROM paas_runner_lease WHERE id = 1 FOR SHARE")
+            .await
+            .unwrap();
+        let lease = Lease::connect(&settings, "b".into()).await.unwrap();
+        let started = Instant::now();
+        let acquired = lease.try_acquire().await.unwrap();
+        let waited = started.elapsed();
+        assert!(acquired.is_some(), "the free lease is taken");
+        // Blocked by the stuck session until the server ended it, well
+        // within the lease.
+        assert!(
+            waited >= Duration::from_millis(800) && waited < lease_time,
+            "{waited:?}"
+        );
+        assert!(stuck.batch_execute("SELECT 1").await.is_err());
+        println!(
+            "takeover blocked {:.2} s by a session left in a transaction",
+            waited.as_secs_f64()
+        );
+    }
+}

@@ -3,6 +3,9 @@
 //! directory, on a free loopback port, its socket in that directory,
 //! password authentication over TCP, stopped and removed on drop. Run as
 //! root, the server runs as `nobody` (PostgreSQL refuses root).
+//!
+//! [`Throwaway::start_tls`] starts one with `ssl = on` and the given
+//! certificate, accepting TCP connections over TLS only (`hostssl`).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +18,13 @@ use paas_core::Secret;
 /// The cluster's superuser and its password.
 pub const USER: &str = "paas";
 pub const PASSWORD: &str = "throwaway-pw-9c41";
+
+/// The server's certificate chain and private key (PEM), for
+/// [`Throwaway::start_tls`].
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
 
 /// A running throwaway cluster.
 pub struct Throwaway {
@@ -59,16 +69,33 @@ fn complete(dir: &Path) -> bool {
 /// `Ok(None)` (with a notice on stderr) when PostgreSQL is not installed,
 /// unless `PAAS_RUNNER_REQUIRE_TOOLS=1`: then an error.
 pub fn start_or_skip(test: &str) -> Result<Option<Throwaway>, String> {
-    if binaries().is_none() {
-        if std::env::var("PAAS_RUNNER_REQUIRE_TOOLS").as_deref() == Ok("1") {
-            return Err(format!(
-                "{test}: PostgreSQL (initdb, pg_ctl) not found and PAAS_RUNNER_REQUIRE_TOOLS=1"
-            ));
-        }
-        eprintln!("SKIPPED {test}: PostgreSQL (initdb, pg_ctl) not found; install `postgresql`");
+    if missing(test)? {
         return Ok(None);
     }
     Throwaway::start().map(Some)
+}
+
+/// Like [`start_or_skip`], for [`Throwaway::start_tls`].
+pub fn start_tls_or_skip(test: &str, tls: &ServerTls) -> Result<Option<Throwaway>, String> {
+    if missing(test)? {
+        return Ok(None);
+    }
+    Throwaway::start_tls(tls).map(Some)
+}
+
+/// Whether `test` must be skipped (PostgreSQL not installed), with a
+/// notice; an error instead under `PAAS_RUNNER_REQUIRE_TOOLS=1`.
+fn missing(test: &str) -> Result<bool, String> {
+    if binaries().is_some() {
+        return Ok(false);
+    }
+    if std::env::var("PAAS_RUNNER_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        return Err(format!(
+            "{test}: PostgreSQL (initdb, pg_ctl) not found and PAAS_RUNNER_REQUIRE_TOOLS=1"
+        ));
+    }
+    eprintln!("SKIPPED {test}: PostgreSQL (initdb, pg_ctl) not found; install `postgresql`");
+    Ok(true)
 }
 
 /// `nobody`'s uid and gid, from `/etc/passwd`.
@@ -96,6 +123,16 @@ fn free_port() -> Result<u16, String> {
 
 impl Throwaway {
     pub fn start() -> Result<Throwaway, String> {
+        Throwaway::start_with(None)
+    }
+
+    /// A cluster with `ssl = on`, serving `tls`, whose `pg_hba.conf`
+    /// accepts TCP connections over TLS only: a plain one is refused.
+    pub fn start_tls(tls: &ServerTls) -> Result<Throwaway, String> {
+        Throwaway::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&ServerTls>) -> Result<Throwaway, String> {
         let bin = binaries().ok_or("PostgreSQL binaries not found")?;
         let dir = tempfile::Builder::new()
             .prefix("paas-pg-")
@@ -133,6 +170,9 @@ impl Throwaway {
                 "--no-sync".as_ref(),
             ],
         )?;
+        if let Some(tls) = tls {
+            cluster.configure_tls(tls)?;
+        }
         let mut last_error = String::new();
         for _ in 0..3 {
             cluster.port = free_port()?;
@@ -165,6 +205,45 @@ impl Throwaway {
             }
         }
         Err(last_error)
+    }
+
+    /// Writes the certificate and key (0600, owned by the server's user, as
+    /// PostgreSQL requires of the key), turns `ssl` on and accepts TCP
+    /// connections over TLS only.
+    fn configure_tls(&self, tls: &ServerTls) -> Result<(), String> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let write = |name: &str, text: &str, append: bool| -> Result<(), String> {
+            let path = self.data.join(name);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .append(append)
+                .truncate(!append)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            file.write_all(text.as_bytes())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if let Some((uid, gid)) = self.owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        };
+        write("server.crt", &tls.cert_pem, false)?;
+        write("server.key", &tls.key_pem, false)?;
+        write(
+            "postgresql.conf",
+            "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            true,
+        )?;
+        write(
+            "pg_hba.conf",
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostssl all all ::1/128 scram-sha-256\n",
+            false,
+        )
     }
 
     fn socket_dir(&self) -> PathBuf {
@@ -216,6 +295,7 @@ impl Throwaway {
             password: Some(Secret::new(PASSWORD)),
             lease,
             replica_name: None,
+            ca_file: None,
         }
     }
 
