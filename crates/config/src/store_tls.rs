@@ -10,9 +10,10 @@
 //! | `require`, `verify-ca` | always | signed by a trusted authority (no host name check) |
 //! | `verify-full` | always | signed by a trusted authority and valid for the host |
 //!
-//! With no `sslmode`: `prefer` when every host is local (loopback or a
-//! Unix socket), `verify-full` otherwise. Trusted authorities: `ca_file`
-//! (or `sslrootcert`), else the system's.
+//! With no `sslmode`: `prefer`, as libpq (the URL means what it means to
+//! every PostgreSQL client; the store warns when a host that is not local
+//! is reached without a verified certificate). Trusted authorities:
+//! `ca_file` (or `sslrootcert`), else the system's.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -149,8 +150,7 @@ pub fn pg_tls(url: &str, ca_file: Option<&Path>) -> Result<PgTls, String> {
     let local = !hosts.is_empty() && hosts.iter().all(|host| is_local(host));
     let (mode, mode_given) = match mode {
         Some(mode) => (mode, true),
-        None if local => (SslMode::Prefer, false),
-        None => (SslMode::VerifyFull, false),
+        None => (SslMode::Prefer, false),
     };
     let driver_url = if kept.is_empty() {
         base.to_owned()
@@ -217,15 +217,16 @@ mod tests {
     }
 
     #[test]
-    fn the_default_verifies_a_network_host_and_prefers_tls_on_a_local_one() {
+    fn the_default_prefers_tls_as_libpq_and_knows_which_hosts_are_local() {
         for url in [
             "postgresql://paas@db.internal:5432/paas",
             "postgresql://paas@10.0.0.3/paas",
             "postgresql://paas@localhost/paas?host=db.internal",
         ] {
             let found = tls(url);
-            assert_eq!((found.mode, found.mode_given), (SslMode::VerifyFull, false));
+            assert_eq!((found.mode, found.mode_given), (SslMode::Prefer, false));
             assert_eq!(found.roots, TrustRoots::System);
+            assert!(!found.local, "{url}");
         }
         for url in [
             "postgresql://paas@127.0.0.1:5432/paas?connect_timeout=5",
@@ -234,7 +235,9 @@ mod tests {
             "postgresql://paas@%2Fvar%2Frun%2Fpostgresql/paas",
             "postgresql://paas@/paas?host=/var/run/postgresql",
         ] {
-            assert_eq!(tls(url).mode, SslMode::Prefer, "{url}");
+            let found = tls(url);
+            assert_eq!(found.mode, SslMode::Prefer, "{url}");
+            assert!(found.local, "{url}");
         }
     }
 
