@@ -237,10 +237,7 @@ async fn list_apps(
     authenticated(&sim, &headers, &orga, || async {
         let state = sim.lock();
         let apps: Vec<Value> = state
-            .live
-            .iter()
-            .map(|&index| &state.apps[index])
-            .filter(|app| app.orga == orga)
+            .live_apps_of(&orga)
             .map(|app| app_json(&sim, app))
             .collect();
         Json(Value::Array(apps)).into_response()

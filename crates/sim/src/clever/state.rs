@@ -56,6 +56,17 @@ pub(super) struct InjectedCreateError {
 }
 
 impl SimState {
+    /// The live applications of organisation `orga`, oldest first.
+    pub(super) fn live_apps_of<'a>(
+        &'a self,
+        orga: &'a str,
+    ) -> impl Iterator<Item = &'a AppEntry> + 'a {
+        self.live
+            .iter()
+            .map(|&index| &self.apps[index])
+            .filter(move |app| app.orga == orga)
+    }
+
     /// An empty state whose generators derive from `seed`.
     pub(super) fn new(seed: u64) -> SimState {
         SimState {

@@ -46,10 +46,7 @@ pub(super) async fn get_summary(State(sim): State<CleverSim>, headers: HeaderMap
     authenticated(&sim, &headers, &orga, || async {
         let state = sim.lock();
         let applications: Vec<Value> = state
-            .live
-            .iter()
-            .map(|&index| &state.apps[index])
-            .filter(|app| app.orga == orga)
+            .live_apps_of(&orga)
             .map(|app| {
                 json!({
                     "id": app.record.id,

@@ -41,11 +41,7 @@ pub(super) async fn list_organisation_deployments(
             return not_found();
         }
         let mut apps = Map::new();
-        for &index in &state.live {
-            let app = &state.apps[index];
-            if app.orga != orga {
-                continue;
-            }
+        for app in state.live_apps_of(&orga) {
             if let Some(deployment) = latest_deployment(app) {
                 apps.insert(app.record.id.clone(), Value::Array(vec![deployment]));
             }
@@ -151,10 +147,7 @@ pub(super) async fn list_organisation_instances(
     authenticated(&sim, &headers, &orga, || async {
         let state = sim.lock();
         let instances: Vec<Value> = state
-            .live
-            .iter()
-            .map(|&index| &state.apps[index])
-            .filter(|app| app.orga == orga)
+            .live_apps_of(&orga)
             .filter_map(super::instance_json)
             .collect();
         Json(Value::Array(instances)).into_response()
