@@ -201,13 +201,19 @@ pub(super) async fn append_log(
         }
         Err(error) => {
             warn!(runner = %runner.name, job_id = job.job_id, %error, "could not write to the job log");
-            StepOutcome::Failed {
-                transient: error.is_transient(),
-                user_message: String::new(),
-            }
+            write_failed(error.is_transient())
         }
     };
     Event::LogAppended { job, outcome }
+}
+
+/// A write to the coordinator that did not take: nothing for the job's
+/// user to read (the core retries it, or gives up).
+fn write_failed(transient: bool) -> StepOutcome<()> {
+    StepOutcome::Failed {
+        transient,
+        user_message: String::new(),
+    }
 }
 
 /// The job failed: tell the coordinator, with the reason it accepts.
@@ -238,16 +244,10 @@ pub(super) async fn report_failure(
             info!(runner = %runner.name, job_id = job.job_id, status = job_status.as_deref().unwrap_or("unknown"), "job already over on the coordinator");
             StepOutcome::Done(())
         }
-        Ok(UpdateOutcome::Retry { .. }) => StepOutcome::Failed {
-            transient: true,
-            user_message: String::new(),
-        },
+        Ok(UpdateOutcome::Retry { .. }) => write_failed(true),
         Err(error) => {
             warn!(runner = %runner.name, job_id = job.job_id, %error, "could not report job failure");
-            StepOutcome::Failed {
-                transient: error.is_transient(),
-                user_message: String::new(),
-            }
+            write_failed(error.is_transient())
         }
     };
     Event::Reported { job, outcome }
