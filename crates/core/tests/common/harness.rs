@@ -665,10 +665,7 @@ impl Harness {
         self.crashes += 1;
         self.stop_times.push(self.now);
         self.note(None, "CRASH".to_owned());
-        self.dispatcher = Dispatcher::new(self.config.clone(), self.runners.clone());
-        if let Some(watch) = self.watch {
-            self.dispatcher.set_watch(watch);
-        }
+        self.dispatcher = self.fresh_dispatcher();
         self.listed.clear();
         self.failed_listings.clear();
         self.shutting_down = false;
@@ -764,12 +761,18 @@ impl Harness {
         records + strays
     }
 
+    /// A dispatcher as a new process starts it.
+    pub(crate) fn fresh_dispatcher(&self) -> Dispatcher {
+        let mut dispatcher = Dispatcher::new(self.config.clone(), self.runners.clone());
+        if let Some(watch) = self.watch {
+            dispatcher.set_watch(watch);
+        }
+        dispatcher
+    }
+
     /// A new process takes back the stored records.
     pub fn restart(&mut self) {
-        self.dispatcher = Dispatcher::new(self.config.clone(), self.runners.clone());
-        if let Some(watch) = self.watch {
-            self.dispatcher.set_watch(watch);
-        }
+        self.dispatcher = self.fresh_dispatcher();
         self.listed.clear();
         self.failed_listings.clear();
         self.shutting_down = false;

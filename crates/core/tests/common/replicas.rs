@@ -217,14 +217,6 @@ impl Harness {
         self.dispatcher = self.fresh_dispatcher();
     }
 
-    pub(crate) fn fresh_dispatcher(&self) -> Dispatcher {
-        let mut dispatcher = Dispatcher::new(self.config.clone(), self.runners.clone());
-        if let Some(watch) = self.watch {
-            dispatcher.set_watch(watch);
-        }
-        dispatcher
-    }
-
     fn replicas(&mut self) -> &mut Replicas {
         self.replicas.as_mut().expect("replica mode")
     }
